@@ -1,0 +1,204 @@
+"""``RunConfig``: one experiment, composed of the component configs, mapped one-to-one on YAML.
+
+.. code-block:: yaml
+
+    name: shapes_cnn_sidda
+    out_dir: runs
+    data:  {path: data/shapes, target_suffix: _noise, val_fraction: 0.2}
+    model: {name: cnn}
+    loss:  {method: sidda, eta_mode: faithful}
+    train: {epochs: 50, warmup: 5, milestones: [25, 40], seed: 10}
+
+Unknown keys and values of the wrong type are errors. Dotted overrides such as
+``train.epochs=2`` or ``model.name=d4`` are parsed with :func:`ast.literal_eval` (a bare word
+is a string).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from sidda.datasets import DataConfig
+from sidda.losses import LossConfig
+from sidda.models import ModelConfig
+from sidda.train import TrainConfig
+
+__all__ = ["ConfigError", "RunConfig"]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used, with a message that says how to fix it."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole experiment.
+
+    Attributes:
+        name: Run name; the run directory is ``out_dir/name``.
+        out_dir: Parent folder of run directories.
+        data: Data options.
+        model: Model options.
+        loss: Objective options.
+        train: Optimisation options.
+    """
+
+    name: str = "run"
+    out_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        """``out_dir/name``."""
+        return Path(self.out_dir) / self.name
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        """Build from a nested dict; unknown keys and wrong types raise :class:`ConfigError`."""
+        return _build(cls, d, "")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        """Load a YAML file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(d).__name__}")
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+    def override(self, assignments: list[str]) -> RunConfig:
+        """Apply dotted ``key=value`` overrides, e.g. ``["train.epochs=2", "model.name=d4"]``."""
+        d = self.to_dict()
+        for item in assignments:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like section.key=value")
+            key, raw = item.split("=", 1)
+            parts = key.strip().split(".")
+            node = d
+            for p in parts[:-1]:
+                if not isinstance(node.get(p), dict):
+                    raise ConfigError(f"unknown config section {p!r} in override {item!r}")
+                node = node[p]
+            if parts[-1] not in node:
+                raise ConfigError(
+                    f"unknown config key {key!r}; known keys here: {', '.join(sorted(node))}"
+                )
+            node[parts[-1]] = _parse_value(raw.strip())
+        return RunConfig.from_dict(d)
+
+    def to_dict(self) -> dict:
+        """Nested plain dict (tuples as lists), the inverse of :meth:`from_dict`."""
+        return _plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        """YAML text of :meth:`to_dict`."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _parse_value(raw: str) -> object:
+    if raw.lower() in ("null", "none", "~"):
+        return None
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def _plain(o: object) -> object:
+    if isinstance(o, dict):
+        return {k: _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain(v) for v in o]
+    return o
+
+
+def _type_name(tp: object) -> str:
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: object, tp: object, where: str) -> object:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(
+            f"{where} must be {' or '.join(_type_name(a) for a in args)}, got {value!r}"
+            f" ({type(value).__name__})"
+        )
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        (inner, *_rest) = typing.get_args(tp)
+        return tuple(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"section {where!r} must be a mapping, got {value!r}")
+        return _build(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - every field type is handled above
+        return value
+    raise ConfigError(f"{where} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _build(cls: type, d: dict, prefix: str) -> object:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        where = f"section {prefix!r}" if prefix else "the top level"
+        raise ConfigError(
+            f"unknown config key(s) {unknown} in {where}; valid keys: {', '.join(names)}"
+        )
+    kwargs = {
+        k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in d.items()
+    }
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

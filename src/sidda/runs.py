@@ -1,0 +1,138 @@
+"""Run directories: atomic writes, checkpoints, and what a run records about itself.
+
+A run is a self-describing folder::
+
+    runs/<name>/
+        config.yaml          the resolved RunConfig
+        argv.txt             the command line that made it
+        environment.json     package versions, device, seed, data checksums
+        data_manifest.json   the data folder's manifest (how the data was made)
+        history.csv          one row per epoch (true per-epoch means)
+        history_steps.csv    one row per optimisation step
+        checkpoints/{final,best_val_acc,best_val_loss,last}.pt
+        metrics.json         written by `sidda evaluate`
+
+Every file is written atomically (temporary file in the same folder, fsync, rename), so a
+kill at any instant leaves the previous complete version in place.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import platform
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "atomic_write",
+    "environment_info",
+    "load_checkpoint",
+    "save_checkpoint",
+    "write_csv",
+    "write_json",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = ("final", "best_val_acc", "best_val_loss")
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename.
+
+    Raises:
+        OSError: with the path and the cause (full disk, no permission) in the message.
+    """
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"could not write {path}: {e.strerror or e}") from None
+    return path
+
+
+def write_json(path: str | Path, obj: object) -> Path:
+    """Atomically write ``obj`` as indented JSON."""
+    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def _jsonable(o: object) -> object:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot write {type(o).__name__} as JSON")
+
+
+def write_csv(path: str | Path, rows: Iterable[dict]) -> Path:
+    """Atomically write dict rows as CSV; the header is the union of keys in first-seen order."""
+    rows = list(rows)
+    fields: list[str] = []
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, restval="")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return atomic_write(path, buf.getvalue())
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> Path:
+    """Atomically save a checkpoint dict with ``torch.save``.
+
+    Refuses to save non-finite weights: a checkpoint is only ever a usable model.
+    """
+    for key in ("model", "loss"):
+        for name, t in (payload.get(key) or {}).items():
+            if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
+                raise ValueError(f"refusing to save {path}: {key}.{name} holds NaN or inf")
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return atomic_write(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def environment_info() -> dict:
+    """Versions and platform facts needed to repeat a run."""
+    import geomloss
+    import numpy
+
+    info = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "geomloss": getattr(geomloss, "__version__", "unknown"),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
+    }
+    try:
+        from importlib.metadata import version
+
+        info["escnn"] = version("escnn")
+        info["sidda"] = version("sidda")
+    except Exception:  # noqa: BLE001 - metadata is best effort
+        pass
+    return info

@@ -1,0 +1,103 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from sidda.cli import main
+
+
+def _config(tmp_path, data, **train):
+    cfg = {
+        "name": "run1", "out_dir": str(tmp_path / "runs"), "data": {"path": str(data)},
+        "model": {"name": "cnn"},
+        "train": {"epochs": 2, "warmup": 1, "batch_size": 16, "seed": 0} | train,
+    }
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def test_train_then_evaluate(tmp_path, tiny_data, capsys):
+    cfg = _config(tmp_path, tiny_data)
+    assert main(["train", "--config", str(cfg), "-q", "--set", "model.name=c4"]) == 0
+    run = tmp_path / "runs" / "run1"
+    for f in ("config.yaml", "argv.txt", "run.json", "environment.json", "data_manifest.json",
+              "history.csv", "history_steps.csv", "summary.json", "checkpoints/final.pt"):
+        assert (run / f).is_file(), f
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["name"] == "c4"
+    assert main(["evaluate", str(run), "-q"]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["method"] == "sidda" and m["model"] == "c4"
+    for dom in ("source", "target"):
+        assert 0 <= m[dom]["accuracy"] <= 1 and 0 <= m[dom]["ece"] <= 1
+        assert 0 <= m[dom]["brier"] <= 2 and m[dom]["nll"] >= 0
+        assert np.array(m[dom]["confusion_matrix"]).sum() == 24
+        probs = np.load(run / f"probs_{dom}.npy")
+        labels = np.load(run / f"labels_{dom}.npy")
+        assert probs.shape == (24, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+        assert np.load(run / f"latents_{dom}.npy").shape == (24, 256)
+        assert m[dom]["accuracy"] == pytest.approx((probs.argmax(1) == labels).mean())
+    out = capsys.readouterr().out
+    assert "tar_accuracy" in out
+
+
+def test_bad_input_file_exits_2_and_leaves_no_run(tmp_path, tiny_data, capsys):
+    np.save(tiny_data / "train" / "y_train.npy", np.array([0, 1, 7.5]))
+    cfg = _config(tmp_path, tiny_data)
+    assert main(["train", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sidda: error: ") and "y_train.npy" in err[0]
+    assert not (tmp_path / "runs" / "run1").exists()
+
+
+@pytest.mark.parametrize("override, match", [
+    ("train.batch_size=4096", "larger than"),
+    ("data.num_classes=5", "num_classes"),
+    ("train.warmup=9", "warmup"),
+    ("model.name=vgg", "unknown model"),
+    ("data.path=/nonexistent", "data folder not found"),
+])
+def test_bad_configs_exit_2(tmp_path, tiny_data, capsys, override, match):
+    cfg = _config(tmp_path, tiny_data)
+    assert main(["train", "--config", str(cfg), "--set", override]) == 2
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "run1").exists()
+
+
+def test_existing_run_is_not_overwritten(tmp_path, tiny_data, capsys):
+    cfg = _config(tmp_path, tiny_data, epochs=2)
+    run = tmp_path / "runs" / "run1"
+    run.mkdir(parents=True)
+    (run / "precious.txt").write_text("keep")
+    assert main(["train", "--config", str(cfg), "-q"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (run / "precious.txt").read_text() == "keep"
+    assert main(["train", "--config", str(cfg), "-q", "--force"]) == 0
+    assert not (run / "precious.txt").exists()
+
+
+def test_evaluate_errors(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cmd", [["--help"], ["train", "--help"], ["evaluate", "--help"],
+                                 ["data", "make", "--help"], ["demo", "--help"]])
+def test_help(cmd):
+    r = subprocess.run([sys.executable, "-m", "sidda", *cmd], capture_output=True, text=True)
+    assert r.returncode == 0 and "usage: sidda" in r.stdout
+
+
+def test_data_make_writes_the_layout(tmp_path):
+    out = tmp_path / "shapes"
+    assert main(["data", "make", "shapes", "--out", str(out), "--n-per-class", "6",
+                 "--image-size", "32", "-q"]) == 0
+    for f in ("train/x_train.npy", "train/y_train.npy", "train/x_train_noise.npy",
+              "test/x_test.npy", "test/y_test.npy", "test/x_test_noise.npy", "manifest.json"):
+        assert (out / f).is_file(), f
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["protocol"] == "clean" and man["seed"] == 0
+    assert main(["data", "make", "shapes", "--out", str(out), "--n-per-class", "6"]) == 2

@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+
+import sidda
+from sidda import ConfigError, RunConfig
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+def test_public_api_resolves():
+    assert all(hasattr(sidda, n) for n in sidda.__all__)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = RunConfig.from_yaml(path)
+    assert cfg.train.warmup < cfg.train.epochs
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = RunConfig().override(["train.epochs=7", "model.name=d4", "train.milestones=[2, 5]",
+                                "loss.blur=0.05", "train.early_stopping=null"])
+    assert cfg.train.epochs == 7 and cfg.model.name == "d4" and cfg.train.milestones == (2, 5)
+    assert cfg.loss.blur == 0.05 and cfg.train.early_stopping is None
+    p = tmp_path / "c.yaml"
+    p.write_text(cfg.to_yaml())
+    assert RunConfig.from_yaml(p) == cfg
+
+
+@pytest.mark.parametrize("d, match", [
+    ({"trian": {}}, "unknown config key"),
+    ({"train": {"epoch": 3}}, r"unknown config key.*epochs"),
+    ({"train": {"epochs": "ten"}}, "train.epochs must be int"),
+    ({"train": {"epochs": 2.5}}, "train.epochs must be int"),
+    ({"train": {"lr": -1.0}}, "lr must be a positive"),
+    ({"train": {"epochs": 5, "warmup": 5}}, "shorter than train.epochs"),
+    ({"train": {"milestones": "25,40"}}, "must be a list of int or null"),
+    ({"model": {"name": "vgg"}}, "unknown model"),
+    ({"loss": {"method": "mmd"}}, "loss.method"),
+    ({"data": {"val_fraction": 1.5}}, "val_fraction"),
+    ({"data": "x"}, "must be a mapping"),
+    ({"train": {"early_stopping": True}}, "early_stopping"),
+])
+def test_bad_configs_say_what_is_wrong(d, match):
+    with pytest.raises(ConfigError, match=match):
+        RunConfig.from_dict(d)
+
+
+def test_bad_overrides():
+    with pytest.raises(ConfigError, match="unknown config key"):
+        RunConfig().override(["train.epochz=3"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        RunConfig().override(["train.epochs"])
+
+
+def test_yaml_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        RunConfig.from_yaml(tmp_path / "missing.yaml")
+    p = tmp_path / "bad.yaml"
+    p.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        RunConfig.from_yaml(p)

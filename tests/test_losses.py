@@ -1,0 +1,123 @@
+import math
+
+import pytest
+import torch
+from geomloss import SamplesLoss
+
+from sidda import SIDDALoss, SinkhornLoss, dynamic_blur, max_cross_distance, sinkhorn_divergence
+from sidda.losses import LossConfig
+
+
+def test_matches_direct_geomloss_call():
+    z_s, z_t = torch.randn(40, 8), torch.randn(30, 8) + 0.5
+    ref = SamplesLoss("sinkhorn", p=2, blur=0.1, scaling=0.9, reach=None, debias=True,
+                      backend="tensorized")(z_s, z_t)
+    assert torch.allclose(sinkhorn_divergence(z_s, z_t, blur=0.1), ref, rtol=1e-6, atol=1e-7)
+
+
+def test_divergence_properties():
+    z_s, z_t = torch.randn(32, 5), torch.randn(32, 5)
+    assert float(sinkhorn_divergence(z_s, z_s, blur=0.05)) < 1e-5
+    a = sinkhorn_divergence(z_s, z_t, blur=0.05)
+    b = sinkhorn_divergence(z_t, z_s, blur=0.05)
+    assert torch.allclose(a, b, rtol=1e-4)
+    assert float(a) > 0
+
+
+def test_translation_closed_form():
+    # For a pure translation by v at small blur, S ~ W2^2 / 2 = |v|^2 / 2 (cost |x-y|^2 / 2).
+    z = torch.randn(64, 3, dtype=torch.float64)
+    v = torch.tensor([3.0, 0.0, 0.0], dtype=torch.float64)
+    s = float(sinkhorn_divergence(z, z + v, blur=0.01, scaling=0.95))
+    assert s == pytest.approx(0.5 * float(v @ v), rel=1e-2)
+
+
+def test_gradient_matches_finite_differences_when_converged():
+    # geomloss differentiates the last Sinkhorn iteration (envelope theorem): exact at
+    # convergence, so test with a slow annealing (scaling 0.99) in float64.
+    a = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+
+    def f(x, y):
+        return sinkhorn_divergence(x, y, blur=2.0, scaling=0.99)
+
+    ga, gb = torch.autograd.grad(f(a, b), (a, b))
+    h = 1e-5
+    for _ in range(3):
+        da, db = torch.randn_like(a), torch.randn_like(b)
+        num = (f(a + h * da, b + h * db) - f(a - h * da, b - h * db)) / (2 * h)
+        ana = (ga * da).sum() + (gb * db).sum()
+        assert float(ana) == pytest.approx(float(num), rel=1e-2, abs=3e-3)
+
+
+def test_dynamic_blur_against_numpy_loop():
+    z_s, z_t = torch.randn(7, 4), torch.randn(9, 4)
+    dmax = max(math.dist(a.tolist(), b.tolist()) for a in z_s for b in z_t)
+    assert max_cross_distance(z_s, z_t) == pytest.approx(dmax, rel=1e-5)
+    assert dynamic_blur(z_s, z_t) == pytest.approx(max(0.05 * dmax, 0.01), rel=1e-5)
+    assert dynamic_blur(z_s * 1e-4, z_t * 1e-4) == 0.01
+    # no gradient flows through the blur
+    z = torch.randn(3, 2, requires_grad=True)
+    assert isinstance(dynamic_blur(z, z + 1), float)
+
+
+def test_module_equals_function():
+    z_s, z_t = torch.randn(8, 4), torch.randn(8, 4)
+    assert SinkhornLoss(blur=0.05)(z_s, z_t) == sinkhorn_divergence(z_s, z_t, blur=0.05)
+    b = dynamic_blur(z_s, z_t)
+    assert SinkhornLoss()(z_s, z_t) == sinkhorn_divergence(z_s, z_t, blur=b)
+
+
+def test_sidda_loss_formula_and_parts():
+    crit = SIDDALoss()
+    with torch.no_grad():
+        crit.eta_1.fill_(0.7)
+        crit.eta_2.fill_(1.3)
+    logits, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    z_s, z_t = torch.randn(6, 4), torch.randn(6, 4) + 1
+    out = crit(logits, y, z_s, z_t)
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    blur = max(0.05 * torch.cdist(z_s, z_t).max().item(), 0.01)
+    da = sinkhorn_divergence(z_s, z_t, blur=blur)
+    expected = ce / (2 * 0.49) + da / (2 * 1.69) + math.log(0.7 * 1.3)
+    assert float(out.total) == pytest.approx(float(expected), rel=1e-5)
+    assert out.blur == pytest.approx(blur, rel=1e-6)
+    assert (out.eta_1, out.eta_2) == pytest.approx((0.7, 1.3))
+
+
+@pytest.mark.parametrize("mode", ["faithful", "clean"])
+def test_eta_bounds_hold_under_pressure(mode):
+    """A loss that drives eta_2 down hard: the bounds must hold (clean) or be restored (faithful)."""
+    crit = SIDDALoss(mode=mode)
+    w = torch.nn.Parameter(torch.randn(4, 3))
+    opt = torch.optim.AdamW([{"params": [w]}, crit.param_group()], lr=0.5, weight_decay=1e-3)
+    seen = []
+    for _ in range(30):
+        opt.zero_grad()
+        z = torch.randn(8, 4) @ w
+        out = crit(z, torch.randint(0, 3, (8,)), z, z * 3.0)
+        (out.total * 10).backward()
+        crit.before_step()
+        if mode == "faithful":  # the values used in this step satisfy the bounds
+            seen.append((float(crit.eta_1), float(crit.eta_2)))
+        opt.step()
+        crit.after_step()
+        if mode == "clean":
+            seen.append((float(crit.eta_1), float(crit.eta_2)))
+    for e1, e2 in seen:
+        assert e1 >= 1e-3 - 1e-9
+        assert e2 >= 0.25 * e1 - 1e-7
+    assert crit.param_group().get("weight_decay") == (0.0 if mode == "clean" else None)
+
+
+def test_validation_errors():
+    with pytest.raises(ValueError, match="blur must be"):
+        sinkhorn_divergence(torch.randn(3, 2), torch.randn(3, 2), blur=0.0)
+    with pytest.raises(ValueError, match="same width"):
+        sinkhorn_divergence(torch.randn(3, 2), torch.randn(3, 4), blur=0.1)
+    with pytest.raises(ValueError, match="2-D"):
+        max_cross_distance(torch.randn(3), torch.randn(3, 4))
+    with pytest.raises(ValueError, match="method"):
+        LossConfig(method="dann")
+    with pytest.raises(ValueError, match="scaling"):
+        LossConfig(scaling=1.5)

@@ -1,0 +1,98 @@
+import csv
+import math
+
+import pytest
+import torch
+
+from sidda import DataConfig, LossConfig, TrainConfig, build_model, fit, load_domains
+from sidda.datasets import ImageSet
+
+
+@pytest.fixture
+def tiny_sets(tiny_data):
+    d = load_domains(DataConfig(path=str(tiny_data)))
+    return d
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return build_model("cnn", in_channels=1, num_classes=3, image_size=16)
+
+
+def test_sidda_fit_logs_everything_and_keeps_bounds(tiny_sets, tmp_path):
+    d = tiny_sets
+    cfg = TrainConfig(epochs=3, warmup=1, batch_size=16)
+    hist = fit(_model(), d.train_s, d.train_t, cfg, val_s=d.test_s, val_t=d.test_t,
+               run_dir=tmp_path)
+    phases = [e["phase"] for e in hist.epochs]
+    assert phases == ["warmup", "sidda", "sidda"]
+    da = [s for s in hist.steps if s["phase"] == "sidda"]
+    assert len(da) == 2 * 3 and all(math.isfinite(s["da"]) and s["da"] >= -1e-6 for s in da)
+    for s in da:
+        assert s["blur"] == pytest.approx(max(0.05 * s["max_distance"], 0.01))
+        assert s["eta_1"] > 0 and s["eta_2"] > 0
+    # per-epoch means are true per-epoch means, not running means
+    e2 = hist.epochs[2]
+    assert e2["train_da"] == pytest.approx(sum(s["da"] for s in da[3:]) / 3)
+    assert {"val_acc_s", "val_ce", "val_da", "val_total", "lr"} <= set(e2)
+    assert hist.epochs[0]["val_da"] is None and e2["val_da"] is not None
+    with open(tmp_path / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and "eta_1" in rows[0]
+    for name in ("final", "best_val_acc", "best_val_loss"):
+        assert (tmp_path / "checkpoints" / f"{name}.pt").is_file()
+    # selection is gated on the warm-up
+    assert hist.best["best_val_acc"] >= 1 and hist.best["best_val_loss"] >= 1
+
+
+def test_source_only_needs_no_target_and_learns(tiny_sets):
+    d = tiny_sets
+    cfg = TrainConfig(epochs=6, warmup=0, batch_size=16, lr=1e-2, milestones=(100,))
+    hist = fit(_model(), d.train_s, None, cfg, loss=LossConfig(method="source_only"),
+               val_s=d.test_s)
+    assert all(e["phase"] == "source_only" for e in hist.epochs)
+    assert hist.epochs[-1]["train_ce"] < hist.epochs[0]["train_ce"]
+    assert hist.epochs[-1]["val_acc_s"] > 0.9
+
+
+def test_same_seed_same_weights(tiny_sets):
+    d = tiny_sets
+    cfg = TrainConfig(epochs=2, warmup=1, batch_size=16, seed=5)
+    ws = []
+    for _ in range(2):
+        m = _model(1)
+        fit(m, d.train_s, d.train_t, cfg)
+        ws.append(torch.cat([p.flatten() for p in m.state_dict().values() if p.is_floating_point()]))
+    assert torch.equal(ws[0], ws[1])
+
+
+def test_unequal_domain_sizes_cycle_the_target(tiny_sets):
+    d = tiny_sets
+    small_t = d.train_t.subset(torch.arange(10))
+    cfg = TrainConfig(epochs=2, warmup=0, batch_size=16)
+    hist = fit(_model(), d.train_s, small_t, cfg)
+    assert len(hist.steps) == 2 * 3  # the source (48 images) defines the epoch
+
+
+def test_early_stopping_counts_post_warmup_epochs(tiny_sets):
+    d = tiny_sets
+    cfg = TrainConfig(epochs=30, warmup=2, batch_size=16, early_stopping=1, lr=1e-6)
+    hist = fit(_model(), d.train_s, d.train_t, cfg, val_s=d.test_s, val_t=d.test_t)
+    assert hist.stopped_early
+    assert 3 <= len(hist.epochs) < 30
+
+
+def test_milestone_defaults_and_validation():
+    assert TrainConfig(epochs=50).resolved_milestones() == [25, 40]
+    with pytest.raises(ValueError, match="warmup"):
+        TrainConfig(epochs=3, warmup=3)
+    with pytest.raises(ValueError, match="milestones"):
+        TrainConfig(milestones=(40, 25))
+
+
+def test_needs_labels_and_target(tiny_sets):
+    d = tiny_sets
+    with pytest.raises(ValueError, match="labels"):
+        fit(_model(), ImageSet(d.train_s.x, None), d.train_t, TrainConfig(epochs=2, warmup=1))
+    with pytest.raises(ValueError, match="target"):
+        fit(_model(), d.train_s, None, TrainConfig(epochs=2, warmup=1))
