@@ -333,7 +333,7 @@ class SIDDALoss(nn.Module):
     def clamp_(self) -> None:
         """Apply the bounds ``eta_1 >= 1e-3`` and ``eta_2 >= 0.25 eta_1`` in place."""
         self.eta_1.clamp_(min=ETA_1_MIN)
-        self.eta_2.clamp_(min=ETA_RATIO_MIN * float(self.eta_1))
+        self.eta_2.clamp_(min=ETA_RATIO_MIN * self.eta_1.item())
 
     def before_step(self) -> None:
         """Call between ``backward()`` and ``optimizer.step()``."""

@@ -9,8 +9,11 @@ epoch) and gradient clipping at 10 (the baseline is optimisation-matched, unlike
 scripts).
 
 Validation, every epoch, uses the held-out source split (accuracy, CE) and, for SIDDA after
-the warm-up, the Sinkhorn divergence between source- and target-validation latents. Model
-selection never reads target labels:
+the warm-up, the DA term between source- and target-validation latents (batch pairs, dynamic
+blur). Whenever target validation images exist (the baseline too), two alignment diagnostics
+are logged: ``val_js_paper`` (the authors' paired-row JS heuristic) and ``val_sinkhorn_fixed``
+(Sinkhorn divergence at a fixed blur, a proper two-sample distance); see
+:mod:`sidda.alignment`. Model selection never reads target labels:
 
 * ``best_val_acc``: highest source validation accuracy after the warm-up (ties: earlier);
 * ``best_val_loss``: lowest validation CE + DA (unweighted, comparable across epochs) after
@@ -32,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn import functional as F
 
+from sidda.alignment import fixed_blur_sinkhorn, paper_js_distance
 from sidda.datasets import ImageSet, batches, cycle_batches
 from sidda.losses import LossConfig, SIDDALoss, sinkhorn_divergence
 from sidda.models import model_state
@@ -152,6 +156,18 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 @torch.no_grad()
+def _forward_all(
+    model: nn.Module, images: ImageSet, batch_size: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    zs, ls = [], []
+    for idx in torch.arange(len(images)).split(batch_size):
+        z, logits = model(images.x[idx].to(device, non_blocking=True))
+        zs.append(z.float())
+        ls.append(logits.float())
+    return torch.cat(zs), torch.cat(ls)  # (N, D), (N, K)
+
+
+@torch.no_grad()
 def _validate(
     model: nn.Module,
     val_s: ImageSet,
@@ -162,27 +178,29 @@ def _validate(
     batch_size: int,
     device: torch.device,
 ) -> dict:
+    """Source accuracy and CE; for SIDDA after warm-up the DA loss on batch pairs; always the
+    two alignment diagnostics when target validation images exist. Target labels unused."""
     model.eval()
-    n_correct, ce_sum, da_vals = 0, 0.0, []
-    t_batches = cycle_batches(len(val_t), batch_size, seed=0) if (with_da and val_t) else None
-    for idx in torch.arange(len(val_s)).split(batch_size):
-        x_s = val_s.x[idx].to(device, non_blocking=True)
-        y_s = val_s.y[idx].to(device, non_blocking=True)
-        if t_batches is not None:
-            x_t = val_t.x[next(t_batches)].to(device, non_blocking=True)
-            z, logits = model(torch.cat([x_s, x_t]))
-            z_s, z_t, logits = z[: len(idx)], z[len(idx) :], logits[: len(idx)]
-            blur = criterion.sinkhorn.resolve_blur(z_s, z_t)
-            da_vals.append(float(sinkhorn_divergence(
-                z_s.float(), z_t.float(), blur=blur, scaling=criterion.sinkhorn.scaling,
-                backend=criterion.sinkhorn.backend,
-            )))
-        else:
-            _, logits = model(x_s)
-        ce_sum += float(F.cross_entropy(logits.float(), y_s, reduction="sum"))
-        n_correct += int((logits.argmax(1) == y_s).sum())
-    n = len(val_s)
-    out = {"val_acc_s": n_correct / n, "val_ce": ce_sum / n, "val_da": _mean(da_vals)}
+    z_s, logits = _forward_all(model, val_s, batch_size, device)
+    y_s = val_s.y.to(device)
+    out = {
+        "val_acc_s": float((logits.argmax(1) == y_s).float().mean()),
+        "val_ce": float(F.cross_entropy(logits, y_s)),
+        "val_da": None,
+    }
+    if val_t is not None and len(val_t):
+        z_t, _ = _forward_all(model, val_t, batch_size, device)
+        if with_da and criterion is not None:
+            # the training objective's DA term on (source batch i, target batch i) pairs
+            sk, da = criterion.sinkhorn, []
+            stream = cycle_batches(len(z_t), batch_size, seed=0)
+            for idx in torch.arange(len(z_s)).split(batch_size):
+                a, b = z_s[idx], z_t[next(stream)]
+                da.append(float(sinkhorn_divergence(
+                    a, b, blur=sk.resolve_blur(a, b), scaling=sk.scaling, backend=sk.backend)))
+            out["val_da"] = float(np.mean(da))
+        out["val_js_paper"] = float(paper_js_distance(z_s, z_t))
+        out["val_sinkhorn_fixed"] = float(fixed_blur_sinkhorn(z_s, z_t))
     out["val_total"] = out["val_ce"] + (out["val_da"] or 0.0)
     return out
 
