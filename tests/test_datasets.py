@@ -87,7 +87,7 @@ def test_write_layout_refuses_to_overwrite(tiny_data):
 def test_split_and_batches_are_reproducible():
     a = split_indices(100, 0.2, seed=3)
     b = split_indices(100, 0.2, seed=3)
-    assert all(torch.equal(u, v) for u, v in zip(a, b)) and len(a[1]) == 20
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True)) and len(a[1]) == 20
     e0 = batches(10, 4, seed=1, epoch=0)
     assert [len(b) for b in e0] == [4, 4, 2]
     assert sorted(torch.cat(e0).tolist()) == list(range(10))
@@ -103,3 +103,60 @@ def test_cycle_batches_cover_every_item_and_resume():
     resumed = cycle_batches(10, 4, seed=0, start=3)
     assert torch.equal(next(resumed), first[3])
     assert all(len(next(cycle_batches(3, 8, seed=0))) == 3 for _ in range(2))
+
+
+@pytest.mark.parametrize("x, y, match", [
+    (np.zeros((4, 8, 8, 3, 1)), np.zeros(4), "got 5-D"),
+    (np.zeros((4, 8, 8, 5)), np.zeros(4), "channel axis"),
+    (np.array([[["a"] * 8] * 8] * 4), np.zeros(4), "must be numeric"),
+    (np.full((4, 8, 8), np.inf), np.zeros(4), "image 0 has non-finite"),
+    (np.zeros((4, 8, 10)), np.zeros(4), "must be square"),
+    (np.zeros((4, 8, 8)), np.array([0, 1, np.nan, 0]), "whole numbers"),
+    (np.zeros((4, 8, 8)), np.array(["0", "1", "0", "1"]), "labels must be numbers"),
+])
+def test_more_bad_input_is_named(tmp_path, x, y, match):
+    with pytest.raises(DataError, match=match):
+        load_split(*_write(tmp_path, x, y))
+
+
+def test_label_outside_num_classes(tmp_path):
+    with pytest.raises(DataError, match=r"y.npy: label 3 is outside 0..2"):
+        load_split(*_write(tmp_path, np.zeros((4, 8, 8)), np.array([0, 1, 3, 2])), num_classes=3)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 10, "object"])
+def test_unreadable_npy(tmp_path, content):
+    path = tmp_path / "x.npy"
+    if content == "object":
+        np.save(path, np.array([{}, 1], dtype=object), allow_pickle=True)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(DataError, match="x.npy: not a readable .npy"):
+        load_split(path, None, require_labels=False)
+
+
+def test_domains_with_different_channel_counts(tmp_path):
+    arrays = dict(x_train_s=np.zeros((4, 8, 8, 3)), y_train_s=np.array([0, 1, 0, 1]),
+                  x_train_t=np.zeros((4, 8, 8, 1)), x_test_s=np.zeros((2, 8, 8, 3)),
+                  y_test_s=np.array([0, 1]), x_test_t=np.zeros((2, 8, 8, 3)))
+    write_layout(tmp_path / "d", arrays)
+    with pytest.raises(DataError, match=r"x_train_noise.npy \(1, 8, 8\)"):
+        load_domains(DataConfig(path=str(tmp_path / "d")))
+
+
+def test_bad_manifest_and_single_class(tiny_data):
+    (tiny_data / "manifest.json").write_text("{not json")
+    with pytest.raises(DataError, match="manifest.json: not valid JSON"):
+        load_domains(DataConfig(path=str(tiny_data)))
+    (tiny_data / "manifest.json").unlink()
+    for f in ("train/y_train.npy", "test/y_test.npy", "train/y_train_noise.npy",
+              "test/y_test_noise.npy"):
+        np.save(tiny_data / f, np.zeros(len(np.load(tiny_data / f))))
+    with pytest.raises(DataError, match="single class"):
+        load_domains(DataConfig(path=str(tiny_data)))
+
+
+def test_empty_target_domain(tiny_data):
+    np.save(tiny_data / "train" / "x_train_noise.npy", np.zeros((0, 16, 16, 1)))
+    with pytest.raises(DataError, match="x_train_noise.npy: holds no images"):
+        load_domains(DataConfig(path=str(tiny_data)))

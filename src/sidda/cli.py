@@ -1,4 +1,5 @@
-"""The ``sidda`` command line: ``train``, ``evaluate``, ``data make``, ``demo``.
+"""The ``sidda`` command line: ``train``, ``evaluate``, ``data make|import-folder|check|show``,
+``demo``.
 
 This is the only module that reads argv, loads YAML from the user and configures logging.
 Errors in the input (config, data, paths) print one line ``sidda: error: ...`` and exit with
@@ -80,8 +81,39 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         n_bins=args.bins,
     )
     print(_table({Path(args.run_dir).name: report}))
+    print(_calibration_lines(report))
     print(f"wrote {Path(args.run_dir) / 'metrics.json'}")
     return 0
+
+
+def _calibration_lines(report: dict) -> str:
+    """Temperature scaling, paper-compatible numbers and label-free selection, as text."""
+    lines = []
+    temp = (report.get("temperature") or {}).get("value")
+    if temp is not None:
+        lines.append(f"temperature T = {temp:.3f} (fitted on the source validation split)")
+        for dom in ("source", "target"):
+            d = report.get(dom, {})
+            ts = d.get("temperature_scaled")
+            if ts:
+                lines.append(f"  {dom:<7} ECE {d['ece']:.4f} -> {ts['ece']:.4f}   Brier "
+                             f"{d['brier']:.4f} -> {ts['brier']:.4f}   NLL {d['nll']:.4f} -> "
+                             f"{ts['nll']:.4f}")
+    for dom in ("source", "target"):
+        pc = report.get(dom, {}).get("paper_compatible") or {}
+        if "probe_ece" in pc:
+            lines.append(f"paper-compatible {dom:<7} (LR probe, out of fold): accuracy "
+                         f"{pc['probe_accuracy']:.4f}  ECE(paper) {pc['probe_ece']:.4f}  "
+                         f"Brier/K {pc['probe_brier']:.4f}")
+    rules = (report.get("selection") or {}).get("rules") or {}
+    if rules:
+        lines.append("label-free checkpoint selection (target accuracy of the pick; the "
+                     "oracle reads target labels):")
+        cells = [f"{k:<13} {_fmt(v.get('target_accuracy'))} ({v['checkpoint']})"
+                 for k, v in rules.items()]
+        lines += ["  " + "   ".join(c.ljust(36) for c in cells[i : i + 3]).rstrip()
+                  for i in range(0, len(cells), 3)]
+    return "\n".join(lines)
 
 
 def _cmd_data_make(args: argparse.Namespace) -> int:
@@ -100,6 +132,63 @@ def _cmd_data_make(args: argparse.Namespace) -> int:
     suffix = {"psf": "_PSF"}.get(splits.params.get("shift") or "", "_noise")
     _write_atomically(out, splits, suffix)
     print(f"wrote {args.name} ({args.protocol} protocol) to {out}")
+    return 0
+
+
+def _data_config(args: argparse.Namespace):  # noqa: ANN202 - DataConfig
+    from sidda.formats import resolve_data_config
+
+    options = {"memory_budget_mb": args.memory_budget_mb}
+    if args.image_size is not None:
+        options["image_size"] = args.image_size
+    return resolve_data_config(args.dir, layout=args.layout, source_suffix=args.source_suffix,
+                               target_suffix=args.target_suffix, **options)
+
+
+def _cmd_data_import(args: argparse.Namespace) -> int:
+    from sidda.formats import import_image_folders
+
+    out = import_image_folders(
+        args.source, args.target, args.out, image_size=args.image_size,
+        test_fraction=args.test_fraction, random_state=args.seed, fit=args.fit,
+        channels=args.channels,
+    )
+    print(f"wrote {out}; train on it with  data: {{path: {out}, target_suffix: _target}}")
+    return 0
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from sidda.datasets import write_manifest
+    from sidda.formats import check_data, format_summary
+
+    cfg = _data_config(args)
+    print(format_summary(check_data(cfg, verify=args.verify)))
+    if args.write_manifest:
+        root = Path(cfg.path)
+        if (root / "manifest.json").exists():
+            print(f"{root / 'manifest.json'} exists; left unchanged")
+        else:
+            path = write_manifest(root, layout=cfg.layout, source_suffix=cfg.source_suffix,
+                                  target_suffix=cfg.target_suffix,
+                                  extra={"generator": None, "written_by": "sidda data check"})
+            print(f"wrote {path}")
+    return 0
+
+
+def _cmd_data_show(args: argparse.Namespace) -> int:
+    from sidda.datasets import load_domains
+    from sidda.formats import sample_grid
+
+    cfg = _data_config(args)
+    data = load_domains(cfg, splits=("train",))
+    names = data.manifest.get("class_names")
+    fig = sample_grid(data, per_class=args.per_class, random_state=args.seed, scale=args.scale,
+                      class_names=list(names) if isinstance(names, list) else None,
+                      title=f"{Path(cfg.path).name}: training images, rows = classes")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    print(f"wrote {out}")
     return 0
 
 
@@ -139,6 +228,55 @@ def _table(reports: dict[str, dict]) -> str:
         ]
         lines.append(f"{name[:23]:<24}{rep.get('method', '?'):<13}" + "".join(cells))
     return "\n".join(lines)
+
+
+def _need_matplotlib() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("figures need matplotlib; install it with: pip install 'sidda[plot]'")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from sidda.report import write_report
+
+    _need_matplotlib()
+    out = write_report(
+        args.run_dirs, args.out, title=args.title,
+        evaluate="always" if args.reevaluate else "missing", checkpoint=args.checkpoint,
+        n_bins=args.bins, device=args.device, isomap_points=args.isomap_points,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def _split_list(text: str, kind: type = str) -> list:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return [kind(t) for t in items]
+    except ValueError:
+        raise ValueError(
+            f"expected a comma-separated list of {kind.__name__}, got {text!r}"
+        ) from None
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from sidda.sweep import format_table, run_sweep
+
+    _need_matplotlib()
+    cfg = RunConfig.from_yaml(args.config).override(args.set or [])
+    progress = _Progress(cfg.train.epochs, enabled=sys.stderr.isatty() and not args.quiet)
+    res = run_sweep(
+        cfg, models=_split_list(args.models), seeds=_split_list(args.seeds, int),
+        methods=_split_list(args.methods), out=args.out, checkpoint=args.checkpoint,
+        force=args.force, report=not args.no_report, argv=sys.argv, callbacks=[progress],
+    )
+    print(format_table(res.rows))
+    for what, path in (("summary", res.out / "summary.csv"), ("figure", res.figure),
+                       ("report", res.report)):
+        if path is not None:
+            print(f"{what}: {path}")
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -217,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--bins", type=int, default=15, help="bins of the ECE (default 15)")
     e.set_defaults(func=_cmd_evaluate)
 
-    d = sub.add_parser("data", help="make data sets").add_subparsers(
+    d = sub.add_parser("data", help="make, import, check and show data sets").add_subparsers(
         dest="data_command", required=True, metavar="ACTION")
     m = d.add_parser("make", parents=[common], help="generate a source/target data set",
                      description="Generate the paper's synthetic sets in the Zenodo layout.")
@@ -232,17 +370,108 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--image-size", type=int, default=None)
     m.set_defaults(func=_cmd_data_make)
 
+    im = d.add_parser(
+        "import-folder", parents=[common], help="convert image folders into a data set",
+        description="Convert folders of PNG/JPEG images into a data folder: SOURCE holds one "
+        "sub-folder per class (sorted names give labels 0..K-1); TARGET holds the same class "
+        "sub-folders, or images directly when unlabelled. Images are cropped to their central "
+        "square, resized (bicubic), scaled to [0, 1] and split train/test per class.")
+    im.add_argument("source", help="source folder: one sub-folder of images per class")
+    im.add_argument("target", help="target folder: the same class sub-folders, or flat")
+    im.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    im.add_argument("--image-size", type=int, default=None,
+                    help="side of the square output images (default: the images' own size)")
+    im.add_argument("--test-fraction", type=float, default=0.2)
+    im.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    im.add_argument("--fit", choices=("crop", "stretch"), default="crop",
+                    help="non-square images: central square crop (default) or stretch")
+    im.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                    help="output channels (default: 3 if any image is in colour, else 1)")
+    im.set_defaults(func=_cmd_data_import)
+
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("dir", help="data folder")
+    where.add_argument("--layout", choices=("zenodo", "mrssc2"), default=None,
+                       help="default: from manifest.json or the files present")
+    where.add_argument("--source-suffix", default=None,
+                       help="zenodo layout: suffix of the source files (default: inferred)")
+    where.add_argument("--target-suffix", default=None,
+                       help="zenodo layout: suffix of the target files (default: inferred)")
+    where.add_argument("--image-size", type=int, default=None, help="resize as data.image_size")
+    where.add_argument("--memory-budget-mb", type=int, default=2048,
+                       help="files above this float32 size stay memory-mapped (default 2048)")
+
+    c = d.add_parser("check", parents=[common, where], help="validate a data folder",
+                     description="Load every file of a data folder as training would, and print "
+                     "counts per class, value ranges, dtypes, shapes and domain sizes. Invalid "
+                     "data exits with status 2 and one line naming the file and the problem.")
+    c.add_argument("--verify", action="store_true",
+                   help="also recompute the SHA-256 checksums listed in manifest.json")
+    c.add_argument("--write-manifest", action="store_true",
+                   help="write manifest.json (counts, shapes, checksums) if the folder has none")
+    c.set_defaults(func=_cmd_data_check)
+
+    sh = d.add_parser("show", parents=[common, where], help="draw samples per class to a PNG",
+                      description="Draw training images, one row per class, source on the left "
+                      "and target on the right (random samples for an unlabelled target).")
+    sh.add_argument("--out", required=True, help="output image, e.g. grid.png")
+    sh.add_argument("--per-class", type=int, default=6, help="images per class and domain")
+    sh.add_argument("--seed", type=int, default=0)
+    sh.add_argument("--scale", choices=("domain", "image"), default="domain",
+                    help="grey levels per domain (default, keeps intensity differences) or per "
+                    "image")
+    sh.set_defaults(func=_cmd_data_show)
+
+    r = sub.add_parser("report", parents=[common], help="HTML report of evaluated runs",
+                       description="Write one self-contained HTML page (figures embedded) with "
+                       "the config, data manifest, metrics, calibration, checkpoint selection, "
+                       "reliability diagrams, confusion matrices, Isomap and training curves of "
+                       "one or more runs. Runs without a complete metrics.json are evaluated.")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    r.add_argument("--out", required=True, metavar="FILE.html")
+    r.add_argument("--title", default=None)
+    r.add_argument("--reevaluate", action="store_true",
+                   help="re-evaluate every run, even one with a complete metrics.json")
+    r.add_argument("--checkpoint", default="final",
+                   choices=("final", "best_val_acc", "best_val_loss"),
+                   help="checkpoint to evaluate when a run is (re-)evaluated")
+    r.add_argument("--bins", type=int, default=15, help="ECE bins when evaluating")
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--isomap-points", type=int, default=600,
+                   help="points per domain in the Isomap (default 600, as the paper)")
+    r.set_defaults(func=_cmd_report)
+
+    sw = sub.add_parser("sweep", parents=[common], help="models x seeds x methods, then summary",
+                        description="Train and evaluate every model, seed and method on one "
+                        "config; write OUT/summary.csv, the table of mean +- std over seeds, "
+                        "OUT/figure5.png (domain distance against epoch per model) and "
+                        "OUT/report.html. Finished runs in OUT are reused.")
+    sw.add_argument("--config", required=True, help="experiment YAML (see configs/)")
+    sw.add_argument("--models", required=True, help="comma-separated, e.g. cnn,d1,d2,d4,d8")
+    sw.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
+    sw.add_argument("--methods", default="source_only,sidda",
+                    help="comma-separated: source_only and/or sidda (default both)")
+    sw.add_argument("--out", required=True, help="sweep folder")
+    sw.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                    help="dotted overrides applied to every run, e.g. train.epochs=20")
+    sw.add_argument("--checkpoint", default="final",
+                    choices=("final", "best_val_acc", "best_val_loss"),
+                    help="checkpoint whose metrics enter the table")
+    sw.add_argument("--force", action="store_true", help="retrain runs that exist in OUT")
+    sw.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
+    sw.set_defaults(func=_cmd_sweep)
+
     de = sub.add_parser("demo", parents=[common], help="source-only vs SIDDA on small shapes",
                         description="Generate a small shapes set (clean source, Poisson-noise "
                         "target), train the source-only and the SIDDA model, evaluate both and "
                         "print the table.")
     de.add_argument("--out", default=None, help="keep data and runs here (default: temporary)")
     de.add_argument("--model", default="cnn")
-    de.add_argument("--n-per-class", type=int, default=500)
-    de.add_argument("--image-size", type=int, default=100)
-    de.add_argument("--epochs", type=int, default=20)
-    de.add_argument("--warmup", type=int, default=5)
-    de.add_argument("--batch-size", type=int, default=128)
+    de.add_argument("--n-per-class", type=int, default=600)
+    de.add_argument("--image-size", type=int, default=64)
+    de.add_argument("--epochs", type=int, default=24)
+    de.add_argument("--warmup", type=int, default=12)
+    de.add_argument("--batch-size", type=int, default=64)
     de.add_argument("--protocol", choices=("clean", "paper"), default="clean")
     de.add_argument("--checkpoint", default="final",
                     choices=("final", "best_val_acc", "best_val_loss"))

@@ -1,16 +1,25 @@
 """Image sets on disk and in memory, and the batches that training reads from them.
 
-On-disk layout (the authors' Zenodo record; spec 3.7)::
+Two on-disk layouts (the authors' Zenodo record; spec 3.7), picked by ``DataConfig.layout``::
 
-    DIR/train/x_train.npy  y_train.npy                 source (no suffix)
-    DIR/train/x_train_noise.npy  [y_train_noise.npy]   target (suffix; labels optional)
-    DIR/test/x_test.npy  y_test.npy  x_test_noise.npy  [y_test_noise.npy]
-    DIR/manifest.json                                   optional: how the data was made
+    layout "zenodo" (shapes, astro, MNIST-M, Galaxy Zoo Evo with suffixes _sdss/_desi)
+    DIR/train/x_train{S}.npy  y_train{S}.npy               source (suffix S, usually none)
+    DIR/train/x_train{T}.npy  [y_train{T}.npy]             target (suffix T; labels optional)
+    DIR/test/x_test{S}.npy  y_test{S}.npy  x_test{T}.npy  [y_test{T}.npy]
+
+    layout "mrssc2" (flat)
+    DIR/source_X_train.npy  source_y_train.npy  target_X_train.npy  [target_y_train.npy]
+    DIR/source_X_test.npy   source_y_test.npy   target_X_test.npy   [target_y_test.npy]
+
+    DIR/manifest.json     how the data was made: generator, parameters, seed, counts, checksums
 
 Images are NHWC or NHW (one channel), float or integer; labels are 1-D integers or integral
-floats in 0..K-1. Arrays are opened memory-mapped and converted once to compact float32
-NCHW tensors, normalised as the paper does (``x -> (x - 0.5) / 0.5``). Target labels are never
-needed for training; evaluation uses them when present.
+floats in 0..K-1. Arrays are opened memory-mapped. A file whose float32 NCHW tensor fits in
+``DataConfig.memory_budget_mb`` is converted once, chunk by chunk, into memory; a larger one
+(Galaxy Zoo Evo's 7.7 GB float64 files) stays memory-mapped as :class:`MappedImages` and is
+converted per batch. Both give the same numbers: normalised as the paper does
+(``x -> (x - 0.5) / 0.5``) and resized to ``image_size`` (bilinear, antialiased). Target labels
+are never needed for training; evaluation uses them when present.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -31,19 +41,31 @@ from torch import Tensor
 from torch.nn import functional as F
 
 __all__ = [
+    "LAYOUTS",
     "DataConfig",
     "DataError",
     "DomainData",
     "ImageSet",
+    "ImageStats",
+    "MappedImages",
     "batches",
     "cycle_batches",
+    "detect_layout",
+    "file_checksum",
+    "layout_paths",
     "load_domains",
     "load_split",
+    "scan_images",
     "split_indices",
     "write_layout",
+    "write_manifest",
+    "zenodo_suffixes",
 ]
 
 logger = logging.getLogger(__name__)
+
+LAYOUTS = ("zenodo", "mrssc2")
+_CHUNK_BYTES = 64 << 20  # float32 bytes converted or scanned at once
 
 
 class DataError(ValueError):
@@ -55,24 +77,37 @@ class DataConfig:
     """Where the data is and how it is read.
 
     Attributes:
-        path: Folder in the layout of the module docstring.
+        path: Folder in one of the layouts of the module docstring.
+        layout: ``"zenodo"`` (``train/``, ``test/`` with file suffixes) or ``"mrssc2"`` (flat
+            ``source_X_train.npy`` ... files; the suffixes are ignored).
         target_suffix: Suffix of the target domain files (``_noise``, ``_PSF``, ``_desi``).
         source_suffix: Suffix of the source files (empty for the paper's sets, ``_sdss`` for GZ).
         val_fraction: Fraction of each domain's training set held out for validation.
         image_size: Resize images to this size (bilinear), or None to keep them.
         normalize: ``"half"`` maps x to (x - 0.5)/0.5 as the paper; ``"none"`` keeps x.
         num_classes: Number of classes, or None to infer it from the source labels.
+        memory_budget_mb: Largest float32 image tensor, in MB, that one file may occupy in
+            memory. A file that would convert to more stays memory-mapped and is converted per
+            batch (slower: each batch is read from disk, or the page cache, and resized again).
+            0 keeps every file memory-mapped.
     """
 
     path: str = "data/shapes"
+    layout: str = "zenodo"
     target_suffix: str = "_noise"
     source_suffix: str = ""
     val_fraction: float = 0.2
     image_size: int | None = None
     normalize: str = "half"
     num_classes: int | None = None
+    memory_budget_mb: int = 2048
 
     def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(
+                f"data.layout must be one of {LAYOUTS}, got {self.layout!r}; 'zenodo' has "
+                "train/ and test/ folders, 'mrssc2' flat source_X_train.npy ... files"
+            )
         if not 0 <= self.val_fraction < 1:
             raise ValueError(
                 f"data.val_fraction must lie in [0, 1), got {self.val_fraction}; the paper uses 0.2"
@@ -81,7 +116,12 @@ class DataConfig:
             raise ValueError(f"data.normalize must be 'half' or 'none', got {self.normalize!r}")
         if self.image_size is not None and self.image_size < 8:
             raise ValueError(f"data.image_size must be >= 8 or null, got {self.image_size}")
-        if self.source_suffix == self.target_suffix:
+        if self.memory_budget_mb < 0:
+            raise ValueError(
+                f"data.memory_budget_mb must be >= 0 (0: always memory-map), got "
+                f"{self.memory_budget_mb}; the default is 2048"
+            )
+        if self.layout == "zenodo" and self.source_suffix == self.target_suffix:
             raise ValueError(
                 f"data.source_suffix and data.target_suffix are both {self.source_suffix!r}; "
                 "the target files need their own suffix, e.g. '_noise'"
@@ -109,7 +149,9 @@ def _check_labels(y: np.ndarray, path: Path, n: int, num_classes: int | None) ->
         raise DataError(f"{path}: labels must be numbers, got dtype {y.dtype}")
     if np.issubdtype(y.dtype, np.floating):
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise DataError(f"{path}: labels must be whole numbers 0..K-1, found non-integral values")
+            raise DataError(
+                f"{path}: labels must be whole numbers 0..K-1, found non-integral values"
+            )
     y = y.astype(np.int64)
     if len(y) and y.min() < 0:
         raise DataError(f"{path}: labels must be in 0..K-1, found {int(y.min())}")
@@ -138,17 +180,168 @@ def _as_nchw(x: np.ndarray, path: Path) -> np.ndarray:
     )
 
 
+def _convert_block(
+    part: np.ndarray, *, normalize: str, size: tuple[int, int] | None
+) -> Tensor:
+    """NCHW rows of any numeric dtype -> float32 tensor (B, C, H', W'), normalised and resized.
+
+    The one conversion of both the in-memory and the memory-mapped path.
+    """
+    with np.errstate(over="ignore"):  # float64 beyond float32 -> inf, reported by the caller
+        t = torch.from_numpy(np.array(part, dtype=np.float32, order="C"))  # (B, C, H, W), copy
+    if normalize == "half":
+        t = (t - 0.5) / 0.5
+    if size is not None and tuple(t.shape[2:]) != size:
+        t = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return t
+
+
+def _chunk_rows(x: np.ndarray, chunk_bytes: int) -> int:
+    """Rows of ``x`` whose float32 copy fits in ``chunk_bytes`` (at least one)."""
+    return max(1, chunk_bytes // max(1, 4 * math.prod(x.shape[1:])))
+
+
+def _nonfinite_error(path: object, index: int) -> DataError:
+    return DataError(
+        f"{path}: image {index} has non-finite pixels (NaN or inf, or too large for float32); "
+        "fix or drop it"
+    )
+
+
+class ImageStats(NamedTuple):
+    """Value range of an image array, from :func:`scan_images`."""
+
+    min: float
+    max: float
+    mean: float
+    first_nonfinite: int | None  # index of the first image with NaN/inf pixels, or None
+
+
+def scan_images(x: np.ndarray, *, chunk_bytes: int = _CHUNK_BYTES) -> ImageStats:
+    """Min, max, mean and the first non-finite image of ``x`` (N, ...), read chunk by chunk.
+
+    Never holds more than about ``chunk_bytes`` of float32 (plus a boolean mask) at once, so a
+    memory-mapped file of any size can be scanned. Values are taken as float32, the dtype
+    training sees, so float64 values too large for float32 count as non-finite. The scan
+    stops at the first non-finite image.
+
+    >>> scan_images(np.array([[0.0, 1.0], [np.nan, 2.0]]))
+    ImageStats(min=0.0, max=1.0, mean=0.5, first_nonfinite=1)
+    """
+    lo, hi, total, count = math.inf, -math.inf, 0.0, 0
+    step = _chunk_rows(x, chunk_bytes)
+    for i in range(0, len(x), step):
+        with np.errstate(over="ignore", invalid="ignore"):
+            part = np.asarray(x[i : i + step], dtype=np.float32)
+        finite = np.isfinite(part).reshape(len(part), -1).all(1)
+        if not finite.all():
+            bad = int(np.flatnonzero(~finite)[0])
+            part = part[:bad]
+            if bad:
+                lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+                total, count = total + float(part.sum(dtype=np.float64)), count + part.size
+            return ImageStats(lo, hi, total / max(count, 1), i + bad)
+        if part.size:
+            lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+            total, count = total + float(part.sum(dtype=np.float64)), count + part.size
+    return ImageStats(lo, hi, total / max(count, 1), None)
+
+
+def _as_index(idx: object, n: int) -> np.ndarray | slice:
+    """An index tensor, array, list or slice -> something NumPy can index ``n`` rows with."""
+    if isinstance(idx, slice):
+        return idx
+    if torch.is_tensor(idx):
+        idx = idx.detach().cpu().numpy()
+    arr = np.asarray(idx)
+    if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        raise TypeError(
+            f"index images with a 1-D integer tensor, an int or a slice, got {arr.dtype} "
+            f"with shape {arr.shape}"
+        )
+    arr = arr.astype(np.int64, copy=False)
+    if arr.size and (arr.max() >= n or arr.min() < -n):
+        raise IndexError(f"index {int(arr.max())} is out of range for {n} images")
+    return arr
+
+
+class MappedImages:
+    """Images kept memory-mapped on disk and converted per batch.
+
+    Stands in for the float32 ``(N, C, H, W)`` tensor of the in-memory path: ``len``,
+    ``shape``, ``dtype``, and indexing with an int, a slice or a 1-D int64 index tensor.
+    A batch reads its rows once each, in ascending file order (sequential disk access), converts
+    them exactly like the in-memory path, and returns them in the order asked for::
+
+        x[idx]  # idx (B,) int64 -> (B, C, H', W') float32, x[idx][i] is image idx[i]
+
+    :meth:`subset` only remaps indices; the file is never read whole.
+
+    Attributes:
+        array: NCHW view of the memory-mapped file (``np.memmap``).
+        rows: The file rows this set holds, in order (N,).
+        normalize: ``"half"`` or ``"none"``, as :class:`DataConfig`.
+        image_size: Output side, or None to keep the file's size.
+    """
+
+    dtype = torch.float32
+
+    def __init__(
+        self,
+        array: np.ndarray,
+        *,
+        normalize: str = "half",
+        image_size: int | None = None,
+        rows: np.ndarray | None = None,
+    ) -> None:
+        self.array = array
+        self.rows = np.arange(len(array)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.normalize = normalize
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> torch.Size:
+        """(N, C, H', W') of the converted images."""
+        _, c, h, w = self.array.shape
+        size = (self.image_size, self.image_size) if self.image_size else (h, w)
+        return torch.Size((len(self.rows), c, *size))
+
+    def __getitem__(self, idx: int | slice | Tensor | np.ndarray) -> Tensor:
+        if isinstance(idx, (int, np.integer)):
+            return self[np.array([idx])][0]
+        rows = self.rows[_as_index(idx, len(self))]  # (B,) file rows, any order
+        uniq, inverse = np.unique(rows, return_inverse=True)  # ascending, each row once
+        size = (self.image_size, self.image_size) if self.image_size else None
+        block = _convert_block(self.array[uniq], normalize=self.normalize, size=size)
+        if len(uniq) == len(rows) and np.array_equal(uniq, rows):
+            return block
+        return block[torch.from_numpy(inverse.reshape(-1))]
+
+    def subset(self, idx: Tensor | np.ndarray | slice) -> MappedImages:
+        """The images at ``idx``, still memory-mapped (no pixels are read)."""
+        return MappedImages(self.array, normalize=self.normalize, image_size=self.image_size,
+                            rows=self.rows[_as_index(idx, len(self))])
+
+    def __repr__(self) -> str:
+        name = getattr(self.array, "filename", None) or "array"
+        return f"MappedImages({Path(str(name)).name}, shape={tuple(self.shape)})"
+
+
 @dataclass
 class ImageSet:
     """Images (N, C, H, W) float32, normalised, with optional int64 labels (N,).
 
     Attributes:
-        x: Images as a float32 tensor (N, C, H, W).
+        x: Images: a float32 tensor (N, C, H, W), or :class:`MappedImages` (same interface:
+            ``len``, ``.shape``, ``x[idx]``) for a file above the memory budget.
         y: Labels (N,) int64, or None (unlabelled domain).
         name: A short description for messages (the file it came from).
     """
 
-    x: Tensor
+    x: Tensor | MappedImages
     y: Tensor | None
     name: str = ""
 
@@ -160,23 +353,28 @@ class ImageSet:
         """(C, H, W) of one image."""
         return tuple(self.x.shape[1:])  # type: ignore[return-value]
 
+    @property
+    def memory_mapped(self) -> bool:
+        """Whether the images stay on disk and are converted per batch."""
+        return isinstance(self.x, MappedImages)
+
     def subset(self, idx: Tensor) -> ImageSet:
-        """The images (and labels) at ``idx``."""
-        return ImageSet(self.x[idx], None if self.y is None else self.y[idx], self.name)
+        """The images (and labels) at ``idx``; a memory-mapped set stays memory-mapped."""
+        x = self.x.subset(idx) if isinstance(self.x, MappedImages) else self.x[idx]
+        return ImageSet(x, None if self.y is None else self.y[idx], self.name)
 
 
-def _convert(x: np.ndarray, *, normalize: str, image_size: int | None, chunk: int = 1024) -> Tensor:
-    """NCHW array (memory-mapped or not) -> float32 tensor, chunk by chunk."""
+def _convert(x: np.ndarray, *, normalize: str, image_size: int | None, name: object) -> Tensor:
+    """NCHW array (memory-mapped or not) -> float32 tensor in memory, chunk by chunk."""
     n, c, h, w = x.shape
     size = (image_size, image_size) if image_size else (h, w)
     out = torch.empty((n, c, *size), dtype=torch.float32)
-    for i in range(0, n, chunk):
-        part = torch.from_numpy(np.array(x[i : i + chunk], dtype=np.float32))
-        if normalize == "half":
-            part = (part - 0.5) / 0.5
-        if size != (h, w):
-            part = F.interpolate(part, size=size, mode="bilinear", align_corners=False,
-                                 antialias=True)
+    step = _chunk_rows(x, _CHUNK_BYTES)
+    for i in range(0, n, step):
+        part = _convert_block(x[i : i + step], normalize=normalize, size=size)
+        finite = torch.isfinite(part).flatten(1).all(1)
+        if not finite.all():
+            raise _nonfinite_error(name, i + int((~finite).nonzero()[0]))
         out[i : i + len(part)] = part
     return out
 
@@ -189,14 +387,23 @@ def load_split(
     image_size: int | None = None,
     num_classes: int | None = None,
     require_labels: bool = True,
+    memory_budget_mb: int = 2048,
 ) -> ImageSet:
     """Load one image file and its label file into an :class:`ImageSet`.
 
+    Images whose float32 tensor would exceed ``memory_budget_mb`` stay memory-mapped
+    (:class:`MappedImages`); they are scanned for non-finite pixels chunk by chunk here.
+
     Raises:
-        DataError: missing or unreadable file, wrong rank, non-finite pixels, label problems.
+        DataError: missing or unreadable file, wrong rank or channel count, images too small or
+            not square, non-finite pixels, label problems; the message names the file.
     """
     images = Path(images)
     x = _open_npy(images)
+    if x.ndim not in (3, 4):
+        raise DataError(
+            f"{images}: images must be NHW or NHWC (3-D or 4-D), got {x.ndim}-D shape {x.shape}"
+        )
     if len(x) == 0:
         raise DataError(f"{images}: holds no images (empty domain)")
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
@@ -211,13 +418,23 @@ def load_split(
         raise DataError(
             f"{images}: images must be square, got {x.shape[2]}x{x.shape[3]}; set data.image_size"
         )
-    t = _convert(x, normalize=normalize, image_size=image_size)
-    if not torch.isfinite(t).all():
-        bad = int((~torch.isfinite(t)).flatten(1).any(1).nonzero()[0])
-        raise DataError(f"{images}: image {bad} has non-finite pixels (NaN or inf); fix or drop it")
+    n, c, h, w = x.shape
+    out_bytes = 4 * n * c * (image_size or h) * (image_size or w)
+    t: Tensor | MappedImages
+    if out_bytes > memory_budget_mb * 2**20:
+        chunk = min(_CHUNK_BYTES, max(memory_budget_mb * 2**20, 2**20) // 8)
+        stats = scan_images(x, chunk_bytes=chunk)
+        if stats.first_nonfinite is not None:
+            raise _nonfinite_error(images, stats.first_nonfinite)
+        t = MappedImages(x, normalize=normalize, image_size=image_size)
+        logger.info("%s: %.0f MB as float32 exceeds data.memory_budget_mb=%d; kept "
+                    "memory-mapped and converted per batch", images, out_bytes / 2**20,
+                    memory_budget_mb)
+    else:
+        t = _convert(x, normalize=normalize, image_size=image_size, name=images)
     y = None
     if labels is not None and Path(labels).is_file():
-        y = torch.from_numpy(_check_labels(_open_npy(Path(labels)), Path(labels), len(t),
+        y = torch.from_numpy(_check_labels(_open_npy(Path(labels)), Path(labels), n,
                                            num_classes))
     elif require_labels:
         raise DataError(f"{labels}: label file not found (labels are required for this domain)")
@@ -244,50 +461,130 @@ class DomainData:
         return self.train_s.shape[1]
 
 
-def _paths(root: Path, split: str, suffix: str) -> tuple[Path, Path]:
-    return (root / split / f"x_{split}{suffix}.npy", root / split / f"y_{split}{suffix}.npy")
+def layout_paths(
+    root: str | Path, *, layout: str = "zenodo", source_suffix: str = "",
+    target_suffix: str = "_noise",
+) -> dict[str, tuple[Path, Path]]:
+    """Image and label file of ``train_s``, ``train_t``, ``test_s`` and ``test_t``.
+
+    >>> layout_paths("d", layout="mrssc2")["train_t"]
+    (PosixPath('d/target_X_train.npy'), PosixPath('d/target_y_train.npy'))
+    """
+    root = Path(root)
+    out = {}
+    for split in ("train", "test"):
+        for dom, suffix, name in (("s", source_suffix, "source"), ("t", target_suffix, "target")):
+            if layout == "mrssc2":
+                out[f"{split}_{dom}"] = (root / f"{name}_X_{split}.npy",
+                                         root / f"{name}_y_{split}.npy")
+            else:
+                out[f"{split}_{dom}"] = (root / split / f"x_{split}{suffix}.npy",
+                                         root / split / f"y_{split}{suffix}.npy")
+    return out
+
+
+def detect_layout(root: str | Path) -> str | None:
+    """``"mrssc2"`` or ``"zenodo"`` from the files in ``root``, or None if neither."""
+    root = Path(root)
+    if (root / "source_X_train.npy").is_file():
+        return "mrssc2"
+    if any((root / "train").glob("x_train*.npy")):
+        return "zenodo"
+    return None
+
+
+def zenodo_suffixes(root: str | Path) -> list[str]:
+    """The suffixes of the ``train/x_train*.npy`` files, e.g. ``['', '_noise']``."""
+    return sorted(p.stem[len("x_train"):] for p in (Path(root) / "train").glob("x_train*.npy"))
+
+
+def _missing_file(path: Path, root: Path, cfg: DataConfig) -> DataError:
+    found = detect_layout(root)
+    if found is not None and found != cfg.layout:
+        hint = f"the folder holds the {found!r} layout; set data.layout: {found}"
+    elif found == "zenodo":
+        hint = (f"the folder has x_train files with suffixes {zenodo_suffixes(root)}; set "
+                "data.source_suffix and data.target_suffix to two of them")
+    else:
+        hint = f"expected the {cfg.layout!r} layout of docs/data.md"
+    return DataError(f"{path}: file not found; {hint}")
+
+
+def _read_manifest(root: Path, cfg: DataConfig, sets: dict[str, ImageSet | None]) -> dict:
+    """``manifest.json``, or a minimal description of a folder that has none."""
+    path = root / "manifest.json"
+    if path.is_file():
+        try:
+            manifest = json.loads(path.read_text())
+        except (ValueError, OSError) as e:
+            raise DataError(f"{path}: not valid JSON ({e}); fix or delete it") from None
+        if not isinstance(manifest, dict):
+            raise DataError(f"{path}: must hold a JSON object, got {type(manifest).__name__}")
+        return manifest
+    files = {}
+    for x_path, y_path in layout_paths(root, layout=cfg.layout, source_suffix=cfg.source_suffix,
+                                       target_suffix=cfg.target_suffix).values():
+        for f in (x_path, y_path):
+            if f.is_file():
+                files[str(f.relative_to(root))] = f.stat().st_size
+    return {
+        "generator": None,
+        "note": "the folder has no manifest.json; `sidda data check DIR --write-manifest` "
+                "writes one with checksums",
+        "layout": cfg.layout, "source_suffix": cfg.source_suffix,
+        "target_suffix": cfg.target_suffix, "bytes": files,
+        "counts_per_class": {
+            f"y_{k}": torch.bincount(v.y).tolist()
+            for k, v in sets.items() if v is not None and v.y is not None
+        },
+    }
 
 
 def load_domains(cfg: DataConfig, *, splits: tuple[str, ...] = ("train", "test")) -> DomainData:
-    """Load a data folder (module docstring layout) and check that the domains agree.
+    """Load a data folder (module docstring layouts) and check that the domains agree.
 
     Args:
         cfg: Where and how.
         splits: ``("train",)``, ``("test",)`` or both; a split not asked for is None.
+
+    Raises:
+        DataError: a missing, unreadable or invalid file (named in the message), or source and
+            target images of different shapes.
     """
     root = Path(cfg.path)
     if not root.is_dir():
         raise DataError(
             f"{root}: data folder not found; make one with `sidda data make shapes --out {root}`"
+            " or `sidda data import-folder`"
         )
-    kw = dict(normalize=cfg.normalize, image_size=cfg.image_size, num_classes=cfg.num_classes)
+    kw = dict(normalize=cfg.normalize, image_size=cfg.image_size, num_classes=cfg.num_classes,
+              memory_budget_mb=cfg.memory_budget_mb)
+    paths = layout_paths(root, layout=cfg.layout, source_suffix=cfg.source_suffix,
+                         target_suffix=cfg.target_suffix)
     sets: dict[str, ImageSet | None] = {}
-    for split in ("train", "test"):
-        if split not in splits:
-            sets[split + "_s"] = sets[split + "_t"] = None
+    for key, (x_path, y_path) in paths.items():
+        if key.split("_")[0] not in splits:
+            sets[key] = None
             continue
-        sets[split + "_s"] = load_split(*_paths(root, split, cfg.source_suffix), **kw)
-        sets[split + "_t"] = load_split(
-            *_paths(root, split, cfg.target_suffix), require_labels=False, **kw
-        )
+        if not x_path.is_file():
+            raise _missing_file(x_path, root, cfg)
+        sets[key] = load_split(x_path, y_path, require_labels=key.endswith("_s"), **kw)
     present = [s for s in sets.values() if s is not None]
     shapes = {s.name: s.shape for s in present}
     if len(set(shapes.values())) > 1:
         raise DataError(
-            "source and target images differ in shape: "
+            "source and target images differ in shape (C, H, W): "
             + ", ".join(f"{Path(k).name} {v}" for k, v in shapes.items())
-            + "; resize them to one size (data.image_size)"
+            + "; give them the same channels and size (data.image_size resizes)"
         )
     labelled = [s.y for s in present if s.y is not None]
     num_classes = int(max(int(y.max()) for y in labelled)) + 1
     if num_classes < 2:
         raise DataError(f"{root}: the labels hold a single class; classification needs >= 2")
-    manifest = {}
-    if (root / "manifest.json").is_file():
-        manifest = json.loads((root / "manifest.json").read_text())
     return DomainData(
         train_s=sets["train_s"], train_t=sets["train_t"], test_s=sets["test_s"],
-        test_t=sets["test_t"], num_classes=num_classes, manifest=manifest,
+        test_t=sets["test_t"], num_classes=num_classes,
+        manifest=_read_manifest(root, cfg, sets),
     )  # type: ignore[arg-type]
 
 
@@ -308,7 +605,9 @@ def _perm(n: int, seed: int, stream: int, k: int) -> Tensor:
     return torch.randperm(n, generator=g)
 
 
-def batches(n: int, batch_size: int, *, seed: int, epoch: int, shuffle: bool = True) -> list[Tensor]:
+def batches(
+    n: int, batch_size: int, *, seed: int, epoch: int, shuffle: bool = True
+) -> list[Tensor]:
     """Index batches of one epoch over ``n`` items (the last one may be smaller).
 
     The order depends only on (seed, epoch), so a run can be resumed mid-epoch.
@@ -355,49 +654,76 @@ def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def write_manifest(
+    root: str | Path,
+    *,
+    layout: str = "zenodo",
+    source_suffix: str = "",
+    target_suffix: str = "_noise",
+    extra: dict | None = None,
+) -> Path:
+    """Describe the data files of ``root`` in ``root/manifest.json`` (written atomically).
+
+    The manifest holds ``extra`` (generator, parameters, seed, class names) plus the layout, the
+    suffixes, the counts per class of every label file, the shape and dtype of every file and
+    its SHA-256. Files are streamed, never loaded whole.
+    """
+    root = Path(root)
+    counts, shapes, dtypes, sums = {}, {}, {}, {}
+    paths = layout_paths(root, layout=layout, source_suffix=source_suffix,
+                         target_suffix=target_suffix)
+    for key, (x_path, y_path) in paths.items():
+        for kind, path in (("x", x_path), ("y", y_path)):
+            if not path.is_file():
+                continue
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            shapes[f"{kind}_{key}"] = list(arr.shape)
+            dtypes[f"{kind}_{key}"] = str(arr.dtype)
+            if kind == "y":
+                counts[f"y_{key}"] = np.bincount(np.asarray(arr).astype(np.int64)).tolist()
+            sums[path.relative_to(root).as_posix()] = file_checksum(path)
+    info = dict(extra or {})
+    info.update(layout=layout, source_suffix=source_suffix, target_suffix=target_suffix,
+                counts_per_class=counts, shapes=shapes, dtypes=dtypes, sha256=sums)
+    tmp = root / "manifest.json.tmp"
+    tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
+    os.replace(tmp, root / "manifest.json")
+    return root / "manifest.json"
+
+
 def write_layout(
     out: str | Path,
     arrays: dict[str, np.ndarray],
     *,
+    layout: str = "zenodo",
+    source_suffix: str = "",
     target_suffix: str = "_noise",
     manifest: dict | None = None,
 ) -> Path:
-    """Write source/target train/test arrays in the layout of the module docstring.
+    """Write source/target train/test arrays in one of the layouts of the module docstring.
 
     Args:
         out: Output folder; created, and must not already hold a data set.
         arrays: Keys ``x_train_s, y_train_s, x_test_s, y_test_s, x_train_t, y_train_t,
             x_test_t, y_test_t`` (target labels may be absent).
-        target_suffix: Suffix of the target files.
+        layout: ``"zenodo"`` or ``"mrssc2"``.
+        source_suffix: Suffix of the source files (zenodo layout).
+        target_suffix: Suffix of the target files (zenodo layout).
         manifest: Extra facts (generator, parameters, seed) stored in ``manifest.json`` with
-            the counts per class and the checksums of every file.
+            the counts per class, shapes and the checksums of every file (:func:`write_manifest`).
     """
     out = Path(out)
-    if (out / "manifest.json").exists() or (out / "train").exists():
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if (out / "manifest.json").exists() or detect_layout(out) or (out / "train").exists():
         raise FileExistsError(f"{out}: already holds a data set; choose another --out or remove it")
-    files = {}
-    for split in ("train", "test"):
-        (out / split).mkdir(parents=True, exist_ok=True)
-        for dom, suffix in (("s", ""), ("t", target_suffix)):
-            for kind in ("x", "y"):
-                key = f"{kind}_{split}_{dom}"
-                if key not in arrays:
-                    continue
-                path = out / split / f"{kind}_{split}{suffix}.npy"
-                _atomic_save_npy(path, np.asarray(arrays[key]))
-                files[str(path.relative_to(out))] = file_checksum(path)
-    counts = {
-        key: np.bincount(np.asarray(arrays[key]).astype(np.int64)).tolist()
-        for key in sorted(arrays) if key.startswith("y_")
-    }
-    info = dict(manifest or {})
-    info.update(
-        target_suffix=target_suffix,
-        counts_per_class=counts,
-        shapes={k: list(np.shape(v)) for k, v in sorted(arrays.items())},
-        sha256=files,
-    )
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
-    os.replace(tmp, out / "manifest.json")
+    paths = layout_paths(out, layout=layout, source_suffix=source_suffix,
+                         target_suffix=target_suffix)
+    for key, (x_path, y_path) in paths.items():
+        for kind, path in (("x", x_path), ("y", y_path)):
+            if f"{kind}_{key}" in arrays:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _atomic_save_npy(path, np.asarray(arrays[f"{kind}_{key}"]))
+    write_manifest(out, layout=layout, source_suffix=source_suffix, target_suffix=target_suffix,
+                   extra=manifest)
     return out

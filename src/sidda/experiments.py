@@ -142,16 +142,41 @@ def evaluate_run(
     checkpoint: str = "final",
     device: str = "cpu",
     n_bins: int = 15,
+    calibration: bool = True,
+    selection: bool = True,
 ) -> dict:
     """Evaluate a run on the source and target test sets and write ``metrics.json``.
 
+    Beyond the test metrics of the chosen checkpoint (:mod:`sidda.evaluate` lists them):
+
+    * temperature scaling, fitted on the run's own **source validation** split (rebuilt with
+      :func:`prepare_data`, same seed) and applied to both test domains;
+    * the paper-compatible probe numbers, cross-fitted;
+    * label-free selection over all saved checkpoints, with the target-label oracle.
+
     Args:
         run_dir: A directory written by :func:`train_run`.
-        data_path: Data folder (default: the one the run was trained on).
+        data_path: Data folder (default: the one the run was trained on); its ``train``
+            split provides the validation images.
         checkpoint: ``final``, ``best_val_acc`` or ``best_val_loss``.
         device: Where to compute.
         n_bins: Bins of the ECE.
+        calibration: Add temperature scaling and the paper-compatible probe.
+        selection: Add the label-free checkpoint selection.
     """
+    from dataclasses import replace
+
+    from sidda.datasets import ImageSet
+    from sidda.evaluate import (
+        Predictions,
+        checkpoint_scores,
+        fit_source_temperature,
+        paper_compatible,
+        select_checkpoints,
+        temperature_metrics,
+    )
+    from sidda.models import export_model
+
     run_dir = Path(run_dir)
     model, info = load_run_model(run_dir, checkpoint)
     cfg = RunConfig.from_yaml(run_dir / "config.yaml")
@@ -165,13 +190,59 @@ def evaluate_run(
     report = {
         "method": info["method"], "model": info["model"], "checkpoint": checkpoint,
         "checkpoint_epoch": info["checkpoint_epoch"], "data_path": str(Path(dcfg.path).resolve()),
+        "n_bins": n_bins,
     }
+    preds = {}
     for domain, images in (("source", data.test_s), ("target", data.test_t)):
-        pred = predict(model, images, device=device)
+        preds[domain] = pred = predict(model, images, device=device)
         report[domain] = domain_metrics(
             pred, num_classes=info["num_classes"], class_names=info.get("class_names"),
             n_bins=n_bins,
         )
         save_predictions(run_dir, domain, pred)
+    if calibration or selection:
+        # The run's own train/validation split, rebuilt exactly as train_run made it.
+        _, sets = prepare_data(replace(cfg, data=dcfg))
+        expected = (info.get("sizes") or {}).get("val_s")
+        if expected is not None and expected != len(sets["val_s"]):
+            raise DataError(
+                f"{dcfg.path}: the source validation split has {len(sets['val_s'])} images but "
+                f"the run was trained with {expected}; evaluate with the training data folder"
+            )
+        val_t_images = ImageSet(sets["val_t"].x, None, sets["val_t"].name)  # labels dropped
+        val_s = (predict(model, sets["val_s"], device=device) if len(sets["val_s"]) else
+                 Predictions(torch.empty(0, info["num_classes"]), torch.empty(0, 0), None))
+    if calibration:
+        # Source validation logits and labels only: no target label reaches the fit.
+        temp = fit_source_temperature(val_s)
+        report["temperature"] = temp
+        for domain, pred in preds.items():
+            if pred.labels is None:
+                continue
+            if temp["value"] is not None:
+                report[domain]["temperature_scaled"] = temperature_metrics(
+                    pred.logits, pred.labels, temp["value"], n_bins=n_bins
+                )
+            report[domain]["paper_compatible"] = paper_compatible(pred)
+    if selection and len(sets["val_s"]) and len(sets["val_t"]):
+        candidates = {}
+        for name in CHECKPOINTS:
+            path = run_dir / "checkpoints" / f"{name}.pt"
+            if not path.is_file():
+                continue
+            if name == checkpoint:  # reuse what was computed above
+                p = {"val_s": val_s, "test_s": preds["source"],
+                     "test_t": preds["target"]}
+                p["val_t"] = predict(model, val_t_images, device=device)
+            else:
+                net = export_model(load_run_model(run_dir, name)[0])
+                p = {key: predict(net, images, device=device, export=False) for key, images in (
+                    ("val_s", sets["val_s"]), ("val_t", val_t_images),
+                    ("test_s", data.test_s), ("test_t", data.test_t))}
+            candidates[name] = checkpoint_scores(**p, record=load_checkpoint(path).get("record"))
+        report["selection"] = select_checkpoints(candidates)
+    elif selection:
+        report["selection"] = {"candidates": {}, "rules": {}, "reason": (
+            "no validation images (data.val_fraction = 0): nothing to select with")}
     write_metrics(run_dir, report)
     return report

@@ -1,0 +1,355 @@
+"""Figures of an evaluated run and of a sweep; matplotlib only, imported lazily.
+
+Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot``, so no
+global figure state and no GUI backend is involved (a bare Figure renders PNGs with Agg), and
+the caller saves it (``fig.savefig(path)``). The numbers drawn come from :mod:`sidda.metrics`,
+:mod:`sidda.evaluate` and :mod:`sidda.sweep`; nothing is computed here that is not drawn.
+
+* :func:`reliability_diagram` - per domain, before and after temperature scaling;
+* :func:`confusion_matrices` - per domain, row-normalised;
+* :func:`isomap_figure` - the paper's Figure 4: source and target test latents, one panel per
+  run, coloured by predicted class;
+* :func:`training_curves` - losses, learned weights, blur, distances, learning rate;
+* :func:`distance_by_group` - the paper's Figure 5: a distance against epoch per model,
+  mean and spread over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sidda import metrics
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from sidda.evaluate import IsomapEmbedding
+    from sidda.sweep import CurveStats
+
+__all__ = [
+    "DISTANCE_COLUMNS",
+    "confusion_matrices",
+    "distance_by_group",
+    "isomap_figure",
+    "reliability_diagram",
+    "training_curves",
+]
+
+#: history.csv columns that measure how far apart the domains are, with their plot labels.
+DISTANCE_COLUMNS: dict[str, str] = {
+    "val_js_paper": "JS distance, paper-compatible (paired rows of raw latents)",
+    "val_sinkhorn_fixed": "Sinkhorn divergence at a fixed blur (val latents)",
+}
+_FALLBACK_DISTANCE = ("val_da", "validation Sinkhorn loss (dynamic blur)")
+
+
+def _figure(width: float, height: float) -> Figure:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "sidda's plots need matplotlib; install it with: pip install 'sidda[plot]'"
+        ) from e
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _grid(fig: Figure, n: int, ncols: int) -> list:
+    nrows = max(1, math.ceil(n / ncols))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return list(axes[:n])
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def reliability_diagram(
+    domains: Mapping[str, tuple[Any, Any]],
+    *,
+    n_bins: int = 15,
+    temperature: float | None = None,
+) -> Figure:
+    """Reliability diagrams, one panel per domain.
+
+    Bars: accuracy per equal-width confidence bin of the network's softmax (from
+    :func:`sidda.metrics.reliability_bins`), with the gap to the diagonal shaded. Markers:
+    the same after temperature scaling, when ``temperature`` is given. A strip under each
+    panel shows how many samples fall in each bin.
+
+    Args:
+        domains: domain name -> ``(logits (N, K), labels (N,))``.
+        n_bins: Number of bins.
+        temperature: T fitted on source validation data, or None.
+    """
+    fig = _figure(4.2 * max(1, len(domains)), 4.6)
+    cols = fig.subfigures(1, max(1, len(domains)), squeeze=False).ravel()
+    for sub, (name, (logits, labels)) in zip(cols, domains.items(), strict=False):
+        ax, hist = sub.subplots(2, 1, sharex=True, height_ratios=(4, 1))
+        logits = np.asarray(logits, dtype=np.float64)
+        probs = metrics.apply_temperature(logits, 1.0)
+        rb = metrics.reliability_bins(probs, labels, n_bins=n_bins)
+        ece = float(metrics.expected_calibration_error(probs, labels, n_bins=n_bins))
+        edges = rb.edges.numpy()
+        width = np.diff(edges)
+        acc = np.nan_to_num(rb.accuracy.numpy())
+        conf = rb.confidence.numpy()
+        ax.bar(edges[:-1], acc, width=width, align="edge", color="#4c72b0", edgecolor="white",
+               label=f"network (ECE {ece:.3f})")
+        filled = rb.counts.numpy() > 0
+        ax.bar(edges[:-1][filled], (conf - acc)[filled], bottom=acc[filled],
+               width=width[filled], align="edge", color="#dd8452", alpha=0.45, label="gap")
+        ax.plot([0, 1], [0, 1], color="0.3", ls="--", lw=1)
+        title = f"{name}"
+        if temperature is not None:
+            probs_t = metrics.apply_temperature(logits, temperature)
+            rb_t = metrics.reliability_bins(probs_t, labels, n_bins=n_bins)
+            ece_t = float(metrics.expected_calibration_error(probs_t, labels, n_bins=n_bins))
+            ax.plot(rb_t.confidence.numpy(), rb_t.accuracy.numpy(), "o-", color="#c44e52",
+                    ms=4, lw=1, label=f"T = {temperature:.2f} (ECE {ece_t:.3f})")
+        ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=title)
+        ax.legend(loc="upper left", fontsize=8)
+        hist.bar(edges[:-1], rb.counts.numpy(), width=width, align="edge", color="0.6")
+        hist.set(xlabel="confidence (max softmax)", ylabel="n")
+    return fig
+
+
+def confusion_matrices(
+    matrices: Mapping[str, Any], *, class_names: Sequence[str] | None = None
+) -> Figure:
+    """Row-normalised confusion matrices (rows: true class), one panel per domain.
+
+    Args:
+        matrices: domain name -> (K, K) count matrix, rows true and columns predicted.
+        class_names: K tick labels.
+    """
+    k = len(next(iter(matrices.values()))) if matrices else 0
+    size = 2.2 + 0.45 * k
+    fig = _figure(size * max(1, len(matrices)), size)
+    for ax, (name, cm) in zip(_grid(fig, len(matrices), max(1, len(matrices))),
+                              matrices.items(), strict=True):
+        cm = np.asarray(cm, dtype=float)
+        rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        ax.imshow(rows, vmin=0, vmax=1, cmap="Blues")
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{rows[i, j]:.2f}\n({int(cm[i, j])})", ha="center",
+                        va="center", fontsize=7, color="white" if rows[i, j] > 0.6 else "black")
+        names = list(class_names) if class_names else [str(i) for i in range(k)]
+        ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(k), names, fontsize=8)
+        ax.set(xlabel="predicted", ylabel="true", title=name)
+    return fig
+
+
+# --------------------------------------------------------------------------- latent space
+
+
+def isomap_figure(
+    panels: Mapping[str, IsomapEmbedding], *, class_names: Sequence[str] | None = None
+) -> Figure:
+    """The paper's Figure 4: 2-d Isomap of source and target test latents, one panel per run.
+
+    Colour: the **predicted** class (viridis). Source: filled upward triangles; target:
+    hollow downward triangles. Crosses mark the centroid of each predicted class per domain.
+
+    Args:
+        panels: panel title (e.g. the run name) -> :class:`sidda.evaluate.IsomapEmbedding`.
+        class_names: names of the classes for the legend.
+    """
+    from matplotlib.lines import Line2D
+
+    fig = _figure(4.2 * max(1, min(len(panels), 4)), 4.2 * max(1, math.ceil(len(panels) / 4)))
+    k = max((int(max(e.preds_s.max(initial=0), e.preds_t.max(initial=0))) + 1
+             for e in panels.values()), default=1)
+    if class_names:
+        k = max(k, len(class_names))
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    colours = [cmap(i / max(1, k - 1)) for i in range(k)]
+    for ax, (name, emb) in zip(_grid(fig, len(panels), min(len(panels), 4) or 1),
+                               panels.items(), strict=True):
+        ax.scatter(emb.points_s[:, 0], emb.points_s[:, 1], marker="^", s=14,
+                   c=[colours[p] for p in emb.preds_s], alpha=0.8, linewidths=0)
+        ax.scatter(emb.points_t[:, 0], emb.points_t[:, 1], marker="v", s=16,
+                   facecolors="none", edgecolors=[colours[p] for p in emb.preds_t],
+                   linewidths=0.8, alpha=0.8)
+        for pts, preds, edge in ((emb.points_s, emb.preds_s, "black"),
+                                 (emb.points_t, emb.preds_t, "red")):
+            for c in np.unique(preds):
+                cx, cy = pts[preds == c].mean(0)
+                ax.plot(cx, cy, "X", ms=9, color=colours[c], mec=edge, mew=1.2)
+        ax.set(title=name, xticks=[], yticks=[])
+        ax.text(0.99, 0.01, f"{len(emb.points_s)} + {len(emb.points_t)} points, "
+                f"k = {emb.n_neighbors}", transform=ax.transAxes, ha="right", va="bottom",
+                fontsize=7, color="0.4")
+    names = list(class_names) if class_names else [str(i) for i in range(k)]
+    handles = [Line2D([], [], marker="^", ls="", color="0.3", label="source (filled)"),
+               Line2D([], [], marker="v", ls="", mfc="none", color="0.3",
+                      label="target (hollow)")]
+    handles += [Line2D([], [], marker="s", ls="", color=colours[i], label=f"pred. {names[i]}")
+                for i in range(k)]
+    handles += [Line2D([], [], marker="X", ls="", color="0.6", mec="black",
+                       label="class centroid (red edge: target)")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6),
+               fontsize=8)
+    return fig
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _series(rows: Sequence[dict], key: str, x: str = "epoch") -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of the rows where ``key`` is a finite number."""
+    pts = [(r.get(x), r.get(key)) for r in rows]
+    pts = [(a, b) for a, b in pts
+           if isinstance(b, int | float) and isinstance(a, int | float) and math.isfinite(b)]
+    if not pts:
+        return np.empty(0), np.empty(0)
+    arr = np.asarray(pts, dtype=float)
+    return arr[:, 0], arr[:, 1]
+
+
+def training_curves(
+    epochs: Sequence[dict], steps: Sequence[dict] | None = None, *, title: str | None = None
+) -> Figure:
+    """Training curves from ``history.csv`` rows (and ``history_steps.csv`` rows, if given).
+
+    Panels, each drawn only when its columns hold numbers: objective (train/val total); CE
+    and DA terms; the learned weights eta_1^-2 (on CE) and eta_2^-2 (on DA), per step when
+    steps are given; the blur; the max cross-domain latent distance; every domain distance
+    of :data:`DISTANCE_COLUMNS` present; source validation accuracy; learning rate. Warm-up
+    epochs are shaded.
+
+    Args:
+        epochs: Rows of ``history.csv`` (see :func:`sidda.evaluate.load_history`).
+        steps: Rows of ``history_steps.csv``, or None.
+        title: Figure title.
+    """
+    steps = list(steps or [])
+    panels: list[tuple[str, list[tuple[np.ndarray, np.ndarray, str]], dict]] = []
+
+    def add(name: str, series: list[tuple[str, str, Sequence[dict], str]], **opts) -> None:
+        lines = []
+        for key, label, rows, x in series:
+            xs, ys = _series(rows, key, x)
+            if len(ys):
+                lines.append((xs, ys, label))
+        if lines:
+            panels.append((name, lines, opts))
+
+    e = list(epochs)
+    add("objective", [("train_total", "train", e, "epoch"),
+                      ("val_total", "val (CE + DA, unweighted)", e, "epoch")])
+    add("CE and DA terms", [("train_ce", "train CE", e, "epoch"), ("val_ce", "val CE", e, "epoch"),
+                            ("train_da", "train DA (Sinkhorn)", e, "epoch"),
+                            ("val_da", "val DA (Sinkhorn)", e, "epoch")], log=True)
+    weight_rows, x_w = (steps, "step") if any(r.get("eta_1") is not None for r in steps) else (
+        e, "epoch")
+    inv = [dict(r, w_ce=_inv_sq(r.get("eta_1")), w_da=_inv_sq(r.get("eta_2")))
+           for r in weight_rows]
+    add("learned weights", [("w_ce", "eta_1^-2 (CE weight)", inv, x_w),
+                            ("w_da", "eta_2^-2 (DA weight)", inv, x_w)], log=True, xlabel=x_w)
+    blur_rows, x_b = (steps, "step") if any(r.get("blur") is not None for r in steps) else (
+        e, "epoch")
+    add("blur (sigma)", [("blur", "blur", blur_rows, x_b)], log=True, xlabel=x_b, floor=0.01)
+    add("max latent distance", [("max_distance", "max |z_s - z_t|", blur_rows, x_b)],
+        xlabel=x_b)
+    for key, label in DISTANCE_COLUMNS.items():
+        add(label.split(",")[0].split(" (")[0], [(key, label, e, "epoch")], log=True)
+    if any(r.get("js") is not None for r in steps):
+        add("JS distance per step", [("js", "paper-compatible JS", steps, "step")], log=True,
+            xlabel="step")
+    add("source validation accuracy", [("val_acc_s", "val acc (source)", e, "epoch")])
+    add("learning rate", [("lr", "lr", e, "epoch")], log=True)
+
+    from matplotlib.ticker import MaxNLocator
+
+    ncols = 3
+    fig = _figure(4.0 * ncols, 3.0 * max(1, math.ceil(len(panels) / ncols)))
+    if title:
+        fig.suptitle(title)
+    if not panels:
+        fig.text(0.5, 0.5, "no training history logged", ha="center", va="center")
+    warm = [r["epoch"] for r in e if r.get("phase") == "warmup" and r.get("epoch") is not None]
+    n_per_epoch = _steps_per_epoch(steps)
+    for ax, (name, lines, opts) in zip(_grid(fig, len(panels), ncols), panels, strict=True):
+        for xs, ys, label in lines:
+            ax.plot(xs, ys, marker="." if len(xs) < 30 else None, lw=1.2, label=label)
+        if opts.get("log"):
+            _maybe_log(ax, np.concatenate([ys for _, ys, _ in lines]))
+        if "floor" in opts:
+            ax.axhline(opts["floor"], color="0.5", ls=":", lw=1, label="floor 0.01")
+        xlabel = opts.get("xlabel", "epoch")
+        if warm:  # epochs e..f are steps e*n..(f+1)*n - 1
+            lo, hi = (min(warm), max(warm) + 1) if xlabel == "epoch" else (
+                min(warm) * n_per_epoch, (max(warm) + 1) * n_per_epoch)
+            ax.axvspan(lo - 0.5, hi - 0.5, color="0.92", zorder=0, label="warm-up")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(title=name, xlabel=xlabel)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def _maybe_log(ax: Any, values: np.ndarray) -> None:
+    """Log y-axis when every value is positive and they span more than a factor of 10."""
+    values = values[np.isfinite(values)]
+    if len(values) and values.min() > 0 and values.max() / values.min() > 10:
+        ax.set_yscale("log")
+
+
+def _inv_sq(v: object) -> float | None:
+    return 1.0 / float(v) ** 2 if isinstance(v, int | float) and v else None
+
+
+def _steps_per_epoch(steps: Sequence[dict]) -> float:
+    counts: dict = {}
+    for r in steps:
+        counts[r.get("epoch")] = counts.get(r.get("epoch"), 0) + 1
+    return float(max(counts.values())) if counts else 1.0
+
+
+def distance_by_group(
+    curves: Mapping[str, Mapping[str, CurveStats]],
+    *,
+    labels: Mapping[str, str] | None = None,
+    warmup: int | None = None,
+) -> Figure:
+    """The paper's Figure 5: a domain distance against epoch, per model, mean and spread.
+
+    One panel per distance column; one line per group (e.g. ``d4 / sidda``) with the mean
+    over seeds and a band of +-1 standard deviation (dashed: source-only groups); log y-axis
+    when the band stays positive and spans more than a factor of 10.
+
+    Args:
+        curves: column -> group -> :class:`sidda.sweep.CurveStats`.
+        labels: column -> axis title (default :data:`DISTANCE_COLUMNS`).
+        warmup: Last warm-up epoch + 1, drawn as a vertical line.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    labels = {**DISTANCE_COLUMNS, _FALLBACK_DISTANCE[0]: _FALLBACK_DISTANCE[1],
+              **(labels or {})}
+    fig = _figure(5.5 * max(1, len(curves)), 4.2)
+    for ax, (column, groups) in zip(_grid(fig, len(curves), max(1, len(curves))),
+                                    curves.items(), strict=True):
+        for group, st in groups.items():
+            ls = "--" if "source_only" in group else "-"
+            (line,) = ax.plot(st.epochs, st.mean, ls=ls, lw=1.5, label=f"{group} (n={st.n})",
+                              marker="." if len(st.epochs) < 30 else None)
+            ax.fill_between(st.epochs, st.mean - st.std, st.mean + st.std,
+                            color=line.get_color(), alpha=0.2, lw=0)
+        if groups:
+            _maybe_log(ax, np.concatenate([np.r_[st.mean - st.std, st.mean + st.std]
+                                           for st in groups.values()]))
+        if warmup:
+            ax.axvline(warmup - 0.5, color="0.5", ls=":", lw=1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(title=labels.get(column, column), xlabel="epoch", ylabel=column)
+        ax.legend(fontsize=8)
+    return fig

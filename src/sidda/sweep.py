@@ -1,0 +1,322 @@
+"""Sweeps: several models x seeds x methods on one data set with one config.
+
+:func:`run_sweep` trains and evaluates every combination into
+``OUT/runs/<model>_<method>_seed<k>`` and then writes, into ``OUT``:
+
+* ``summary.csv`` / ``summary.json`` / ``summary.txt`` - per (model, method): accuracy, ECE,
+  Brier (and the temperature-scaled ECE) on both domains, mean and sample standard deviation
+  over seeds (:func:`summarize`);
+* ``figure5.png`` - the paper's Figure 5: a domain distance of the validation latents
+  against epoch, one line per model, mean and +-1 std over seeds (:func:`distance_curves`);
+* ``report.html`` - the HTML report of every run, with the table and the figure on top.
+
+A run that is already complete (``metrics.json`` written) with the same config is reused,
+so an interrupted sweep resumes where it stopped; one with another config is an error unless
+``force`` retrains it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from sidda.config import ConfigError, RunConfig
+from sidda.runs import atomic_write, write_csv, write_json
+
+__all__ = [
+    "CurveStats",
+    "SweepResult",
+    "distance_curves",
+    "format_table",
+    "group_curves",
+    "run_name",
+    "run_sweep",
+    "summarize",
+]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("source_only", "sidda")
+#: (domain, metric) columns of the summary table; ``ece_ts``: ECE after temperature scaling.
+SUMMARY_METRICS = (
+    ("source", "accuracy"), ("target", "accuracy"), ("source", "ece"), ("target", "ece"),
+    ("target", "ece_ts"), ("source", "brier"), ("target", "brier"),
+)
+
+
+class CurveStats(NamedTuple):
+    """Mean and spread of one history column over the runs of a group."""
+
+    epochs: np.ndarray  #: (E,) epochs where at least one run has a value
+    mean: np.ndarray  #: (E,) mean over runs (NaN ignored)
+    std: np.ndarray  #: (E,) sample std over runs (ddof 1; 0 with one run)
+    n: int  #: number of runs with at least one value
+
+
+class SweepResult(NamedTuple):
+    """What :func:`run_sweep` made."""
+
+    out: Path  #: the sweep folder
+    runs: list[Path]  #: run directories, in (model, seed, method) order
+    rows: list[dict]  #: :func:`summarize` rows
+    figure: Path | None  #: figure5.png, or None when no run logged a distance
+    report: Path | None  #: report.html, or None when not asked for
+
+
+def run_name(model: str, method: str, seed: int) -> str:
+    """``<model>_<method>_seed<seed>``, the run folder name inside a sweep."""
+    return f"{model}_{method}_seed{seed}"
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None, int]:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return None, None, 0
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, len(vals)
+
+
+def _metric(report: dict, domain: str, key: str) -> float | None:
+    d = report.get(domain, {})
+    if key == "ece_ts":
+        return d.get("temperature_scaled", {}).get("ece")
+    return d.get(key)
+
+
+def summarize(reports: Sequence[dict]) -> list[dict]:
+    """Mean and standard deviation over seeds, per (model, method).
+
+    Args:
+        reports: ``metrics.json`` dicts (each with ``model`` and ``method``).
+
+    Returns:
+        One row per group in first-seen order: ``model``, ``method``, ``n_seeds`` and, for
+        each metric of :data:`SUMMARY_METRICS`, ``<domain>_<metric>_mean`` and ``..._std``
+        (sample std, ddof = 1; 0.0 for a single seed; None when no run has the value).
+    """
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for rep in reports:
+        groups.setdefault((rep["model"], rep["method"]), []).append(rep)
+    rows = []
+    for (model, method), reps in groups.items():
+        row: dict = {"model": model, "method": method, "n_seeds": len(reps)}
+        for domain, key in SUMMARY_METRICS:
+            mean, std, _ = _mean_std([_metric(r, domain, key) for r in reps])
+            row[f"{domain}_{key}_mean"], row[f"{domain}_{key}_std"] = mean, std
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """The :func:`summarize` rows as a fixed-width text table, ``mean +- std``."""
+    head = f"{'model':<8}{'method':<13}{'seeds':>5}  " + "".join(
+        f"{d[:3] + '_' + k:<17}" for d, k in SUMMARY_METRICS)
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        cells = []
+        for d, k in SUMMARY_METRICS:
+            m, s = r[f"{d}_{k}_mean"], r[f"{d}_{k}_std"]
+            cells.append(("-" if m is None else f"{m:.3f}+-{s:.3f}").ljust(17))
+        lines.append(f"{r['model']:<8}{r['method']:<13}{r['n_seeds']:>5}  " + "".join(cells))
+    return "\n".join(lines)
+
+
+def group_curves(histories: Sequence[Sequence[dict]], column: str) -> CurveStats | None:
+    """Mean and sample std of ``column`` per epoch over several runs' ``history.csv`` rows.
+
+    Runs may differ in length (early stopping): each epoch averages the runs that reached it
+    and logged a finite value. Returns None when no run has the column.
+    """
+    per_epoch: dict[int, list[float]] = {}
+    n = 0
+    for rows in histories:
+        got = False
+        for r in rows:
+            v, e = r.get(column), r.get("epoch")
+            if isinstance(v, int | float) and math.isfinite(v) and e is not None:
+                per_epoch.setdefault(int(e), []).append(float(v))
+                got = True
+        n += got
+    if not per_epoch:
+        return None
+    epochs = np.array(sorted(per_epoch))
+    stats = [_mean_std(per_epoch[e]) for e in epochs]
+    return CurveStats(epochs, np.array([s[0] for s in stats]), np.array([s[1] for s in stats]),
+                      n)
+
+
+def distance_curves(
+    histories: dict[str, Sequence[Sequence[dict]]],
+    columns: Sequence[str] = ("val_js_paper", "val_sinkhorn_fixed"),
+    *,
+    fallback: str = "val_da",
+) -> dict[str, dict[str, CurveStats]]:
+    """:func:`group_curves` for every distance column that some group logged.
+
+    Args:
+        histories: group label -> the ``history.csv`` rows of its runs.
+        columns: distance columns to look for.
+        fallback: column used when none of ``columns`` is present in any run.
+
+    Returns:
+        column -> group -> :class:`CurveStats` (groups without values left out).
+    """
+    out: dict[str, dict[str, CurveStats]] = {}
+    for column in columns:
+        got = {g: c for g, h in histories.items() if (c := group_curves(h, column))}
+        if got:
+            out[column] = got
+    if not out and fallback:
+        got = {g: c for g, h in histories.items() if (c := group_curves(h, fallback))}
+        if got:
+            out[fallback] = got
+    return out
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+def _complete(run_dir: Path, cfg: RunConfig, force: bool) -> bool:
+    """Whether ``run_dir`` already holds this run, trained and evaluated."""
+    if force or not run_dir.exists():
+        return False
+    old = run_dir / "config.yaml"
+    if old.is_file() and old.read_text() != cfg.to_yaml():
+        raise ConfigError(
+            f"{run_dir} exists with a different config; choose another --out, or pass --force "
+            "to retrain it"
+        )
+    return (run_dir / "metrics.json").is_file() and (run_dir / "summary.json").is_file()
+
+
+def run_sweep(
+    cfg: RunConfig,
+    *,
+    models: Sequence[str],
+    seeds: Sequence[int],
+    out: str | Path,
+    methods: Sequence[str] = METHODS,
+    checkpoint: str = "final",
+    force: bool = False,
+    report: bool = True,
+    argv: Sequence[str] = (),
+    callbacks: Sequence = (),
+) -> SweepResult:
+    """Train and evaluate every (model, seed, method) and write the summary, figure and report.
+
+    Args:
+        cfg: The base config; ``name``, ``out_dir``, ``model.name``, ``loss.method`` and
+            ``train.seed`` are set per run.
+        models: Model names, e.g. ``["cnn", "d1", "d2", "d4", "d8"]``.
+        seeds: Training seeds.
+        out: The sweep folder.
+        methods: ``source_only`` and/or ``sidda``.
+        checkpoint: Checkpoint whose test metrics enter the table.
+        force: Retrain runs that exist.
+        report: Also write ``report.html``.
+        argv: Command line, recorded in each run.
+        callbacks: Passed to training.
+
+    Raises:
+        ConfigError: a bad model name or method, before anything is trained.
+    """
+    from sidda.experiments import evaluate_run, train_run
+    from sidda.train import resolve_device
+
+    if not models or not seeds or not methods:
+        raise ConfigError("a sweep needs at least one model, one seed and one method")
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ConfigError(f"unknown method(s) {bad}; choose from {list(METHODS)}")
+    out = Path(out)
+    plan = []
+    for model in models:
+        for seed in seeds:
+            for method in methods:
+                d = cfg.to_dict()
+                d.update(name=run_name(model, method, seed), out_dir=str(out / "runs"))
+                d["model"]["name"], d["loss"]["method"], d["train"]["seed"] = model, method, seed
+                plan.append(RunConfig.from_dict(d))  # validates every name before training
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "sweep.json", {"models": list(models), "seeds": list(seeds),
+                                    "methods": list(methods), "checkpoint": checkpoint,
+                                    "config": cfg.to_dict()})
+    runs, reports = [], []
+    for i, run_cfg in enumerate(plan, 1):
+        run_dir = run_cfg.run_dir
+        device = str(resolve_device(run_cfg.train.device))
+        if _complete(run_dir, run_cfg, force):
+            logger.info("[%d/%d] %s: already trained and evaluated, reused", i, len(plan),
+                        run_dir.name)
+            if json.loads((run_dir / "metrics.json").read_text()).get("checkpoint") != checkpoint:
+                evaluate_run(run_dir, checkpoint=checkpoint, device=device)
+        else:
+            logger.info("[%d/%d] training %s", i, len(plan), run_dir.name)
+            train_run(run_cfg, argv=argv, force=True, callbacks=callbacks)
+            evaluate_run(run_dir, checkpoint=checkpoint, device=device)
+        runs.append(run_dir)
+        reports.append(json.loads((run_dir / "metrics.json").read_text()))
+    rows = summarize(reports)
+    write_csv(out / "summary.csv", rows)
+    atomic_write(out / "summary.txt", format_table(rows) + "\n")
+    write_json(out / "summary.json", {"rows": rows, "runs": [str(r) for r in runs]})
+    figure = _figure5(out, plan, runs, warmup=cfg.train.warmup)
+    page = None
+    if report:
+        from sidda.report import write_report
+
+        page = write_report(runs, out / "report.html", title=f"sidda sweep: {out.name}",
+                            evaluate="never", extra_html=_sweep_html(rows, figure))
+    return SweepResult(out, runs, rows, figure, page)
+
+
+def _figure5(out: Path, plan: list[RunConfig], runs: list[Path], *, warmup: int) -> Path | None:
+    from sidda.evaluate import load_history
+
+    histories: dict[str, list[list[dict]]] = {}
+    for run_cfg, run_dir in zip(plan, runs, strict=True):
+        label = f"{run_cfg.model.name} / {run_cfg.loss.method}"
+        histories.setdefault(label, []).append(load_history(run_dir))
+    curves = distance_curves(histories)
+    if not curves:
+        logger.warning("no run logged a domain distance; figure5.png not drawn")
+        return None
+    from sidda.plots import distance_by_group
+
+    fig = distance_by_group(curves, warmup=warmup)
+    fig.savefig(out / ".figure5.png", dpi=110)
+    (out / ".figure5.png").replace(out / "figure5.png")
+    return out / "figure5.png"
+
+
+def _sweep_html(rows: list[dict], figure: Path | None) -> str:
+    import base64
+    import html
+
+    head = ["model", "method", "seeds"] + [f"{d} {k}" for d, k in SUMMARY_METRICS]
+    cells = []
+    for r in rows:
+        vals = [r["model"], r["method"], str(r["n_seeds"])]
+        for d, k in SUMMARY_METRICS:
+            m, s = r[f"{d}_{k}_mean"], r[f"{d}_{k}_std"]
+            vals.append("\u2013" if m is None else f"{m:.4f} \u00b1 {s:.4f}")
+        cells.append("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in vals) + "</tr>")
+    text = ("<h2 id='sweep'>Sweep: mean \u00b1 std over seeds</h2>"
+            "<p class='note'>ece_ts: target ECE after temperature scaling fitted on source "
+            "validation data. Std: sample standard deviation (ddof 1).</p><table><thead><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join(cells) + "</tbody></table>")
+    if figure is not None:
+        data = base64.b64encode(figure.read_bytes()).decode("ascii")
+        text += ("<h3>Domain distance against epoch (the paper's Figure 5)</h3>"
+                 f"<img src='data:image/png;base64,{data}' alt='distance against epoch'>")
+    return text
+
