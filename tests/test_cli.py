@@ -101,3 +101,30 @@ def test_data_make_writes_the_layout(tmp_path):
     man = json.loads((out / "manifest.json").read_text())
     assert man["protocol"] == "clean" and man["seed"] == 0
     assert main(["data", "make", "shapes", "--out", str(out), "--n-per-class", "6"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, shift", [("shapes", None), ("astro", None), ("mnist-m", "noise"),
+                                         ("mnist-m", "psf")])
+@pytest.mark.parametrize("protocol", ["clean", "paper"])
+def test_train_runs_on_every_generated_dataset(tmp_path, name, shift, protocol):
+    data = tmp_path / "d"
+    args = ["data", "make", name, "--out", str(data), "--n-per-class", "5", "--protocol",
+            protocol, "-q"]
+    if shift:
+        args += ["--shift", shift]
+    if name != "mnist-m":
+        args += ["--image-size", "24"]
+    assert main(args) == 0
+    suffix = "_PSF" if shift == "psf" else "_noise"
+    cfg = {
+        "name": "r", "out_dir": str(tmp_path / "runs"),
+        "data": {"path": str(data), "target_suffix": suffix},
+        "train": {"epochs": 2, "warmup": 1, "batch_size": 8, "seed": 0},
+    }
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(p), "-q"]) == 0
+    assert (tmp_path / "runs" / "r" / "checkpoints" / "final.pt").is_file()
+    man = json.loads((tmp_path / "runs" / "r" / "data_manifest.json").read_text())
+    assert man["protocol"] == protocol
