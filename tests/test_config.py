@@ -41,10 +41,27 @@ def test_yaml_round_trip(tmp_path):
     ({"data": {"val_fraction": 1.5}}, "val_fraction"),
     ({"data": "x"}, "must be a mapping"),
     ({"train": {"early_stopping": True}}, "early_stopping"),
+    ({"train": {"checkpoint_every": 0}}, "checkpoint_every must be >= 1"),
+    ({"train": {"max_bad_steps": 0}}, "max_bad_steps must be >= 1"),
+    ({"train": {"lr": float("inf")}}, "train.lr must be a finite number"),
+    ({"train": {"weight_decay": float("nan")}}, "weight_decay must be a finite number"),
+    ({"loss": {"blur": float("inf")}}, "loss.blur must be float or null"),
+    ({"train": {"seed": -1}}, "train.seed must lie in"),
+    ({"train": {"threads": 0}}, "threads"),
+    ({"name": "../elsewhere"}, "plain folder name"),
+    ({"name": ""}, "plain folder name"),
+    ({"out_dir": " "}, "out_dir must be a folder path"),
+    ({1: {}, "x": 2}, r"unknown config key\(s\) \['x', 1\]"),
+    ({"train": {"milestones": [1, "2"]}}, "train.milestones must be a list of int"),
 ])
 def test_bad_configs_say_what_is_wrong(d, match):
     with pytest.raises(ConfigError, match=match):
         RunConfig.from_dict(d)
+
+
+def test_a_config_must_be_a_mapping():
+    with pytest.raises(ConfigError, match="mapping of sections, got list"):
+        RunConfig.from_dict([("train", {})])
 
 
 def test_bad_overrides():
@@ -59,5 +76,9 @@ def test_yaml_errors(tmp_path):
         RunConfig.from_yaml(tmp_path / "missing.yaml")
     p = tmp_path / "bad.yaml"
     p.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML") as info:
+        RunConfig.from_yaml(p)
+    assert "\n" not in str(info.value) and "line 2" in str(info.value)
+    p.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(ConfigError, match="not valid YAML"):
         RunConfig.from_yaml(p)

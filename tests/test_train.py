@@ -21,7 +21,7 @@ def _model(seed=0):
 
 def test_sidda_fit_logs_everything_and_keeps_bounds(tiny_sets, tmp_path):
     d = tiny_sets
-    cfg = TrainConfig(epochs=3, warmup=1, batch_size=16)
+    cfg = TrainConfig(epochs=3, warmup=1, batch_size=16, threads=1)
     hist = fit(_model(), d.train_s, d.train_t, cfg, val_s=d.test_s, val_t=d.test_t,
                run_dir=tmp_path)
     phases = [e["phase"] for e in hist.epochs]
@@ -47,7 +47,7 @@ def test_sidda_fit_logs_everything_and_keeps_bounds(tiny_sets, tmp_path):
 
 def test_source_only_needs_no_target_and_learns(tiny_sets):
     d = tiny_sets
-    cfg = TrainConfig(epochs=6, warmup=0, batch_size=16, lr=1e-2, milestones=(100,))
+    cfg = TrainConfig(epochs=6, warmup=0, batch_size=16, lr=1e-2, milestones=(100,), threads=1)
     hist = fit(_model(), d.train_s, None, cfg, loss=LossConfig(method="source_only"),
                val_s=d.test_s)
     assert all(e["phase"] == "source_only" for e in hist.epochs)
@@ -57,26 +57,28 @@ def test_source_only_needs_no_target_and_learns(tiny_sets):
 
 def test_same_seed_same_weights(tiny_sets):
     d = tiny_sets
-    cfg = TrainConfig(epochs=2, warmup=1, batch_size=16, seed=5)
+    cfg = TrainConfig(epochs=2, warmup=1, batch_size=16, seed=5, threads=1)
     ws = []
     for _ in range(2):
         m = _model(1)
         fit(m, d.train_s, d.train_t, cfg)
-        ws.append(torch.cat([p.flatten() for p in m.state_dict().values() if p.is_floating_point()]))
+        ws.append(torch.cat([p.flatten() for p in m.state_dict().values()
+                             if p.is_floating_point()]))
     assert torch.equal(ws[0], ws[1])
 
 
 def test_unequal_domain_sizes_cycle_the_target(tiny_sets):
     d = tiny_sets
     small_t = d.train_t.subset(torch.arange(10))
-    cfg = TrainConfig(epochs=2, warmup=0, batch_size=16)
+    cfg = TrainConfig(epochs=2, warmup=0, batch_size=16, threads=1)
     hist = fit(_model(), d.train_s, small_t, cfg)
     assert len(hist.steps) == 2 * 3  # the source (48 images) defines the epoch
 
 
 def test_early_stopping_counts_post_warmup_epochs(tiny_sets):
     d = tiny_sets
-    cfg = TrainConfig(epochs=30, warmup=2, batch_size=16, early_stopping=1, lr=1e-6)
+    cfg = TrainConfig(epochs=30, warmup=2, batch_size=16, early_stopping=1, lr=1e-6,
+                      threads=1)
     hist = fit(_model(), d.train_s, d.train_t, cfg, val_s=d.test_s, val_t=d.test_t)
     assert hist.stopped_early
     assert 3 <= len(hist.epochs) < 30
@@ -96,3 +98,20 @@ def test_needs_labels_and_target(tiny_sets):
         fit(_model(), ImageSet(d.train_s.x, None), d.train_t, TrainConfig(epochs=2, warmup=1))
     with pytest.raises(ValueError, match="target"):
         fit(_model(), d.train_s, None, TrainConfig(epochs=2, warmup=1))
+
+
+def test_resume_continues_from_last_checkpoint_and_checks_the_config(tiny_sets, tmp_path):
+    d = tiny_sets
+    cfg = TrainConfig(epochs=2, warmup=1, batch_size=16, threads=1)
+    fit(_model(), d.train_s, d.train_t, cfg, run_dir=tmp_path)
+    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    assert last["state"]["finished"] and last["state"]["epoch"] == 2
+    assert {"model", "loss", "optimizer", "scheduler", "rng", "history", "config"} <= set(last)
+    # a finished run resumes to itself without training again
+    hist = fit(_model(), d.train_s, d.train_t, cfg, run_dir=tmp_path, resume=True)
+    assert len(hist.epochs) == 2 and hist.best["final"] == 1
+    with pytest.raises(ValueError, match=r"another config \(train.lr: 0.01 in the checkpoint"):
+        fit(_model(), d.train_s, d.train_t, TrainConfig(epochs=2, warmup=1, batch_size=16,
+                                                        lr=0.02), run_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="run_dir"):
+        fit(_model(), d.train_s, d.train_t, cfg, resume=True)

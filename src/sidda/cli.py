@@ -3,7 +3,9 @@
 
 This is the only module that reads argv, loads YAML from the user and configures logging.
 Errors in the input (config, data, paths) print one line ``sidda: error: ...`` and exit with
-status 2.
+status 2; a run that diverges (non-finite) or cannot write its files exits with status 1; a
+run stopped by SIGTERM or SIGINT saves ``last.pt`` and exits with 128 + the signal number
+(143, 130), to be continued with ``sidda train --resume RUN_DIR``.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from pathlib import Path
 from sidda import __version__
 from sidda.config import ConfigError, RunConfig
 from sidda.datasets import DataError
+from sidda.recovery import NonFiniteError, TrainingInterrupted
 
 logger = logging.getLogger("sidda")
 
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
@@ -59,11 +63,22 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from sidda.experiments import train_run
+    from sidda.experiments import resume_run, train_run
 
-    cfg = RunConfig.from_yaml(args.config).override(args.set or [])
-    progress = _Progress(cfg.train.epochs, enabled=sys.stderr.isatty() and not args.quiet)
-    run_dir = train_run(cfg, argv=sys.argv, force=args.force, callbacks=[progress])
+    if args.resume is not None:
+        if args.set or args.force:
+            raise ValueError(
+                "--resume continues with the run's own config.yaml; drop --set and --force (to "
+                "change settings, start a new run with --config)"
+            )
+        cfg_path = Path(args.resume) / "config.yaml"
+        epochs = RunConfig.from_yaml(cfg_path).train.epochs if cfg_path.is_file() else 0
+        progress = _Progress(epochs, enabled=sys.stderr.isatty() and not args.quiet)
+        run_dir = resume_run(args.resume, argv=args.argv, callbacks=[progress])
+    else:
+        cfg = RunConfig.from_yaml(args.config).override(args.set or [])
+        progress = _Progress(cfg.train.epochs, enabled=sys.stderr.isatty() and not args.quiet)
+        run_dir = train_run(cfg, argv=args.argv, force=args.force, callbacks=[progress])
     print(f"trained: {run_dir}")
     if args.evaluate:
         from sidda.experiments import evaluate_run
@@ -290,9 +305,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         data_dir = root / "data"
-        logger.info("generating shapes: %d per class per domain (%s protocol)",
-                    args.n_per_class, args.protocol)
-        splits = make_dataset("shapes", args.n_per_class, protocol=args.protocol,
+        logger.info("generating %s: %d per class per domain (%s protocol)",
+                    args.dataset, args.n_per_class, args.protocol)
+        splits = make_dataset(args.dataset, args.n_per_class, protocol=args.protocol,
                               random_state=args.seed, image_size=args.image_size)
         _write_atomically(data_dir, splits, "_noise")
         base = {
@@ -336,8 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", parents=[common], help="train a run from a YAML config",
-                       description="Train SIDDA or the source-only baseline into out_dir/name.")
-    t.add_argument("--config", required=True, help="experiment YAML (see configs/)")
+                       description="Train SIDDA or the source-only baseline into out_dir/name, "
+                       "or continue an interrupted run with --resume RUN_DIR.")
+    source = t.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="experiment YAML (see configs/)")
+    source.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue an interrupted run from RUN_DIR/checkpoints/last.pt, with "
+                        "the run's own config (docs/recovery.md)")
     t.add_argument("--set", nargs="+", metavar="KEY=VALUE",
                    help="dotted overrides, e.g. train.epochs=2 model.name=d4")
     t.add_argument("--force", action="store_true", help="replace an existing run directory")
@@ -461,11 +481,15 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
     sw.set_defaults(func=_cmd_sweep)
 
-    de = sub.add_parser("demo", parents=[common], help="source-only vs SIDDA on small shapes",
-                        description="Generate a small shapes set (clean source, Poisson-noise "
+    de = sub.add_parser("demo", parents=[common],
+                        help="source-only vs SIDDA on a small simulated set",
+                        description="Generate a small simulated set (clean source, Poisson-noise "
                         "target), train the source-only and the SIDDA model, evaluate both and "
-                        "print the table.")
+                        "print the table. The default data are the paper's astronomical objects; "
+                        "docs/demo.md says why, and what happens on shapes.")
     de.add_argument("--out", default=None, help="keep data and runs here (default: temporary)")
+    de.add_argument("--dataset", choices=("astro", "shapes"), default="astro",
+                    help="astronomical objects (default) or geometric shapes")
     de.add_argument("--model", default="cnn")
     de.add_argument("--n-per-class", type=int, default=600)
     de.add_argument("--image-size", type=int, default=64)
@@ -480,16 +504,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sidda`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = ["sidda", *(sys.argv[1:] if argv is None else argv)]  # recorded in argv.txt
     _setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
     try:
         return args.func(args)
     except (ConfigError, DataError, FileExistsError, FileNotFoundError, ValueError) as e:
-        print(f"sidda: error: {e}", file=sys.stderr)
+        print(f"sidda: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
+    except TrainingInterrupted as e:  # last.pt is written; schedulers read 128 + signal
+        print(f"sidda: {e}", file=sys.stderr)
+        return e.exit_status
+    except (NonFiniteError, OSError) as e:  # diverged, or a write failed (full disk ...)
+        print(f"sidda: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print("sidda: interrupted", file=sys.stderr)
         return 130

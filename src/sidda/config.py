@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -57,6 +58,16 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        name = self.name.strip()
+        if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise ValueError(
+                f"name must be a plain folder name (no '/', not empty, '.' or '..'), got "
+                f"{self.name!r}; the run directory is out_dir/name"
+            )
+        if not self.out_dir.strip() or "\0" in self.out_dir:
+            raise ValueError(f"out_dir must be a folder path, got {self.out_dir!r}; e.g. 'runs'")
+
     @property
     def run_dir(self) -> Path:
         """``out_dir/name``."""
@@ -66,6 +77,8 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
         """Build from a nested dict; unknown keys and wrong types raise :class:`ConfigError`."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
         return _build(cls, d, "")
 
     @classmethod
@@ -75,11 +88,15 @@ class RunConfig:
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            d = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+            d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
+            raise ConfigError(f"{path}: not valid YAML ({_one_line(e)})") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the config ({e.strerror or e})") from None
         if not isinstance(d, dict):
-            raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(d).__name__}")
+            raise ConfigError(
+                f"{path}: a config must be a mapping of sections, got {type(d).__name__}"
+            )
         try:
             return cls.from_dict(d)
         except ConfigError as e:
@@ -89,7 +106,7 @@ class RunConfig:
         """Apply dotted ``key=value`` overrides, e.g. ``["train.epochs=2", "model.name=d4"]``."""
         d = self.to_dict()
         for item in assignments:
-            if "=" not in item:
+            if not isinstance(item, str) or "=" not in item:
                 raise ConfigError(f"override {item!r} must look like section.key=value")
             key, raw = item.split("=", 1)
             parts = key.strip().split(".")
@@ -114,6 +131,14 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def _one_line(e: Exception) -> str:
+    """A YAML error as one line: the problem and where it is."""
+    mark = getattr(e, "problem_mark", None)
+    if getattr(e, "problem", None) and mark is not None:
+        return f"{e.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(e).split())
+
+
 def _parse_value(raw: str) -> object:
     if raw.lower() in ("null", "none", "~"):
         return None
@@ -121,7 +146,7 @@ def _parse_value(raw: str) -> object:
         return raw.lower() == "true"
     try:
         return ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return raw
 
 
@@ -177,7 +202,13 @@ def _coerce(value: object, tp: object, where: str) -> object:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an int beyond the float range
+                value = math.inf
+            if not math.isfinite(value):
+                raise ConfigError(f"{where} must be a finite number, got {value}")
+            return value
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -189,7 +220,7 @@ def _coerce(value: object, tp: object, where: str) -> object:
 def _build(cls: type, d: dict, prefix: str) -> object:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(d) - set(names))
+    unknown = sorted(set(d) - set(names), key=repr)
     if unknown:
         where = f"section {prefix!r}" if prefix else "the top level"
         raise ConfigError(

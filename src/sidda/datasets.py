@@ -66,6 +66,7 @@ logger = logging.getLogger(__name__)
 
 LAYOUTS = ("zenodo", "mrssc2")
 _CHUNK_BYTES = 64 << 20  # float32 bytes converted or scanned at once
+_MAX_LABEL = 2**20  # larger "labels" are not class indices (and would not fit a model)
 
 
 class DataError(ValueError):
@@ -132,11 +133,16 @@ def _open_npy(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(
             f"{path}: not a readable .npy array ({e}); re-save it with numpy.save"
         ) from None
+    if not isinstance(arr, np.ndarray):  # a .npz archive (zip) loads as a lazy NpzFile
+        arr.close()
+        raise DataError(f"{path}: holds a .npz archive, not one array; save one array per file "
+                        "with numpy.save")
+    return arr
 
 
 def _check_labels(y: np.ndarray, path: Path, n: int, num_classes: int | None) -> np.ndarray:
@@ -145,16 +151,19 @@ def _check_labels(y: np.ndarray, path: Path, n: int, num_classes: int | None) ->
     if len(y) != n:
         raise DataError(f"{path}: {len(y)} labels for {n} images; the two files must match")
     y = np.asarray(y)
-    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+    if y.dtype.kind not in "iuf":  # not bool, complex, datetime, timedelta, str, structured
         raise DataError(f"{path}: labels must be numbers, got dtype {y.dtype}")
-    if np.issubdtype(y.dtype, np.floating):
+    if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
             raise DataError(
                 f"{path}: labels must be whole numbers 0..K-1, found non-integral values"
             )
-    y = y.astype(np.int64)
     if len(y) and y.min() < 0:
-        raise DataError(f"{path}: labels must be in 0..K-1, found {int(y.min())}")
+        raise DataError(f"{path}: labels must be in 0..K-1, found {y.min()}")
+    if len(y) and y.max() > _MAX_LABEL:
+        raise DataError(f"{path}: label {y.max()} is not a class index 0..K-1 (K <= "
+                        f"{_MAX_LABEL + 1}); fix the labels")
+    y = y.astype(np.int64)
     if num_classes is not None and len(y) and y.max() >= num_classes:
         raise DataError(
             f"{path}: label {int(y.max())} is outside 0..{num_classes - 1} "
@@ -406,9 +415,12 @@ def load_split(
         )
     if len(x) == 0:
         raise DataError(f"{images}: holds no images (empty domain)")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+    if x.dtype.kind not in "iuf":  # not bool, complex, datetime, timedelta, str, structured
         raise DataError(f"{images}: images must be numeric, got dtype {x.dtype}")
     x = _as_nchw(x, images)
+    if x.shape[1] < 1:
+        raise DataError(f"{images}: images have no channels (shape {x.shape}); store them as "
+                        "NHW or NHWC with C >= 1")
     if min(x.shape[2:]) < 8:
         raise DataError(
             f"{images}: images of {x.shape[2]}x{x.shape[3]} pixels are too small for the "
@@ -516,7 +528,7 @@ def _read_manifest(root: Path, cfg: DataConfig, sets: dict[str, ImageSet | None]
     if path.is_file():
         try:
             manifest = json.loads(path.read_text())
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, RecursionError) as e:
             raise DataError(f"{path}: not valid JSON ({e}); fix or delete it") from None
         if not isinstance(manifest, dict):
             raise DataError(f"{path}: must hold a JSON object, got {type(manifest).__name__}")

@@ -1,7 +1,8 @@
 """Whole experiments: train a run directory from a config, evaluate it, run the demo.
 
 :func:`train_run` validates everything it can (config, data, model, sizes) *before* it creates
-the run directory, so bad input leaves nothing behind.
+the run directory, so bad input leaves nothing behind. :func:`resume_run` continues an
+interrupted run from its own directory (``docs/recovery.md``).
 """
 
 from __future__ import annotations
@@ -9,20 +10,35 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from sidda.config import ConfigError, RunConfig
-from sidda.datasets import DataConfig, DataError, DomainData, load_domains, split_indices
+from sidda.datasets import (
+    DataConfig,
+    DataError,
+    DomainData,
+    file_checksum,
+    layout_paths,
+    load_domains,
+    split_indices,
+)
 from sidda.evaluate import domain_metrics, predict, save_predictions, write_metrics
 from sidda.models import build_model
+from sidda.recovery import read_state
 from sidda.runs import CHECKPOINTS, atomic_write, environment_info, load_checkpoint, write_json
-from sidda.train import Callback, fit, resolve_device
+from sidda.train import Callback, History, fit, resolve_device
 
-__all__ = ["evaluate_run", "load_run_model", "prepare_data", "train_run"]
+__all__ = [
+    "data_checksums",
+    "evaluate_run",
+    "load_run_model",
+    "prepare_data",
+    "resume_run",
+    "train_run",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +77,62 @@ def prepare_data(cfg: RunConfig) -> tuple[DomainData, dict]:
     return data, sets
 
 
+def _build_model(cfg: RunConfig, data: DomainData) -> torch.nn.Module:
+    """The run's model with its initial weights (seeded by ``train.seed``)."""
+    torch.manual_seed(cfg.train.seed)
+    try:
+        return build_model(
+            cfg.model.name, in_channels=data.in_channels, num_classes=data.num_classes,
+            image_size=data.image_size, dropout=cfg.model.dropout,
+            latent_dim=cfg.model.latent_dim,
+        )
+    except ValueError as e:
+        raise ConfigError(
+            f"model.name={cfg.model.name!r} cannot take the data's {data.in_channels}x"
+            f"{data.image_size}x{data.image_size} images: {e}"
+        ) from None
+
+
+def data_checksums(cfg: RunConfig) -> dict[str, dict]:
+    """Size and SHA-256 of every training file a run reads, keyed by path in the data folder."""
+    root = Path(cfg.data.path)
+    paths = layout_paths(root, layout=cfg.data.layout, source_suffix=cfg.data.source_suffix,
+                         target_suffix=cfg.data.target_suffix)
+    files = [p for key in ("train_s", "train_t") for p in paths[key] if p.is_file()]
+    total = sum(p.stat().st_size for p in files)
+    if total > 2**30:
+        logger.info("computing the SHA-256 of %.1f GB of training data (recorded in "
+                    "environment.json)", total / 2**30)
+    return {p.relative_to(root).as_posix(): {"bytes": p.stat().st_size,
+                                             "sha256": file_checksum(p)} for p in files}
+
+
+def _check_same_data(run_dir: Path, cfg: RunConfig) -> None:
+    """Refuse to resume on training files that differ from those the run started with."""
+    env_path = run_dir / "environment.json"
+    recorded = (json.loads(env_path.read_text()) if env_path.is_file() else {}).get("data_files")
+    if not recorded:
+        logger.warning("%s records no data checksums; cannot check that the data is unchanged",
+                       env_path)
+        return
+    now = data_checksums(cfg)
+    changed = sorted(f for f in set(recorded) | set(now) if recorded.get(f) != now.get(f))
+    if changed:
+        raise DataError(
+            f"{cfg.data.path}: {', '.join(changed)} changed since the run started (SHA-256 "
+            "differs from environment.json); restore the original data, or start a new run"
+        )
+
+
+def _write_summary(run_dir: Path, hist: History) -> None:
+    write_json(run_dir / "summary.json", {
+        "best_epochs": hist.best, "stopped_early": hist.stopped_early,
+        "epochs_run": len(hist.epochs), "seconds": sum(e["seconds"] for e in hist.epochs),
+        "skipped_steps": sum(e.get("skipped_steps", 0) for e in hist.epochs),
+        "final": hist.epochs[-1],
+    })
+
+
 def train_run(
     cfg: RunConfig,
     *,
@@ -73,20 +145,25 @@ def train_run(
     Raises:
         ConfigError, DataError: before anything is written.
         FileExistsError: the run directory exists and ``force`` is False.
+        TrainingInterrupted: SIGTERM or SIGINT; continue with :func:`resume_run`.
+        NonFiniteError: training diverged (see the message for the settings to change).
     """
     run_dir = cfg.run_dir
     if run_dir.exists() and not force:
         raise FileExistsError(
-            f"{run_dir} already exists; choose another name (--set name=...), or pass --force "
-            "to replace it"
+            f"{run_dir} already exists; continue it with `sidda train --resume {run_dir}`, "
+            "choose another name (--set name=...), or pass --force to replace it"
         )
     data, sets = prepare_data(cfg)
+    if cfg.train.early_stopping is not None and not len(sets["val_s"]):
+        raise ConfigError(
+            "train.early_stopping needs source validation images, but the validation split is "
+            f"empty (data.val_fraction={cfg.data.val_fraction}); raise data.val_fraction or set "
+            "train.early_stopping: null"
+        )
     resolve_device(cfg.train.device)
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(
-        cfg.model.name, in_channels=data.in_channels, num_classes=data.num_classes,
-        image_size=data.image_size, dropout=cfg.model.dropout, latent_dim=cfg.model.latent_dim,
-    )
+    model = _build_model(cfg, data)
+    checksums = data_checksums(cfg)
     # Everything is valid: only now touch the disk.
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -100,18 +177,60 @@ def train_run(
         "class_names": data.manifest.get("class_names"),
         "sizes": {k: len(v) for k, v in sets.items()},
     })
-    write_json(run_dir / "environment.json", environment_info() | {"seed": cfg.train.seed})
+    write_json(run_dir / "environment.json", environment_info() | {
+        "seed": cfg.train.seed, "data_files": checksums})
     write_json(run_dir / "data_manifest.json", data.manifest)
-    t0 = time.perf_counter()
     hist = fit(
         model, sets["train_s"], sets["train_t"], cfg.train, loss=cfg.loss,
         val_s=sets["val_s"], val_t=sets["val_t"], run_dir=run_dir, callbacks=callbacks,
     )
-    write_json(run_dir / "summary.json", {
-        "best_epochs": hist.best, "stopped_early": hist.stopped_early,
-        "epochs_run": len(hist.epochs), "seconds": time.perf_counter() - t0,
-        "final": hist.epochs[-1],
-    })
+    _write_summary(run_dir, hist)
+    return run_dir
+
+
+def resume_run(
+    run_dir: str | Path, *, argv: Sequence[str] = (), callbacks: Sequence[Callback] = ()
+) -> Path:
+    """Continue an interrupted run from ``run_dir/checkpoints/last.pt`` with its own config.
+
+    On the CPU the result is bit-identical to a run that was never interrupted. A run with
+    no ``last.pt`` yet starts from the beginning; a finished run is left as it is.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` is not a run directory.
+        ConfigError, DataError: the config no longer loads, or the training data changed.
+        TrainingInterrupted, NonFiniteError: as :func:`train_run`.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "run.json").is_file():
+        raise FileNotFoundError(
+            f"{run_dir}: not a run directory (no config.yaml or run.json), so there is nothing "
+            "to resume; start the run with `sidda train --config ... --force`"
+        )
+    cfg = RunConfig.from_yaml(run_dir / "config.yaml")
+    state = read_state(run_dir)
+    if state is not None and state.finished:
+        logger.info("%s has already finished; nothing to resume", run_dir)
+        return run_dir
+    data, sets = prepare_data(cfg)
+    _check_same_data(run_dir, cfg)
+    resolve_device(cfg.train.device)
+    model = _build_model(cfg, data)
+    if not (run_dir / "environment.json").is_file():  # killed while the run was being set up
+        write_json(run_dir / "environment.json", environment_info() | {
+            "seed": cfg.train.seed, "data_files": data_checksums(cfg)})
+    if not (run_dir / "data_manifest.json").is_file():
+        write_json(run_dir / "data_manifest.json", data.manifest)
+    for stale in [*run_dir.glob(".*.tmp*"), *run_dir.glob("checkpoints/.*.tmp*")]:
+        stale.unlink()  # a write that SIGKILL cut short; the complete file is in place
+    with open(run_dir / "argv.txt", "a") as f:  # one line per resume, after the original
+        f.write(" ".join(argv) + "\n")
+    hist = fit(
+        model, sets["train_s"], sets["train_t"], cfg.train, loss=cfg.loss,
+        val_s=sets["val_s"], val_t=sets["val_t"], run_dir=run_dir, callbacks=callbacks,
+        resume=True,
+    )
+    _write_summary(run_dir, hist)
     return run_dir
 
 

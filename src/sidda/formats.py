@@ -313,7 +313,7 @@ def _read_manifest(root: Path) -> dict:
         return {}
     try:
         manifest = json.loads(path.read_text())
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, RecursionError) as e:
         raise DataError(f"{path}: not valid JSON ({e}); fix or delete it") from None
     return manifest if isinstance(manifest, dict) else {}
 

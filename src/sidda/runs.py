@@ -4,25 +4,30 @@ A run is a self-describing folder::
 
     runs/<name>/
         config.yaml          the resolved RunConfig
-        argv.txt             the command line that made it
+        argv.txt             the command line that made it (and one line per resume)
         environment.json     package versions, device, seed, data checksums
         data_manifest.json   the data folder's manifest (how the data was made)
         history.csv          one row per epoch (true per-epoch means)
         history_steps.csv    one row per optimisation step
-        checkpoints/{final,best_val_acc,best_val_loss,last}.pt
+        checkpoints/{final,best_val_acc,best_val_loss}.pt   models
+        checkpoints/last.pt  everything `sidda train --resume` needs
         metrics.json         written by `sidda evaluate`
 
 Every file is written atomically (temporary file in the same folder, fsync, rename), so a
-kill at any instant leaves the previous complete version in place.
+kill at any instant leaves the previous complete version in place; a failed write (full disk,
+a path that is not a folder) raises :class:`OSError` naming the file and leaves no temporary
+file behind.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import logging
 import os
+import pickle
 import platform
 import sys
 from collections.abc import Iterable
@@ -31,6 +36,8 @@ from pathlib import Path
 import torch
 
 __all__ = [
+    "CHECKPOINTS",
+    "RESUME_CHECKPOINT",
     "atomic_write",
     "environment_info",
     "load_checkpoint",
@@ -41,14 +48,22 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Model checkpoints that evaluation and selection consider.
 CHECKPOINTS = ("final", "best_val_acc", "best_val_loss")
+#: The checkpoint that ``sidda train --resume`` continues from (see :mod:`sidda.checkpointing`).
+RESUME_CHECKPOINT = "last"
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> Path:
     """Write ``data`` to ``path`` via a temporary file, fsync and rename.
 
+    The temporary file sits in the same folder (so the rename is atomic); the folder is
+    fsynced after the rename, so the new name survives a power cut. On any failure the
+    temporary file is removed and ``path`` keeps its previous content.
+
     Raises:
-        OSError: with the path and the cause (full disk, no permission) in the message.
+        OSError: with the path and the cause (full disk, not a folder, no permission) in the
+            message, and the original ``errno``.
     """
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
@@ -60,9 +75,39 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, f"could not write {path}: {e.strerror or e}") from None
+        _unlink_quietly(tmp)
+        hint = {errno.ENOSPC: "the disk is full; free some space",
+                errno.EDQUOT: "the disk quota is exhausted; free some space",
+                errno.EFBIG: "the file is larger than this system allows"}.get(e.errno, "")
+        raise OSError(
+            e.errno, f"could not write {path}: {e.strerror or e}" + (f" ({hint})" if hint else "")
+        ) from None
+    except BaseException:  # e.g. KeyboardInterrupt mid-write: leave no temporary file behind
+        _unlink_quietly(tmp)
+        raise
+    _fsync_dir(path.parent)
     return path
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:  # pragma: no cover - the folder itself is gone or unreadable
+        pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every platform can)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str | Path, obj: object) -> Path:
@@ -107,11 +152,23 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint`."""
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a readable checkpoint (truncated or overwritten).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a readable checkpoint ({e}); it was not written by "
+                         "sidda, or the file was damaged after it was written") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: not a sidda checkpoint (holds {type(ckpt).__name__})")
+    return ckpt
 
 
 def environment_info() -> dict:

@@ -22,13 +22,20 @@ are logged: ``val_js_paper`` (the authors' paired-row JS heuristic) and ``val_si
 
 Early stopping (``early_stopping`` = patience) counts post-warm-up epochs without improvement
 of the validation total loss, and resets on improvement.
+
+Recovery (:mod:`sidda.recovery`, ``docs/recovery.md``): ``fit(..., resume=True)`` continues
+from ``checkpoints/last.pt`` bit for bit on the CPU; SIGTERM and SIGINT save it and raise
+:class:`TrainingInterrupted`; a step with a non-finite latent, loss or gradient is skipped, and
+``max_bad_steps`` of them in a row raise :class:`NonFiniteError`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,11 +47,20 @@ from torch.nn import functional as F
 
 from sidda.alignment import fixed_blur_sinkhorn, paper_js_distance
 from sidda.datasets import ImageSet, batches, cycle_batches
-from sidda.losses import LossConfig, SIDDALoss, sinkhorn_divergence
-from sidda.models import model_state
-from sidda.runs import save_checkpoint, write_csv
+from sidda.losses import LossConfig, SIDDALoss, max_cross_distance, sinkhorn_divergence
+from sidda.recovery import (
+    Checkpointer,
+    NonFiniteError,
+    SignalCatcher,
+    TrainingInterrupted,
+    TrainState,
+    count_bad_step,
+    resume_path,
+)
+from sidda.runs import write_csv
 
-__all__ = ["History", "TrainConfig", "fit", "resolve_device"]
+__all__ = ["History", "NonFiniteError", "TrainConfig", "TrainingInterrupted", "fit",
+           "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +83,10 @@ class TrainConfig:
         seed: Seeds the split, the data order, the initial weights and dropout.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
         threads: torch intra-op threads on the CPU, or None to keep torch's choice.
+        checkpoint_every: Also write ``last.pt`` every this many steps, or None for epoch ends
+            only (enough for short epochs; long epochs on a pre-emptible machine want it).
+        max_bad_steps: Consecutive steps with a non-finite loss or gradient (each skipped)
+            after which the run stops with an error.
     """
 
     epochs: int = 50
@@ -81,6 +101,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
+    checkpoint_every: int | None = None
+    max_bad_steps: int = 5
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -93,9 +115,11 @@ class TrainConfig:
         if self.batch_size < 2:
             raise ValueError(f"train.batch_size must be >= 2, got {self.batch_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"train.lr must be a positive number, got {self.lr}; the paper uses 1e-2")
-        if self.weight_decay < 0:
-            raise ValueError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+            raise ValueError(
+                f"train.lr must be a positive number, got {self.lr}; the paper uses 1e-2"
+            )
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"train.weight_decay must be a number >= 0, got {self.weight_decay}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"train.lr_decay must lie in (0, 1], got {self.lr_decay}")
         if not self.grad_clip > 0:
@@ -112,8 +136,17 @@ class TrainConfig:
                 raise ValueError(
                     f"train.milestones must be increasing positive epochs, got {self.milestones}"
                 )
+        if not 0 <= self.seed < 2**63 - 1:
+            raise ValueError(f"train.seed must lie in [0, 2**63 - 1), got {self.seed}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"train.threads must be >= 1 or null, got {self.threads}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ValueError(
+                f"train.checkpoint_every must be >= 1 (steps) or null (epoch ends only), got "
+                f"{self.checkpoint_every}"
+            )
+        if self.max_bad_steps < 1:
+            raise ValueError(f"train.max_bad_steps must be >= 1, got {self.max_bad_steps}")
 
     def resolved_milestones(self) -> list[int]:
         """The learning-rate milestones actually used."""
@@ -150,9 +183,112 @@ class History:
 Callback = Callable[[str, dict], None]
 
 
-def _mean(values: Sequence[float]) -> float | None:
+@dataclass
+class _Run:
+    """Everything the epoch loop reads and updates."""
+
+    cfg: TrainConfig
+    loss: LossConfig
+    model: nn.Module
+    criterion: SIDDALoss | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.MultiStepLR
+    ckpt: Checkpointer
+    device: torch.device
+    run_dir: Path | None
+    callbacks: Sequence[Callback]
+    hist: History = field(default_factory=History)
+    state: TrainState = field(default_factory=TrainState)
+    signals: SignalCatcher | None = None
+
+    @property
+    def params(self) -> list[Tensor]:
+        """The model parameters, which are clipped (the etas are not)."""
+        return self.optimizer.param_groups[0]["params"]
+
+    def save_last(self) -> None:
+        self.ckpt.save_last(self.state, dataclasses.asdict(self.hist))
+
+    def write_history(self) -> None:
+        if self.run_dir is not None:
+            self.hist.write(self.run_dir)
+
+    def stop_if_signalled(self, n_steps: int) -> None:
+        """After SIGTERM or SIGINT: write the histories and ``last.pt``, then raise."""
+        if self.signals is None or self.signals.signum is None:
+            return
+        self.write_history()
+        self.save_last()
+        logger.info("state saved to %s", resume_path(self.run_dir))
+        raise TrainingInterrupted(
+            self.signals.signum, run_dir=self.run_dir, epoch=self.state.epoch,
+            epochs=self.cfg.epochs, step=self.state.step, n_steps=n_steps)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return float(np.mean(vals)) if vals else None
+
+
+def _fmt(v: float | None, spec: str = ".4f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _step(run: _Run, x_s: Tensor, y_s: Tensor, x_t: Tensor | None) -> dict:
+    """One optimisation step on a source batch (and a target batch after the warm-up).
+
+    Returns the logged values. A non-finite latent, loss or gradient skips the update: the
+    gradients are dropped, neither the optimizer nor the etas move, and ``skipped`` names
+    what was non-finite (``latents``, ``max distance``, ``CE``, ``DA``, ``total``,
+    ``gradient``); it is None for a normal step.
+    """
+    model, criterion, optimizer = run.model, run.criterion, run.optimizer
+    optimizer.zero_grad(set_to_none=True)
+    out: dict = dict.fromkeys(("ce", "da", "blur", "max_distance", "total", "grad_norm",
+                               "skipped"))
+    bad, objective = [], None
+    if x_t is not None:
+        b = len(x_s)
+        z, logits = model(torch.cat([x_s, x_t]))  # (B_s + B_t, D), (B_s + B_t, K)
+        if not bool(torch.isfinite(z).all()):
+            bad.append("latents")
+        else:
+            try:
+                res = criterion(logits[:b], y_s, z[:b], z[b:])
+                objective = res.total
+                out.update(ce=res.ce.item(), da=res.da.item(), blur=res.blur,
+                           max_distance=res.max_distance, total=objective.item())
+            except ValueError:  # no finite blur: the latent distances overflow
+                out["max_distance"] = max_cross_distance(z[:b], z[b:])
+                if math.isfinite(out["max_distance"]):
+                    raise
+                bad.append("max distance")
+        if objective is None:
+            out["ce"] = F.cross_entropy(logits[:b].detach(), y_s).item()
+    else:
+        _, logits = model(x_s)
+        objective = F.cross_entropy(logits, y_s)
+        out.update(ce=objective.item(), total=objective.item())
+    bad += [name for name, key in (("CE", "ce"), ("DA", "da"), ("total", "total"))
+            if out[key] is not None and not math.isfinite(out[key])]
+    if not bad:
+        objective.backward()
+        out["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(run.params, run.cfg.grad_clip))
+        etas_ok = criterion is None or all(
+            p.grad is None or bool(torch.isfinite(p.grad).all()) for p in criterion.parameters()
+        )
+        if not (math.isfinite(out["grad_norm"]) and etas_ok):
+            bad.append("gradient")
+    if bad:
+        optimizer.zero_grad(set_to_none=True)
+        out["skipped"] = ", ".join(bad)
+        return out
+    if criterion is not None:
+        criterion.before_step()
+    optimizer.step()
+    if criterion is not None:
+        criterion.after_step()
+    return out
 
 
 @torch.no_grad()
@@ -179,7 +315,8 @@ def _validate(
     device: torch.device,
 ) -> dict:
     """Source accuracy and CE; for SIDDA after warm-up the DA loss on batch pairs; always the
-    two alignment diagnostics when target validation images exist. Target labels unused."""
+    two alignment diagnostics when target validation images exist. Target labels unused.
+    Draws no random numbers (``eval()`` mode; a fixed-seed batch pairing)."""
     model.eval()
     z_s, logits = _forward_all(model, val_s, batch_size, device)
     y_s = val_s.y.to(device)
@@ -211,11 +348,12 @@ def fit(
     train_t: ImageSet | None,
     cfg: TrainConfig,
     *,
-    loss: LossConfig = LossConfig(),
+    loss: LossConfig | None = None,
     val_s: ImageSet | None = None,
     val_t: ImageSet | None = None,
     run_dir: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
+    resume: bool = False,
 ) -> History:
     """Train ``model`` (returning ``(latent, logits)``) with SIDDA or the source-only baseline.
 
@@ -228,147 +366,164 @@ def fit(
         val_s: Labelled source validation images (selection and early stopping).
         val_t: Target validation images (validation DA loss); labels are never read.
         run_dir: Folder for checkpoints and histories, or None to keep nothing on disk.
+            With a folder, SIGTERM and SIGINT finish the current step, write ``last.pt`` and
+            raise :class:`TrainingInterrupted`.
         callbacks: Called as ``cb(event, record)`` with event ``"step"`` or ``"epoch"``.
+        resume: Continue from ``run_dir/checkpoints/last.pt`` (from the start if there is
+            none yet); ``cfg`` and ``loss`` must be those the run was started with.
 
     Returns:
         The :class:`History`; the model holds the final weights.
+
+    Raises:
+        NonFiniteError: ``cfg.max_bad_steps`` consecutive steps were non-finite.
+        TrainingInterrupted: SIGTERM or SIGINT arrived; ``last.pt`` holds the state.
     """
     if train_s.y is None:
         raise ValueError("the source training set needs labels")
+    loss = loss or LossConfig()
     criterion = loss.build()
     if criterion is not None and train_t is None:
         raise ValueError("SIDDA needs target training images; pass train_t or use source_only")
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs the run_dir that holds checkpoints/last.pt")
     device = resolve_device(cfg.device)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    model.to(device)
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    if criterion is not None:
-        criterion.to(device)
-        groups.append(criterion.param_group())
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=cfg.resolved_milestones(), gamma=cfg.lr_decay
-    )
-    run_dir = Path(run_dir) if run_dir is not None else None
-    if run_dir is not None:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    try:
+        torch.manual_seed(cfg.seed)
+        model.to(device)
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        if criterion is not None:
+            criterion.to(device)
+            groups.append(criterion.param_group())
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=cfg.resolved_milestones(), gamma=cfg.lr_decay)
+        ckpt = Checkpointer(
+            run_dir, model=model, optimizer=optimizer, scheduler=scheduler, criterion=criterion,
+            device=device,
+            config={"train": dataclasses.asdict(cfg), "loss": dataclasses.asdict(loss)})
+        run = _Run(cfg, loss, model, criterion, optimizer, scheduler, ckpt, device, run_dir,
+                   callbacks, state=TrainState(patience_left=cfg.early_stopping))
+        if resume:
+            loaded = ckpt.load_last()
+            if loaded is None:
+                logger.info("%s not found: starting from the beginning", resume_path(run_dir))
+            else:
+                run.state, run.hist = loaded[0], History(**loaded[1])
+                logger.info("resuming %s at epoch %d/%d, step %d", run_dir,
+                            run.state.epoch + 1, cfg.epochs, run.state.step)
+        if run.state.finished:
+            logger.info("%s: the run has already finished", run_dir)
+            return run.hist
+        with SignalCatcher(enabled=run_dir is not None) as run.signals:
+            _loop(run, train_s, train_t, val_s, val_t)
+        last = run.hist.epochs[-1]
+        run.hist.best["final"] = last["epoch"]
+        ckpt.save_model("final", epoch=last["epoch"], record=last)
+        run.state.finished = True
+        run.save_last()
+        return run.hist
+    finally:
+        torch.set_num_threads(threads)
 
-    hist = History()
+
+def _loop(run: _Run, train_s: ImageSet, train_t: ImageSet | None, val_s: ImageSet | None,
+          val_t: ImageSet | None) -> None:
+    """The epochs from ``run.state`` on; updates ``run.state`` and ``run.hist`` in place."""
+    cfg, state, hist, device, criterion = run.cfg, run.state, run.hist, run.device, run.criterion
     n_steps = math.ceil(len(train_s) / cfg.batch_size)
-    stream_t = (
-        cycle_batches(len(train_t), cfg.batch_size, seed=cfg.seed) if criterion else None
-    )
-    best_acc, best_loss, patience_left = -1.0, math.inf, cfg.early_stopping
-    params = [p for g in groups[:1] for p in g["params"]]
-
-    for epoch in range(cfg.epochs):
-        t0 = time.perf_counter()
-        model.train()
+    stream_t = None if criterion is None else cycle_batches(
+        len(train_t), cfg.batch_size, seed=cfg.seed, start=state.stream_t)
+    while state.epoch < cfg.epochs and not hist.stopped_early:
+        epoch, t0 = state.epoch, time.perf_counter()
+        run.model.train()
         aligning = criterion is not None and epoch >= cfg.warmup
         phase = "source_only" if criterion is None else ("sidda" if aligning else "warmup")
-        lr = optimizer.param_groups[0]["lr"]
-        rows: list[dict] = []
-        for step, idx_s in enumerate(batches(len(train_s), cfg.batch_size, seed=cfg.seed,
-                                             epoch=epoch)):
+        lr = run.optimizer.param_groups[0]["lr"]
+        first = len(hist.steps) - state.step  # this epoch's rows start here
+        order = batches(len(train_s), cfg.batch_size, seed=cfg.seed, epoch=epoch)
+        for step in range(state.step, n_steps):
+            idx_s = order[step]
+            idx_t = next(stream_t) if stream_t is not None else None
             x_s = train_s.x[idx_s].to(device, non_blocking=True)
             y_s = train_s.y[idx_s].to(device, non_blocking=True)
-            idx_t = next(stream_t) if stream_t is not None else None
-            optimizer.zero_grad(set_to_none=True)
+            x_t = train_t.x[idx_t].to(device, non_blocking=True) if aligning else None
             row = {"epoch": epoch, "step": epoch * n_steps + step, "phase": phase, "lr": lr}
-            if aligning:
-                x_t = train_t.x[idx_t].to(device, non_blocking=True)
-                b = len(x_s)
-                z, logits = model(torch.cat([x_s, x_t]))  # (B_s + B_t, D), (B_s + B_t, K)
-                out = criterion(logits[:b], y_s, z[:b], z[b:])
-                objective = out.total
-                row.update(ce=out.ce.item(), da=out.da.item(), blur=out.blur,
-                           max_distance=out.max_distance)
-            else:
-                _, logits = model(x_s)
-                objective = F.cross_entropy(logits, y_s)
-                row.update(ce=objective.item(), da=None, blur=None, max_distance=None)
-            objective.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            row.update(_step(run, x_s, y_s, x_t))
             if criterion is not None:
-                criterion.before_step()
-            optimizer.step()
-            if criterion is not None:
-                criterion.after_step()
                 row.update(eta_1=criterion.eta_1.item(), eta_2=criterion.eta_2.item())
-            row["total"] = objective.item()
-            rows.append(row)
-            for cb in callbacks:
+            hist.steps.append(row)
+            state.step, state.stream_t = step + 1, state.stream_t + (stream_t is not None)
+            for cb in run.callbacks:
                 cb("step", row)
-        scheduler.step()
-        hist.steps += rows
+            try:
+                count_bad_step(row, state, cfg=cfg, loss=run.loss)
+            except NonFiniteError:
+                run.write_history()
+                raise
+            run.stop_if_signalled(n_steps)
+            every = cfg.checkpoint_every
+            if every and (row["step"] + 1) % every == 0 and step + 1 < n_steps:
+                run.save_last()
+        with warnings.catch_warnings():  # no optimizer step in this process yet: every step
+            # of the epoch was skipped, or done before a resume; the schedule is unaffected
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            run.scheduler.step()
+        _end_epoch(run, hist.steps[first:], epoch=epoch, phase=phase, lr=lr, t0=t0,
+                   val_s=val_s, val_t=val_t)
+        state.epoch, state.step = epoch + 1, 0
+        run.write_history()
+        run.save_last()
+        if state.epoch < cfg.epochs and not hist.stopped_early:
+            run.stop_if_signalled(n_steps)
 
-        rec = {"epoch": epoch, "phase": phase, "lr": lr}
-        for key in ("total", "ce", "da", "eta_1", "eta_2", "blur", "max_distance"):
-            rec["train_" + key if key in ("total", "ce", "da") else key] = _mean(
-                [r.get(key) for r in rows]
-            )
-        if val_s is not None and len(val_s):
-            rec.update(_validate(
-                model, val_s, val_t, criterion=criterion, with_da=aligning,
-                batch_size=cfg.batch_size, device=device,
-            ))
-        rec["seconds"] = time.perf_counter() - t0
-        hist.epochs.append(rec)
 
-        eligible = criterion is None or epoch >= cfg.warmup
-        improved_loss = False
-        if eligible and "val_acc_s" in rec:
-            if rec["val_acc_s"] > best_acc:
-                best_acc = rec["val_acc_s"]
-                hist.best["best_val_acc"] = epoch
-                _save(run_dir, "best_val_acc", model, criterion, epoch, rec)
-            if rec["val_total"] < best_loss:
-                best_loss, improved_loss = rec["val_total"], True
-                hist.best["best_val_loss"] = epoch
-                _save(run_dir, "best_val_loss", model, criterion, epoch, rec)
-        logger.info(
-            "epoch %d/%d %s  loss %.4f  ce %.4f  da %s  val_acc %s  (%.1fs)",
-            epoch + 1, cfg.epochs, phase, rec["train_total"], rec["train_ce"],
-            "-" if rec["train_da"] is None else f"{rec['train_da']:.4g}",
-            "-" if "val_acc_s" not in rec else f"{rec['val_acc_s']:.4f}", rec["seconds"],
+def _end_epoch(run: _Run, rows: list[dict], *, epoch: int, phase: str, lr: float, t0: float,
+               val_s: ImageSet | None, val_t: ImageSet | None) -> None:
+    """Epoch means, validation, model selection, logging and early stopping."""
+    cfg, state, hist, criterion = run.cfg, run.state, run.hist, run.criterion
+    good = [r for r in rows if not r["skipped"]]
+    rec = {"epoch": epoch, "phase": phase, "lr": lr}
+    for key in ("total", "ce", "da", "eta_1", "eta_2", "blur", "max_distance"):
+        rec["train_" + key if key in ("total", "ce", "da") else key] = _mean(
+            [r.get(key) for r in good]
         )
-        for cb in callbacks:
-            cb("epoch", rec)
-        if run_dir is not None:
-            hist.write(run_dir)
-        if eligible and patience_left is not None and "val_total" in rec:
-            patience_left = cfg.early_stopping if improved_loss else patience_left - 1
-            if patience_left <= 0:
-                logger.info("early stopping after epoch %d: no improvement in %d epochs",
-                            epoch + 1, cfg.early_stopping)
-                hist.stopped_early = True
-                break
+    rec["skipped_steps"] = len(rows) - len(good)
+    aligning = phase == "sidda"
+    if val_s is not None and len(val_s):
+        rec.update(_validate(
+            run.model, val_s, val_t, criterion=criterion, with_da=aligning,
+            batch_size=cfg.batch_size, device=run.device,
+        ))
+    rec["seconds"] = time.perf_counter() - t0
+    hist.epochs.append(rec)
 
-    hist.best["final"] = hist.epochs[-1]["epoch"]
-    _save(run_dir, "final", model, criterion, hist.epochs[-1]["epoch"], hist.epochs[-1])
-    return hist
-
-
-def _save(
-    run_dir: Path | None,
-    name: str,
-    model: nn.Module,
-    criterion: SIDDALoss | None,
-    epoch: int,
-    record: dict,
-) -> None:
-    if run_dir is None:
-        return
-    save_checkpoint(
-        run_dir / "checkpoints" / f"{name}.pt",
-        {
-            "model": model_state(model),
-            "loss": None if criterion is None else {
-                k: v.detach().cpu() for k, v in criterion.state_dict().items()
-            },
-            "epoch": epoch,
-            "record": record,
-        },
+    eligible = criterion is None or epoch >= cfg.warmup
+    improved_loss = False
+    if eligible and "val_acc_s" in rec:
+        if rec["val_acc_s"] > state.best_acc:
+            state.best_acc = rec["val_acc_s"]
+            hist.best["best_val_acc"] = epoch
+            run.ckpt.save_model("best_val_acc", epoch=epoch, record=rec)
+        if rec["val_total"] < state.best_loss:
+            state.best_loss, improved_loss = rec["val_total"], True
+            hist.best["best_val_loss"] = epoch
+            run.ckpt.save_model("best_val_loss", epoch=epoch, record=rec)
+    logger.info(
+        "epoch %d/%d %s  loss %s  ce %s  da %s  val_acc %s  (%.1fs)%s",
+        epoch + 1, cfg.epochs, phase, _fmt(rec["train_total"]), _fmt(rec["train_ce"]),
+        _fmt(rec["train_da"], ".4g"), _fmt(rec.get("val_acc_s")), rec["seconds"],
+        f"  {rec['skipped_steps']} steps skipped" if rec["skipped_steps"] else "",
     )
+    for cb in run.callbacks:
+        cb("epoch", rec)
+    if eligible and state.patience_left is not None and "val_total" in rec:
+        state.patience_left = cfg.early_stopping if improved_loss else state.patience_left - 1
+        if state.patience_left <= 0:
+            logger.info("early stopping after epoch %d: no improvement in %d epochs",
+                        epoch + 1, cfg.early_stopping)
+            hist.stopped_early = True
