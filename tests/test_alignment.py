@@ -9,12 +9,12 @@ from sidda.alignment import fixed_blur_sinkhorn, paper_js_distance
 
 def _js_loop(p_rows, q_rows, eps=1e-6):
     out = []
-    for p, q in zip(p_rows, q_rows):
+    for p, q in zip(p_rows, q_rows, strict=True):
         p = [max(v, eps) for v in p]
         q = [max(v, eps) for v in q]
-        m = [(a + b) / 2 for a, b in zip(p, q)]
-        kl_pm = sum(a * math.log(a / c) for a, c in zip(p, m))
-        kl_qm = sum(b * math.log(b / c) for b, c in zip(q, m))
+        m = [(a + b) / 2 for a, b in zip(p, q, strict=True)]
+        kl_pm = sum(a * math.log(a / c) for a, c in zip(p, m, strict=True))
+        kl_qm = sum(b * math.log(b / c) for b, c in zip(q, m, strict=True))
         out.append(math.sqrt(max(0.5 * kl_pm + 0.5 * kl_qm, 0.0)))
     return float(np.mean(out))
 

@@ -128,3 +128,20 @@ def test_train_runs_on_every_generated_dataset(tmp_path, name, shift, protocol):
     assert (tmp_path / "runs" / "r" / "checkpoints" / "final.pt").is_file()
     man = json.loads((tmp_path / "runs" / "r" / "data_manifest.json").read_text())
     assert man["protocol"] == protocol
+
+
+@pytest.mark.parametrize("dataset", ["astro", "shapes"])
+def test_demo_keeps_data_and_both_runs(tmp_path, capsys, dataset):
+    out = tmp_path / "demo"
+    assert main(["demo", "-q", "--out", str(out), "--dataset", dataset, "--n-per-class", "8",
+                 "--image-size", "24", "--epochs", "2", "--warmup", "1",
+                 "--batch-size", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert "target accuracy: source-only" in printed
+    for method in ("source_only", "sidda"):
+        m = json.loads((out / "runs" / f"cnn_{method}" / "metrics.json").read_text())
+        assert m["method"] == method and 0 <= m["target"]["accuracy"] <= 1
+    manifest = json.loads((out / "data" / "manifest.json").read_text())
+    assert dataset in json.dumps(manifest)
+    # a second demo into the same folder is refused, nothing overwritten
+    assert main(["demo", "-q", "--out", str(out), "--dataset", dataset]) == 2

@@ -12,6 +12,12 @@ def test_public_api_resolves():
     assert all(hasattr(sidda, n) for n in sidda.__all__)
 
 
+def test_dist_defaults_keep_one_cpu_process_as_it_was():
+    dist = RunConfig().dist
+    assert dist.da_scope == "global" and dist.timeout_s > 0
+    assert dist.channels_last is None  # on only with CUDA and bf16; bf16 is ignored on the CPU
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     cfg = RunConfig.from_yaml(path)
@@ -20,9 +26,11 @@ def test_every_shipped_config_loads(path):
 
 def test_yaml_round_trip(tmp_path):
     cfg = RunConfig().override(["train.epochs=7", "model.name=d4", "train.milestones=[2, 5]",
-                                "loss.blur=0.05", "train.early_stopping=null"])
+                                "loss.blur=0.05", "train.early_stopping=null",
+                                "dist.da_scope=local", "dist.channels_last=false"])
     assert cfg.train.epochs == 7 and cfg.model.name == "d4" and cfg.train.milestones == (2, 5)
     assert cfg.loss.blur == 0.05 and cfg.train.early_stopping is None
+    assert cfg.dist.da_scope == "local" and cfg.dist.channels_last is False
     p = tmp_path / "c.yaml"
     p.write_text(cfg.to_yaml())
     assert RunConfig.from_yaml(p) == cfg
@@ -53,6 +61,11 @@ def test_yaml_round_trip(tmp_path):
     ({"out_dir": " "}, "out_dir must be a folder path"),
     ({1: {}, "x": 2}, r"unknown config key\(s\) \['x', 1\]"),
     ({"train": {"milestones": [1, "2"]}}, "train.milestones must be a list of int"),
+    ({"dist": {"da_scope": "rank"}}, r"dist.da_scope must be one of \('global', 'local'\)"),
+    ({"dist": {"bf16": "yes"}}, "dist.bf16 must be bool"),
+    ({"dist": {"channels_last": "auto"}}, "dist.channels_last must be bool or null"),
+    ({"dist": {"timeout_s": 0}}, "dist.timeout_s must be > 0"),
+    ({"dist": {"nproc": 2}}, r"unknown config key.*'dist'.*da_scope"),
 ])
 def test_bad_configs_say_what_is_wrong(d, match):
     with pytest.raises(ConfigError, match=match):

@@ -1,8 +1,10 @@
-"""Tests of sidda.distributed: two gloo ranks on the CPU against one process, plus the helpers.
+"""Tests of sidda.distributed and its use in fit(): two gloo ranks on the CPU against one
+process, the torchrun command line, and the GPU options' logic on the CPU.
 
-The two-rank tests (marked ``slow``: about 10 s together) start one pair of processes for the
+The two-rank tests (marked ``slow``: about 15 s together) start one pair of processes for the
 whole module (``ddp_results``): each rank runs every scenario and saves what it saw, and the
-tests compare the files with a single-process reference computed here.
+tests compare the files with a single-process reference computed here. One more test starts
+``torchrun --nproc_per_node=2 -m sidda train`` end to end (about 10 s).
 
 The gradient-equality model is the paper's CNN with dropout 0 and its BatchNorm layers in eval
 mode. torch's SyncBatchNorm runs only on GPUs, so on the CPU each rank's BatchNorm would
@@ -11,15 +13,23 @@ from one process; in eval mode BatchNorm is a per-sample affine map (its weight 
 learn), so the comparison isolates what this module does: sharding, the gathered Sinkhorn term,
 the global cross-entropy and the gradient scaling under DDP. The training-steps test uses the
 model as it trains (train-mode BatchNorm, dropout 0.2) and checks that the ranks stay identical.
+
+The same holds for whole ``fit`` runs: the run compared with one process uses a model without
+BatchNorm (``NoBatchNorm``), since per-rank BatchNorm statistics would make the two differ by
+design on the CPU; the resume and run-directory scenarios use the paper's CNN as it trains.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import multiprocessing
 import os
 import socket
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,6 +37,8 @@ import torch.multiprocessing as torch_mp
 from torch import nn
 from torch.nn import functional as F
 
+from sidda import DataConfig, RunConfig, TrainConfig, fit, load_domains
+from sidda.cli import main
 from sidda.distributed import (
     DistConfig,
     DistContext,
@@ -48,6 +60,9 @@ from sidda.distributed import (
 )
 from sidda.losses import SIDDALoss, dynamic_blur, sinkhorn_divergence
 from sidda.models import build_model
+from sidda.recovery import restore_rng
+from sidda.runs import load_checkpoint
+from sidda.step import train_step
 
 N_RANKS = 2
 SCENARIOS = {  # name: (source images, target images, da_scope); 7 and 9 give unequal shards
@@ -136,7 +151,98 @@ def _rank_steps(ctx):
     }
 
 
-def _worker(rank, port, out_dir):
+class NoBatchNorm(nn.Module):
+    """A small ``(latent, logits)`` classifier without BatchNorm: one image's outputs do not
+    depend on the rest of its batch, so a run on two shards can match one process."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4),
+                                      nn.Flatten(), nn.Linear(64, 16))
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        z = self.features(x)  # (B, 16)
+        return z, self.head(torch.relu(z))  # (B, 16), (B, 3)
+
+
+class RankFlaky(NoBatchNorm):
+    """Infinite latents on one rank only, at one training forward pass (1-based)."""
+
+    def __init__(self, rank, *, bad_rank=1, bad_call=5):
+        super().__init__()
+        self.bad, self.calls = rank == bad_rank, 0
+        self.bad_call = bad_call
+
+    def forward(self, x):
+        z, logits = super().forward(x)
+        if self.training:
+            self.calls += 1
+            if self.bad and self.calls == self.bad_call:
+                z = z * float("inf")
+        return z, logits
+
+
+# tiny data: 48 training images per domain, 3 steps of 16 per epoch
+FIT = TrainConfig(epochs=3, warmup=1, batch_size=16, threads=1, checkpoint_every=1)
+CRASH_AT = 4  # global step (the second step of the first SIDDA epoch)
+
+
+class Crash(Exception):
+    pass
+
+
+def _params(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _rank_fits(ctx, data, out):
+    """Whole fit() runs: against one process, a crash and resume, a one-rank non-finite
+    step, and who writes the run directory."""
+    import sidda.recovery
+    import sidda.train
+    from sidda.experiments import train_run
+
+    writes = []
+    save, write_csv = sidda.recovery.save_checkpoint, sidda.train.write_csv
+    sidda.recovery.save_checkpoint = lambda p, o: (writes.append(str(p)), save(p, o))[1]
+    sidda.train.write_csv = lambda p, rows: (writes.append(str(p)), write_csv(p, rows))[1]
+    d = load_domains(DataConfig(path=data))
+    sets = dict(val_s=d.test_s, val_t=d.test_t)
+    res = {}
+    model = NoBatchNorm()
+    hist = fit(model, d.train_s, d.train_t, FIT, run_dir=out / "fit", ctx=ctx, **sets)
+    res["fit"] = {"steps": hist.steps, "epochs": hist.epochs, "params": _params(model)}
+    # with dropout and train-mode BatchNorm: the ranks' random streams must come back
+    ref = _model(dropout=0.2, bn_eval=False)
+    fit(ref, d.train_s, d.train_t, FIT, run_dir=out / "ref", ctx=ctx, **sets)
+
+    def crash(event, rec):
+        if event == "step" and rec["step"] == CRASH_AT:
+            raise Crash
+
+    with contextlib.suppress(Crash):
+        fit(_model(dropout=0.2, bn_eval=False), d.train_s, d.train_t, FIT, run_dir=out / "cut",
+            ctx=ctx, callbacks=[crash], **sets)
+    resumed = _model(dropout=0.2, bn_eval=False)
+    hist = fit(resumed, d.train_s, d.train_t, FIT, run_dir=out / "cut", ctx=ctx, resume=True,
+               **sets)
+    res["resume"] = {"ref": _params(ref), "resumed": _params(resumed), "steps": hist.steps}
+    flaky = RankFlaky(ctx.rank)
+    hist = fit(flaky, d.train_s, d.train_t, FIT, ctx=ctx)
+    res["flaky"] = {"skipped": [r["skipped"] for r in hist.steps], "params": _params(flaky)}
+    res["writes"] = list(writes)
+    cfg = RunConfig.from_dict({"name": "fit", "out_dir": str(out), "data": {"path": data},
+                               "train": {"epochs": 2, "warmup": 1, "batch_size": 16}})
+    try:
+        train_run(cfg, ctx=ctx)
+    except FileExistsError as e:  # rank 0 found the run directory; every rank raises
+        res["exists"] = str(e)
+    return res
+
+
+def _worker(rank, port, out_dir, data):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(N_RANKS),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -146,6 +252,9 @@ def _worker(rank, port, out_dir):
         for name, (n_s, n_t, scope) in SCENARIOS.items():
             res[name] = _rank_gradients(ctx, n_s, n_t, scope)
         res["steps"] = _rank_steps(ctx)
+        with warnings.catch_warnings():  # per-rank BatchNorm on the CPU: known, tested above
+            warnings.simplefilter("ignore", UserWarning)
+            res["fits"] = _rank_fits(ctx, data, Path(out_dir))
         torch.save(res, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         shutdown()
@@ -158,22 +267,33 @@ def _free_port():
 
 
 @pytest.fixture(scope="module")
-def ddp_results(tmp_path_factory):
+def fit_data(tmp_path_factory):
+    from conftest import write_tiny_data
+
+    return str(write_tiny_data(tmp_path_factory.mktemp("fit") / "data"))
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory, fit_data):
     # forkserver with torch preloaded starts the ranks in about a second instead of two
     # concurrent cold imports of torch under spawn
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     if method == "forkserver":
-        multiprocessing.set_forkserver_preload(["torch", "sidda.distributed", "sidda.models"])
-    out = tmp_path_factory.mktemp("ddp")
+        multiprocessing.set_forkserver_preload(["torch", "sidda.distributed", "sidda.models",
+                                                "sidda.train", "sidda.experiments"])
     for attempt in range(2):  # a second try in case another process took the free port
+        out = tmp_path_factory.mktemp("ddp")
         try:
-            torch_mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=N_RANKS,
-                                     start_method=method)
+            torch_mp.start_processes(_worker, args=(_free_port(), str(out), fit_data),
+                                     nprocs=N_RANKS, start_method=method)
             break
         except torch_mp.ProcessRaisedException:
             if attempt:
                 raise
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(N_RANKS)]
+    results = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(N_RANKS)]
+    for res in results:
+        res["out"] = out
+    return results
 
 
 # ---------------------------------------------------------------- two ranks vs one process
@@ -247,6 +367,108 @@ def test_ddp_steps_leave_identical_weights_and_etas(ddp_results):
     assert r0["losses"] == r1["losses"]
     init = dict(_model(dropout=0.2, bn_eval=False).named_parameters())
     assert any(not torch.equal(init[k], v) for k, v in r0["params"].items())
+
+
+STEP_VALUES = ("ce", "da", "total", "blur", "max_distance", "grad_norm", "eta_1", "eta_2")
+
+
+@pytest.mark.slow
+def test_two_rank_fit_equals_one_process(ddp_results, fit_data):
+    """fit() on two ranks (global Sinkhorn term, no BatchNorm) logs the single-process values
+    and ends with its weights, to float tolerance; both ranks hold identical weights."""
+    d = load_domains(DataConfig(path=fit_data))
+    model = NoBatchNorm()
+    hist = fit(model, d.train_s, d.train_t, FIT, val_s=d.test_s, val_t=d.test_t)
+    r0, r1 = (res["fits"]["fit"] for res in ddp_results)
+    assert r0["steps"] == r1["steps"]  # every logged value is the same on every rank
+    assert len(r0["steps"]) == len(hist.steps) == 9
+    for got, want in zip(r0["steps"] + r0["epochs"], hist.steps + hist.epochs, strict=True):
+        assert (got["phase"], got.get("skipped")) == (want["phase"], want.get("skipped"))
+        for key in (*STEP_VALUES, "val_acc_s", "val_ce", "val_da", "val_sinkhorn_fixed"):
+            if want.get(key) is None:
+                assert got.get(key) is None, key
+            else:
+                assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+    for name, p in model.named_parameters():
+        assert torch.equal(r0["params"][name], r1["params"][name]), name
+        torch.testing.assert_close(r0["params"][name], p.detach(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_only_rank_0_writes_and_its_checkpoint_holds_the_weights(ddp_results):
+    w0, w1 = (res["fits"]["writes"] for res in ddp_results)
+    assert w1 == [] and any(w.endswith("final.pt") for w in w0)
+    out = ddp_results[0]["out"]
+    final = load_checkpoint(out / "fit" / "checkpoints" / "final.pt")
+    params = ddp_results[1]["fits"]["fit"]["params"]  # rank 1's, equal to rank 0's
+    assert all(torch.equal(final["model"][k], v) for k, v in params.items())
+    last = load_checkpoint(out / "fit" / "checkpoints" / "last.pt")
+    assert last["world_size"] == 2 and len(last["rng_ranks"]) == 2
+    assert not torch.equal(last["rng_ranks"][0]["torch"], last["rng_ranks"][1]["torch"])
+    with open(out / "fit" / "history.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3
+
+
+@pytest.mark.slow
+def test_two_rank_resume_repeats_the_uninterrupted_run(ddp_results):
+    """A crash mid-epoch, then resume=True on both ranks: with dropout on both ranks, the
+    weights are bit-identical to the uninterrupted run's only if every rank got its own
+    random state back from last.pt."""
+    for res in ddp_results:
+        got = res["fits"]["resume"]
+        assert got["ref"].keys() == got["resumed"].keys()
+        for k, v in got["ref"].items():
+            assert torch.equal(got["resumed"][k], v), k
+        assert [r["step"] for r in got["steps"]] == list(range(9))
+
+
+@pytest.mark.slow
+def test_a_non_finite_step_on_one_rank_is_skipped_on_all(ddp_results):
+    r0, r1 = (res["fits"]["flaky"] for res in ddp_results)
+    assert r0["skipped"] == r1["skipped"] == [None] * 4 + ["latents"] + [None] * 4
+    assert all(torch.equal(r0["params"][k], r1["params"][k]) for k in r0["params"])
+
+
+@pytest.mark.slow
+def test_every_rank_raises_rank_0s_setup_error(ddp_results):
+    for res in ddp_results:
+        assert "already exists" in res["fits"]["exists"] and "--resume" in res["fits"]["exists"]
+
+
+@pytest.mark.slow
+def test_torchrun_trains_one_run_directory(tiny_config, tmp_path):
+    """``torchrun --nproc_per_node=2 -m sidda train`` on the CPU (gloo), end to end: the run
+    completes, rank 0 alone logs the epochs and writes the one run directory. (Rank 0's
+    weights against one process: the in-process tests above; the CNN's per-rank BatchNorm
+    statistics make a whole CNN run differ from one process on the CPU by design.)"""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(tiny_config.override(["train.threads=1"]).to_yaml())
+    env = {k: v for k, v in os.environ.items() if k not in _TORCHRUN_ENV}
+    for _ in range(2):  # a second try in case another process took the free port
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+             f"--master_port={_free_port()}", "-m", "sidda", "train", "--config", str(cfg),
+             "--device", "cpu"],
+            capture_output=True, text=True, timeout=300, env=env)
+        if proc.returncode == 0 or "address already in use" not in proc.stderr.lower():
+            break
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trained: ") == 1
+    assert proc.stderr.count("epoch 3/3 sidda") == 1  # rank 1 logs warnings only
+    runs = tmp_path / "runs"
+    assert [p.name for p in runs.iterdir()] == ["tiny"]
+    run = runs / "tiny"
+    for f in ("config.yaml", "argv.txt", "run.json", "history.csv", "history_steps.csv",
+              "summary.json", "checkpoints/final.pt", "checkpoints/last.pt"):
+        assert (run / f).is_file(), f
+    assert RunConfig.from_yaml(run / "config.yaml").train.device == "cpu"
+    with open(run / "history.csv") as f:
+        assert [r["phase"] for r in csv.DictReader(f)] == ["warmup", "sidda", "sidda"]
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert last["state"]["finished"] and last["world_size"] == 2
+    final = load_checkpoint(run / "checkpoints" / "final.pt")
+    model = build_model("cnn", in_channels=1, num_classes=3, image_size=16)
+    model.load_state_dict(final["model"])  # a plain model: no "module." prefix
 
 
 # ---------------------------------------------------------------- one process
@@ -413,3 +635,116 @@ def test_bf16_forward_float32_loss_on_cuda():
     assert out.da.dtype == torch.float32 and torch.isfinite(out.total)
     out.total.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+# ---------------------------------------------------------------- fit's GPU options, on the CPU
+
+
+class Recorder(NoBatchNorm):
+    """Records, at each training forward pass, whether CPU autocast is on and the logits'
+    dtype."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        z, logits = super().forward(x)
+        if self.training:
+            self.seen.append((torch.is_autocast_enabled("cpu"), logits.dtype))
+        return z, logits
+
+
+@pytest.fixture
+def tiny_sets(tiny_data):
+    return load_domains(DataConfig(path=str(tiny_data)))
+
+
+def test_bf16_is_off_on_the_cpu_and_channels_last_reaches_fit(tiny_sets):
+    d = tiny_sets
+    cfg = TrainConfig(epochs=2, warmup=1, batch_size=16, threads=1)
+    plain, fast = Recorder(), Recorder()
+    want = fit(plain, d.train_s, d.train_t, cfg, dist_cfg=DistConfig(bf16=False))
+    got = fit(fast, d.train_s, d.train_t, cfg,
+              dist_cfg=DistConfig(bf16=True, channels_last=True))
+    # bf16 is asked for but the CPU gets none; the weights are NHWC (the stride of their
+    # channel dimension is 1)
+    assert plain.seen == fast.seen == [(False, torch.float32)] * 6
+    w = fast.features[0].weight
+    assert w.is_contiguous(memory_format=torch.channels_last) and w.stride()[1] == 1
+    for a, b in zip(got.steps, want.steps, strict=True):
+        for key in ("ce", "da", "total", "grad_norm"):
+            if b[key] is not None:
+                assert a[key] == pytest.approx(b[key], rel=1e-4), key
+
+
+def test_train_step_bf16_logic_on_the_cpu(monkeypatch):
+    """The CUDA step's logic, with CPU bf16 autocast standing in: the forward pass runs in
+    bf16, the loss in float32, and the step moves the weights and the etas."""
+    import sidda.step
+
+    monkeypatch.setattr(sidda.step, "autocast_context",
+                        lambda device, enabled: autocast_context(device, enabled=enabled,
+                                                                 cpu_bf16=True))
+    model, criterion = _model(bn_eval=False), SIDDALoss(mode="faithful")
+    dtypes = []
+    model.register_forward_hook(lambda m, i, out: dtypes.append(out[1].dtype))
+    opt = torch.optim.AdamW([{"params": model.parameters()}, criterion.param_group()], lr=1e-2)
+    before = _params(model)
+    x_s, y_s, x_t = _global_batch(8, 8)
+    out = train_step(model, x_s, y_s, x_t, criterion=criterion, optimizer=opt, grad_clip=10.0,
+                     dist_cfg=DistConfig(bf16=True))
+    assert dtypes == [torch.bfloat16]
+    assert out["skipped"] is None and all(
+        isinstance(out[k], float) and torch.isfinite(torch.tensor(out[k]))
+        for k in ("ce", "da", "total", "grad_norm"))
+    assert any(not torch.equal(before[k], p) for k, p in model.named_parameters())
+    assert criterion.eta_1.item() != 1.0
+    out = train_step(model, x_s, y_s, None, criterion=criterion, optimizer=opt, grad_clip=10.0,
+                     dist_cfg=DistConfig(bf16=False))  # a warm-up step, in float32
+    assert dtypes[-1] == torch.float32 and out["da"] is None and out["skipped"] is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
+def test_device_cuda_without_cuda_is_a_one_line_error(tiny_config, tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(tiny_config.to_yaml())
+    assert main(["train", "--config", str(cfg), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sidda: error: device 'cuda'")
+    assert "CUDA is not available" in err[0] and "cpu" in err[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_restore_rng_gives_each_rank_its_state_or_a_derived_seed():
+    states = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        states.append({"python": __import__("random").getstate(),
+                       "numpy": __import__("numpy").random.get_state(),
+                       "torch": torch.get_rng_state()})
+    ckpt = {"rng": states[0], "rng_ranks": states, "state": {"epoch": 1, "step": 2}}
+    restore_rng(ckpt, DistContext(rank=1, world_size=2), seed=0)
+    assert torch.equal(torch.get_rng_state(), states[1]["torch"])
+    restore_rng(ckpt, DistContext(), seed=0)  # another world size: rank 0 keeps rank 0's
+    assert torch.equal(torch.get_rng_state(), states[0]["torch"])
+    derived = []
+    for _ in range(2):  # rank 2 of 3 had no state: a deterministic seed of its own
+        restore_rng(ckpt, DistContext(rank=2, world_size=3), seed=0)
+        derived.append(torch.get_rng_state())
+    assert torch.equal(*derived) and not torch.equal(derived[0], states[0]["torch"])
+
+
+@pytest.mark.gpu
+def test_fit_on_cuda_with_bf16_and_channels_last(tiny_sets):
+    d = tiny_sets
+    model = build_model("cnn", in_channels=1, num_classes=3, image_size=16)
+    dtypes = []
+    model.register_forward_hook(lambda m, i, out: dtypes.append(out[1].dtype))
+    cfg = TrainConfig(epochs=2, warmup=1, batch_size=16, device="cuda")
+    hist = fit(model, d.train_s, d.train_t, cfg, val_s=d.test_s, val_t=d.test_t)
+    assert torch.bfloat16 in dtypes  # the training forward passes
+    assert all(s["skipped"] is None for s in hist.steps)
+    assert all(torch.isfinite(torch.tensor(s["total"])) for s in hist.steps)
+    assert next(model.parameters()).is_cuda
+    assert hist.epochs[-1]["val_da"] is not None

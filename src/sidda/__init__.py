@@ -6,6 +6,10 @@ The pieces, each usable on its own:
   drop into any training loop;
 * :mod:`sidda.models` - ``build_model("cnn" | "c<N>" | "d<N>", ...)``: the paper's networks;
 * :mod:`sidda.train` - ``fit``: one loop for SIDDA and the source-only baseline;
+* :mod:`sidda.distributed` - ``DistConfig``, ``init_distributed``: bf16 on the GPU, and
+  several processes (``torchrun --nproc_per_node=N -m sidda train ...``);
+* :mod:`sidda.recovery` - resuming, signals, non-finite steps (``NonFiniteError``,
+  ``TrainingInterrupted``);
 * :mod:`sidda.datasets`, :mod:`sidda.generators` - data on disk and synthetic data;
 * :mod:`sidda.metrics`, :mod:`sidda.evaluate` - accuracy and calibration;
 * :mod:`sidda.config`, :mod:`sidda.experiments` - whole runs, as the ``sidda`` command runs them.
@@ -15,6 +19,7 @@ __version__ = "0.1.0"
 
 from sidda.config import ConfigError, RunConfig
 from sidda.datasets import DataConfig, DataError, ImageSet, load_domains
+from sidda.distributed import DistConfig, DistContext, init_distributed
 from sidda.losses import (
     LossConfig,
     SIDDALoss,
@@ -25,26 +30,32 @@ from sidda.losses import (
     sinkhorn_divergence,
 )
 from sidda.models import ModelConfig, build_model, export_model
+from sidda.recovery import NonFiniteError, TrainingInterrupted
 from sidda.train import History, TrainConfig, fit
 
 __all__ = [
     "ConfigError",
     "DataConfig",
     "DataError",
+    "DistConfig",
+    "DistContext",
     "History",
     "ImageSet",
     "LossConfig",
     "ModelConfig",
+    "NonFiniteError",
     "RunConfig",
     "SIDDALoss",
     "SIDDAOutput",
     "SinkhornLoss",
     "TrainConfig",
+    "TrainingInterrupted",
     "__version__",
     "build_model",
     "dynamic_blur",
     "export_model",
     "fit",
+    "init_distributed",
     "load_domains",
     "max_cross_distance",
     "sinkhorn_divergence",

@@ -12,7 +12,6 @@ r"""Diagnostics of how far apart the source and target latents are.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from sidda.losses import sinkhorn_divergence

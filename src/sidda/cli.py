@@ -6,6 +6,10 @@ Errors in the input (config, data, paths) print one line ``sidda: error: ...`` a
 status 2; a run that diverges (non-finite) or cannot write its files exits with status 1; a
 run stopped by SIGTERM or SIGINT saves ``last.pt`` and exits with 128 + the signal number
 (143, 130), to be continued with ``sidda train --resume RUN_DIR``.
+
+``torchrun --nproc_per_node=N -m sidda train ...`` trains on N processes
+(``docs/distributed.md``): rank 0 logs at the chosen level, shows the progress line and prints
+the results; the other ranks log warnings only, prefixed with their rank.
 """
 
 from __future__ import annotations
@@ -56,13 +60,15 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _setup_logging(quiet: bool, verbose: bool) -> None:
+def _setup_logging(quiet: bool, verbose: bool, *, prefix: str = "") -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    logging.basicConfig(level=level, format=prefix + "%(message)s", stream=sys.stderr,
+                        force=True)
     logging.getLogger("sidda").setLevel(level)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from sidda.distributed import init_distributed, shutdown
     from sidda.experiments import resume_run, train_run
 
     if args.resume is not None:
@@ -71,19 +77,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 "--resume continues with the run's own config.yaml; drop --set and --force (to "
                 "change settings, start a new run with --config)"
             )
-        cfg_path = Path(args.resume) / "config.yaml"
-        epochs = RunConfig.from_yaml(cfg_path).train.epochs if cfg_path.is_file() else 0
-        progress = _Progress(epochs, enabled=sys.stderr.isatty() and not args.quiet)
-        run_dir = resume_run(args.resume, argv=args.argv, callbacks=[progress])
+        cfg_path = Path(args.resume) / "config.yaml"  # resume_run explains a missing one
+        cfg = RunConfig.from_yaml(cfg_path) if cfg_path.is_file() else RunConfig()
     else:
         cfg = RunConfig.from_yaml(args.config).override(args.set or [])
-        progress = _Progress(cfg.train.epochs, enabled=sys.stderr.isatty() and not args.quiet)
-        run_dir = train_run(cfg, argv=args.argv, force=args.force, callbacks=[progress])
+        if args.device is not None:
+            cfg = cfg.override([f"train.device={args.device!r}"])
+    ctx = init_distributed(args.device or cfg.train.device, timeout_s=cfg.dist.timeout_s)
+    try:
+        if ctx.is_distributed:
+            _setup_logging(args.quiet or not ctx.is_main, args.verbose and ctx.is_main,
+                           prefix=f"rank {ctx.rank}: " if ctx.rank else "")
+        show = ctx.is_main and sys.stderr.isatty() and not args.quiet
+        progress = [_Progress(cfg.train.epochs, enabled=show)] if ctx.is_main else []
+        if args.resume is not None:
+            run_dir = resume_run(args.resume, argv=args.argv, callbacks=progress, ctx=ctx,
+                                 device=args.device)
+        else:
+            run_dir = train_run(cfg, argv=args.argv, force=args.force, callbacks=progress,
+                                ctx=ctx)
+    finally:
+        shutdown()
+    if not ctx.is_main:
+        return 0
     print(f"trained: {run_dir}")
     if args.evaluate:
         from sidda.experiments import evaluate_run
 
-        report = evaluate_run(run_dir)
+        report = evaluate_run(run_dir, device=str(ctx.device))
         print(_table({run_dir.name: report}))
     return 0
 
@@ -361,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", nargs="+", metavar="KEY=VALUE",
                    help="dotted overrides, e.g. train.epochs=2 model.name=d4")
     t.add_argument("--force", action="store_true", help="replace an existing run directory")
+    t.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:<i> or auto: shorthand for --set train.device=...; with "
+                   "--resume, continue on this device (docs/distributed.md)")
     t.add_argument("--evaluate", action="store_true", help="evaluate the final model afterwards")
     t.set_defaults(func=_cmd_train)
 

@@ -8,6 +8,7 @@
     model: {name: cnn}
     loss:  {method: sidda, eta_mode: faithful}
     train: {epochs: 50, warmup: 5, milestones: [25, 40], seed: 10}
+    dist:  {da_scope: global, bf16: true}    # GPU precision and several processes
 
 Unknown keys and values of the wrong type are errors. Dotted overrides such as
 ``train.epochs=2`` or ``model.name=d4`` are parsed with :func:`ast.literal_eval` (a bare word
@@ -27,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from sidda.datasets import DataConfig
+from sidda.distributed import DistConfig
 from sidda.losses import LossConfig
 from sidda.models import ModelConfig
 from sidda.train import TrainConfig
@@ -49,6 +51,8 @@ class RunConfig:
         model: Model options.
         loss: Objective options.
         train: Optimisation options.
+        dist: GPU precision, memory format and multi-process options
+            (:class:`~sidda.distributed.DistConfig`, ``docs/distributed.md``).
     """
 
     name: str = "run"
@@ -57,6 +61,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
 
     def __post_init__(self) -> None:
         name = self.name.strip()

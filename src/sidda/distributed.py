@@ -58,7 +58,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import logging
+import math
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -83,8 +85,10 @@ __all__ = [
     "convert_sync_batchnorm",
     "distributed_cross_entropy",
     "distributed_sidda_loss",
+    "gather_object",
     "gather_with_grad",
     "init_distributed",
+    "max_over_ranks",
     "prepare_model",
     "shard_indices",
     "shutdown",
@@ -178,7 +182,10 @@ def _resolve_device(name: str | torch.device, *, local_rank: int, world_size: in
     if dev.type == "cpu":
         return dev
     if not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} but CUDA is not available; use 'cpu' or 'auto'")
+        raise ValueError(
+            f"device {name!r} (train.device or --device) but CUDA is not available to this "
+            f"torch {torch.__version__}; use 'cpu' or 'auto', or install a CUDA build of torch"
+        )
     if world_size == 1:
         return dev
     if dev.index is not None:
@@ -376,9 +383,10 @@ def distributed_cross_entropy(logits_s: Tensor, y_s: Tensor, ctx: DistContext) -
         ce_sum = F.cross_entropy(logits_s.float(), y_s, reduction="sum")
         count = torch.tensor(float(len(y_s)), device=ce_sum.device)
         s = all_reduce_with_grad(torch.stack([ce_sum, count]), ctx)  # (2,)
-        if float(s[1]) == 0:
+        count = s[1].detach()
+        if float(count) == 0:
             raise ValueError("the global source batch is empty")
-        return s[0] / s[1].detach()
+        return s[0] / count
 
 
 def distributed_sidda_loss(
@@ -398,6 +406,9 @@ def distributed_sidda_loss(
     single-process loss of the concatenated global batch; with ``"local"`` the DA term, the
     blur and the maximum distance are means over the ranks of per-rank values. A single
     process calls ``criterion`` itself. Autocast is off and the latents are cast to float32.
+    With several ranks, latent distances that overflow give an infinite ``max_distance`` and
+    a NaN DA term on every rank (one process raises ``ValueError`` instead), so that all
+    ranks skip the step together.
 
     Args:
         criterion: The loss module (etas and Sinkhorn options).
@@ -436,14 +447,12 @@ def distributed_sidda_loss(
             z_t_all = torch.cat([b[s:] for b, (s, _) in blocks])  # (n_t, D)
             max_distance = max_cross_distance(z_s_all, z_t_all)
             blur = _blur(sk, max_distance)
-            da = sinkhorn_divergence(z_s_all, z_t_all, blur=blur, scaling=sk.scaling,
-                                     backend=sk.backend)
+            da = _divergence(z_s_all, z_t_all, blur, sk)
             ce = all_reduce_with_grad(ce_sum, ctx) / n_s
         else:
             max_distance = max_cross_distance(z_s, z_t)
             blur = _blur(sk, max_distance)
-            da_r = sinkhorn_divergence(z_s.float(), z_t.float(), blur=blur, scaling=sk.scaling,
-                                       backend=sk.backend)
+            da_r = _divergence(z_s.float(), z_t.float(), blur, sk)
             extra = torch.tensor([blur, max_distance], device=da_r.device)
             s = all_reduce_with_grad(torch.cat([torch.stack([ce_sum, da_r]), extra]), ctx)
             ce, da = s[0] / n_s, s[1] / ctx.world_size
@@ -457,7 +466,21 @@ def distributed_sidda_loss(
 def _blur(sk: nn.Module, max_distance: float) -> float:
     if sk.blur is not None:
         return float(sk.blur)
+    if not math.isfinite(max_distance):
+        return math.inf
     return max(sk.blur_factor * max_distance, sk.blur_floor)
+
+
+def _divergence(z_s: Tensor, z_t: Tensor, blur: float, sk: nn.Module) -> Tensor:
+    """The Sinkhorn divergence, or NaN when the latent distances overflow (no finite blur).
+
+    A single process raises there (:class:`~sidda.losses.SIDDALoss`); several ranks must go on
+    to the next collective together, so the NaN travels through it and every rank skips the
+    step alike.
+    """
+    if not math.isfinite(blur):
+        return z_s.new_tensor(math.nan)
+    return sinkhorn_divergence(z_s, z_t, blur=blur, scaling=sk.scaling, backend=sk.backend)
 
 
 def average_gradients(params: Iterable[nn.Parameter], ctx: DistContext) -> None:
@@ -474,6 +497,38 @@ def average_gradients(params: Iterable[nn.Parameter], ctx: DistContext) -> None:
     flat /= ctx.world_size
     for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
         g.copy_(part.view_as(g))
+
+
+def max_over_ranks(value: int, ctx: DistContext) -> int:
+    """The largest of every rank's ``value``: a decision that all ranks must take together.
+
+    A flag (``1`` if anything is wrong on this rank) or a signal number (one rank received
+    SIGTERM): every rank gets the same answer, so all of them skip a step or stop together.
+
+    >>> max_over_ranks(3, DistContext())
+    3
+    """
+    if not ctx.is_distributed:
+        return int(value)
+    t = torch.tensor([int(value)], dtype=torch.int64, device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def gather_object(obj: T, ctx: DistContext) -> list[T]:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank.
+
+    For small state that differs between ranks, such as their random-number generators,
+    which rank 0 saves for all of them.
+
+    >>> gather_object("state", DistContext())
+    ['state']
+    """
+    if not ctx.is_distributed:
+        return [obj]
+    out: list = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def broadcast_object(obj: T, ctx: DistContext) -> T:
@@ -558,12 +613,20 @@ def prepare_model(
                 stacklevel=2,
             )
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    # broadcast_buffers=False: DDP copies rank 0's buffers once, here; re-broadcasting them
-    # before every forward (escnn keeps its filter bases in buffers) would only overwrite the
-    # other ranks' BatchNorm running statistics, which nobody saves.
-    return nn.parallel.DistributedDataParallel(
-        model, device_ids=device_ids, broadcast_buffers=False
-    )
+    # DDP copies rank 0's buffers once, here; re-broadcasting them before every forward (escnn
+    # keeps its filter bases in buffers) would only overwrite the other ranks' BatchNorm
+    # running statistics, which nobody saves. torch >= 2.13 spells this forward_sync_buffers
+    # (its broadcast_buffers=False skips the copy at wrapping too).
+    ddp = nn.parallel.DistributedDataParallel
+    no_resync = ({"forward_sync_buffers": False}
+                 if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
+                 else {"broadcast_buffers": False})
+    # A convolution with one input channel has a weight that is both NCHW- and NHWC-contiguous;
+    # its backward may pick the other layout, and DDP then copies the gradient into its bucket
+    # and warns at every start. The copy is exact and cheap: silence that warning only.
+    warnings.filterwarnings("ignore", "Grad strides do not match bucket view strides",
+                            UserWarning)
+    return ddp(model, device_ids=device_ids, **no_resync)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -3,14 +3,21 @@
 :func:`train_run` validates everything it can (config, data, model, sizes) *before* it creates
 the run directory, so bad input leaves nothing behind. :func:`resume_run` continues an
 interrupted run from its own directory (``docs/recovery.md``).
+
+Under torchrun every rank calls the same function with its
+:class:`~sidda.distributed.DistContext`; every rank loads the data and builds the model, rank 0
+alone touches the run directory, and an error it meets there is raised on every rank
+(``docs/distributed.md``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import pickle
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -25,6 +32,7 @@ from sidda.datasets import (
     load_domains,
     split_indices,
 )
+from sidda.distributed import DistContext, broadcast_object
 from sidda.evaluate import domain_metrics, predict, save_predictions, write_metrics
 from sidda.models import build_model
 from sidda.recovery import read_state
@@ -124,6 +132,41 @@ def _check_same_data(run_dir: Path, cfg: RunConfig) -> None:
         )
 
 
+def _on_rank0(fn: Callable[[], None], ctx: DistContext) -> None:
+    """Run ``fn`` (work on the run directory) on rank 0 alone; raise what it raised everywhere.
+
+    Every rank waits here for rank 0, so no rank starts training (and waits for a rank 0 that
+    has failed) or looks at the run directory while rank 0 changes it.
+    """
+    error = None
+    if ctx.is_main:
+        try:
+            fn()
+        except Exception as e:  # re-raised below, on every rank
+            error = e
+    if ctx.is_distributed:
+        shared = error
+        try:
+            pickle.loads(pickle.dumps(shared))
+        except Exception:  # an exception that does not pickle: send its message
+            shared = RuntimeError(f"rank 0: {error}")
+        shared = broadcast_object(shared, ctx)  # every rank calls this
+        error = error if ctx.is_main else shared
+    if error is not None:
+        raise error
+
+
+def _context(cfg: RunConfig, ctx: DistContext | None) -> DistContext:
+    if ctx is None:
+        return DistContext(device=resolve_device(cfg.train.device))
+    if cfg.train.batch_size < ctx.world_size:
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size} is smaller than the {ctx.world_size} "
+            "processes (each rank takes a shard of every batch); raise it or start fewer"
+        )
+    return ctx
+
+
 def _write_summary(run_dir: Path, hist: History) -> None:
     write_json(run_dir / "summary.json", {
         "best_epochs": hist.best, "stopped_early": hist.stopped_early,
@@ -139,8 +182,18 @@ def train_run(
     argv: Sequence[str] = (),
     force: bool = False,
     callbacks: Sequence[Callback] = (),
+    ctx: DistContext | None = None,
 ) -> Path:
     """Train one run into ``cfg.run_dir`` and return that directory.
+
+    Args:
+        cfg: The experiment.
+        argv: The command line, recorded in ``argv.txt``.
+        force: Replace an existing run directory.
+        callbacks: Passed to :func:`~sidda.train.fit`.
+        ctx: This process's rank and device under torchrun
+            (:func:`~sidda.distributed.init_distributed`); None: one process on
+            ``cfg.train.device``.
 
     Raises:
         ConfigError, DataError: before anything is written.
@@ -148,12 +201,16 @@ def train_run(
         TrainingInterrupted: SIGTERM or SIGINT; continue with :func:`resume_run`.
         NonFiniteError: training diverged (see the message for the settings to change).
     """
-    run_dir = cfg.run_dir
-    if run_dir.exists() and not force:
-        raise FileExistsError(
-            f"{run_dir} already exists; continue it with `sidda train --resume {run_dir}`, "
-            "choose another name (--set name=...), or pass --force to replace it"
-        )
+    run_dir, ctx = cfg.run_dir, _context(cfg, ctx)
+
+    def refuse_existing() -> None:
+        if run_dir.exists() and not force:
+            raise FileExistsError(
+                f"{run_dir} already exists; continue it with `sidda train --resume {run_dir}`, "
+                "choose another name (--set name=...), or pass --force to replace it"
+            )
+
+    _on_rank0(refuse_existing, ctx)
     data, sets = prepare_data(cfg)
     if cfg.train.early_stopping is not None and not len(sets["val_s"]):
         raise ConfigError(
@@ -161,40 +218,64 @@ def train_run(
             f"empty (data.val_fraction={cfg.data.val_fraction}); raise data.val_fraction or set "
             "train.early_stopping: null"
         )
-    resolve_device(cfg.train.device)
+    if len(sets["train_t"]) < ctx.world_size:
+        raise ConfigError(
+            f"{ctx.world_size} processes need at least as many target training images, got "
+            f"{len(sets['train_t'])}; start fewer processes"
+        )
     model = _build_model(cfg, data)
-    checksums = data_checksums(cfg)
-    # Everything is valid: only now touch the disk.
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    atomic_write(run_dir / "config.yaml", cfg.to_yaml())
-    atomic_write(run_dir / "argv.txt", " ".join(argv) + "\n")
-    write_json(run_dir / "run.json", {
-        "method": cfg.loss.method, "model": cfg.model.name, "in_channels": data.in_channels,
-        "num_classes": data.num_classes, "image_size": data.image_size,
-        "data_path": str(Path(cfg.data.path).resolve()),
-        "class_names": data.manifest.get("class_names"),
-        "sizes": {k: len(v) for k, v in sets.items()},
-    })
-    write_json(run_dir / "environment.json", environment_info() | {
-        "seed": cfg.train.seed, "data_files": checksums})
-    write_json(run_dir / "data_manifest.json", data.manifest)
+
+    def write_run() -> None:  # everything is valid: only now touch the disk
+        checksums = data_checksums(cfg)
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        atomic_write(run_dir / "config.yaml", cfg.to_yaml())
+        atomic_write(run_dir / "argv.txt", " ".join(argv) + "\n")
+        write_json(run_dir / "run.json", {
+            "method": cfg.loss.method, "model": cfg.model.name, "in_channels": data.in_channels,
+            "num_classes": data.num_classes, "image_size": data.image_size,
+            "data_path": str(Path(cfg.data.path).resolve()),
+            "class_names": data.manifest.get("class_names"),
+            "sizes": {k: len(v) for k, v in sets.items()},
+            "world_size": ctx.world_size,
+        })
+        write_json(run_dir / "environment.json", environment_info() | {
+            "seed": cfg.train.seed, "data_files": checksums})
+        write_json(run_dir / "data_manifest.json", data.manifest)
+
+    _on_rank0(write_run, ctx)
     hist = fit(
         model, sets["train_s"], sets["train_t"], cfg.train, loss=cfg.loss,
         val_s=sets["val_s"], val_t=sets["val_t"], run_dir=run_dir, callbacks=callbacks,
+        dist_cfg=cfg.dist, ctx=ctx,
     )
-    _write_summary(run_dir, hist)
+    if ctx.is_main:
+        _write_summary(run_dir, hist)
     return run_dir
 
 
 def resume_run(
-    run_dir: str | Path, *, argv: Sequence[str] = (), callbacks: Sequence[Callback] = ()
+    run_dir: str | Path,
+    *,
+    argv: Sequence[str] = (),
+    callbacks: Sequence[Callback] = (),
+    ctx: DistContext | None = None,
+    device: str | None = None,
 ) -> Path:
     """Continue an interrupted run from ``run_dir/checkpoints/last.pt`` with its own config.
 
     On the CPU the result is bit-identical to a run that was never interrupted. A run with
-    no ``last.pt`` yet starts from the beginning; a finished run is left as it is.
+    no ``last.pt`` yet starts from the beginning; a finished run is left as it is. Under
+    torchrun every rank reads the run's ``config.yaml`` and ``last.pt``: the run directory must
+    be visible to all of them (one machine, or a shared file system).
+
+    Args:
+        run_dir: The run directory.
+        argv: The command line, appended to ``argv.txt``.
+        callbacks: Passed to :func:`~sidda.train.fit`.
+        ctx: As for :func:`train_run`.
+        device: Train on this device instead of the run's ``train.device``.
 
     Raises:
         FileNotFoundError: ``run_dir`` is not a run directory.
@@ -208,29 +289,36 @@ def resume_run(
             "to resume; start the run with `sidda train --config ... --force`"
         )
     cfg = RunConfig.from_yaml(run_dir / "config.yaml")
+    if device is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device))
+    ctx = _context(cfg, ctx)
     state = read_state(run_dir)
     if state is not None and state.finished:
         logger.info("%s has already finished; nothing to resume", run_dir)
         return run_dir
     data, sets = prepare_data(cfg)
-    _check_same_data(run_dir, cfg)
-    resolve_device(cfg.train.device)
     model = _build_model(cfg, data)
-    if not (run_dir / "environment.json").is_file():  # killed while the run was being set up
-        write_json(run_dir / "environment.json", environment_info() | {
-            "seed": cfg.train.seed, "data_files": data_checksums(cfg)})
-    if not (run_dir / "data_manifest.json").is_file():
-        write_json(run_dir / "data_manifest.json", data.manifest)
-    for stale in [*run_dir.glob(".*.tmp*"), *run_dir.glob("checkpoints/.*.tmp*")]:
-        stale.unlink()  # a write that SIGKILL cut short; the complete file is in place
-    with open(run_dir / "argv.txt", "a") as f:  # one line per resume, after the original
-        f.write(" ".join(argv) + "\n")
+
+    def prepare_dir() -> None:
+        _check_same_data(run_dir, cfg)
+        if not (run_dir / "environment.json").is_file():  # killed while being set up
+            write_json(run_dir / "environment.json", environment_info() | {
+                "seed": cfg.train.seed, "data_files": data_checksums(cfg)})
+        if not (run_dir / "data_manifest.json").is_file():
+            write_json(run_dir / "data_manifest.json", data.manifest)
+        for stale in [*run_dir.glob(".*.tmp*"), *run_dir.glob("checkpoints/.*.tmp*")]:
+            stale.unlink()  # a write that SIGKILL cut short; the complete file is in place
+        with open(run_dir / "argv.txt", "a") as f:  # one line per resume, after the original
+            f.write(" ".join(argv) + "\n")
+
+    _on_rank0(prepare_dir, ctx)
     hist = fit(
         model, sets["train_s"], sets["train_t"], cfg.train, loss=cfg.loss,
         val_s=sets["val_s"], val_t=sets["val_t"], run_dir=run_dir, callbacks=callbacks,
-        resume=True,
+        resume=True, dist_cfg=cfg.dist, ctx=ctx,
     )
-    _write_summary(run_dir, hist)
+    if ctx.is_main:
+        _write_summary(run_dir, hist)
     return run_dir
 
 

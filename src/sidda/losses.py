@@ -36,6 +36,23 @@ Two update orders are offered (:class:`SIDDALoss` ``mode``):
 ``"clean"``
     The bounds are clamped *after* ``optimizer.step()``, so they always hold when the etas are
     used, and the etas get no weight decay (decay pulls them towards 0, against the bounds).
+
+Backends of :func:`sinkhorn_divergence` (all compute the same number; ``"auto"`` is pinned by
+size, it never hands the choice to geomloss):
+
+``"tensorized"``
+    geomloss with full B_s x B_t cost matrices (four of them, plus log-sum-exp temporaries).
+``"blocked"``
+    sidda's own implementation of the same algorithm (debiased, symmetric updates,
+    epsilon-scaling) that never holds a B x B matrix: every soft-min recomputes its cost block
+    by block, ``LSE_j(h_j - |y_j|^2/(2 eps) + x_i.y_j/eps)`` from one matrix product, and the
+    gradient of the last iteration is written out (:class:`_SoftMin`). Memory O((B_s + B_t) D
+    + block), time about twice the tensorized one when both fit.
+``"auto"``
+    ``"tensorized"`` while its matrices fit in :data:`AUTO_TENSORIZED_BYTES`, else
+    ``"blocked"`` (:func:`resolve_backend`).
+``"online"``, ``"multiscale"``
+    geomloss's KeOps backends; they need ``pykeops`` and a C++ compiler at run time.
 """
 
 from __future__ import annotations
@@ -45,6 +62,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+import numpy as np
 import torch
 from geomloss import SamplesLoss
 from torch import Tensor, nn
@@ -57,6 +75,7 @@ __all__ = [
     "SinkhornLoss",
     "dynamic_blur",
     "max_cross_distance",
+    "resolve_backend",
     "sinkhorn_divergence",
 ]
 
@@ -66,7 +85,9 @@ EtaMode = Literal["faithful", "clean"]
 ETA_1_MIN = 1e-3
 ETA_RATIO_MIN = 0.25
 METHODS = ("sidda", "source_only")
-BACKENDS = ("tensorized", "online", "multiscale", "auto")
+BACKENDS = ("auto", "tensorized", "blocked", "online", "multiscale")
+AUTO_TENSORIZED_BYTES = 1 << 30  # "auto" uses "tensorized" while its matrices fit in this
+BLOCK_BYTES = 32 << 20  # temporaries of one block of the "blocked" backend
 
 
 @dataclass(frozen=True)
@@ -81,7 +102,8 @@ class LossConfig:
         blur_factor: Factor of the dynamic blur.
         blur_floor: Floor of the dynamic blur.
         scaling: epsilon-scaling ratio of the Sinkhorn loop.
-        backend: geomloss backend, pinned.
+        backend: Sinkhorn backend (see the module docstring); ``"auto"`` is tensorized at the
+            paper's batch sizes and bounded in memory beyond.
     """
 
     method: str = "sidda"
@@ -90,7 +112,7 @@ class LossConfig:
     blur_factor: float = 0.05
     blur_floor: float = 0.01
     scaling: float = 0.9
-    backend: str = "tensorized"
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -140,7 +162,7 @@ def sinkhorn_divergence(
     *,
     blur: float,
     scaling: float = 0.9,
-    backend: str = "tensorized",
+    backend: str = "auto",
 ) -> Tensor:
     r"""Debiased Sinkhorn divergence between two latent point clouds.
 
@@ -154,8 +176,9 @@ def sinkhorn_divergence(
         blur: Entropic blur :math:`\sigma > 0` (a float: no gradient flows through it).
         scaling: Ratio of the epsilon-scaling annealing, in (0, 1); larger is more accurate
             and slower.
-        backend: geomloss backend, pinned (``"tensorized"`` holds B_s x B_t matrices;
-            ``"online"`` needs pykeops).
+        backend: ``"auto"`` (tensorized while it fits in memory, else blocked),
+            ``"tensorized"``, ``"blocked"`` (bounded memory), or geomloss's ``"online"`` and
+            ``"multiscale"`` (need pykeops); see the module docstring.
 
     Returns:
         A 0-d tensor, differentiable with respect to both clouds.
@@ -170,10 +193,140 @@ def sinkhorn_divergence(
         raise ValueError(f"blur must be a finite number > 0, got {blur}; e.g. blur=0.05")
     if not 0 < scaling < 1:
         raise ValueError(f"scaling must lie in (0, 1), got {scaling}; the paper uses 0.9")
+    backend = resolve_backend(backend, len(z_s), len(z_t), z_s.element_size())
+    if backend == "blocked":
+        return _sinkhorn_blocked(z_s, z_t, blur=blur, scaling=scaling)
+    if backend in ("online", "multiscale"):
+        try:
+            import pykeops  # noqa: F401
+        except ImportError as err:
+            raise ValueError(
+                f"backend={backend!r} needs pykeops (and a C++ compiler at run time), which is "
+                "not installed; use backend='blocked' (bounded memory) or 'auto'"
+            ) from err
     loss = SamplesLoss(
         "sinkhorn", p=2, blur=blur, scaling=scaling, reach=None, debias=True, backend=backend
     )
     return loss(z_s, z_t)
+
+
+def resolve_backend(backend: str, n_s: int, n_t: int, itemsize: int = 4) -> str:
+    """The backend :func:`sinkhorn_divergence` uses for clouds of ``n_s`` and ``n_t`` points.
+
+    ``"auto"`` becomes ``"tensorized"`` while its cost matrices and log-sum-exp temporaries
+    (about ``itemsize * (2 n_s n_t + n_s^2 + n_t^2 + 3 max(...))`` bytes) fit in
+    :data:`AUTO_TENSORIZED_BYTES`, else ``"blocked"``; other names are returned as they are.
+
+    >>> resolve_backend("auto", 128, 128), resolve_backend("auto", 8192, 8192)
+    ('tensorized', 'blocked')
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    return "tensorized" if _tensorized_bytes(n_s, n_t, itemsize) <= AUTO_TENSORIZED_BYTES else (
+        "blocked")
+
+
+def _tensorized_bytes(n_s: int, n_t: int, itemsize: int) -> int:
+    """Peak bytes of geomloss's tensorized backend, roughly (measured in bench_sinkhorn.py)."""
+    largest = max(n_s * n_t, n_s * n_s, n_t * n_t)
+    return itemsize * (2 * n_s * n_t + n_s * n_s + n_t * n_t + 3 * largest)
+
+
+def _epsilon_schedule(diameter: float, blur: float, scaling: float) -> list[float]:
+    """geomloss's temperatures for p = 2: diameter^2, then down by scaling^2 to blur^2."""
+    diameter = max(diameter, blur)
+    return (
+        [diameter**2]
+        + [float(np.exp(e)) for e in np.arange(2 * np.log(diameter), 2 * np.log(blur),
+                                               2 * np.log(scaling))]
+        + [blur**2]
+    )
+
+
+def _block_rows(n_cols: int, itemsize: int) -> int:
+    """Rows per block so that three (rows, n_cols) temporaries fit in :data:`BLOCK_BYTES`."""
+    return max(1, BLOCK_BYTES // (3 * n_cols * itemsize))
+
+
+def _softmin(eps: float, x: Tensor, y: Tensor, h: Tensor) -> Tensor:
+    r"""``-eps log sum_j exp(h_j - |x_i - y_j|^2 / (2 eps))`` for every ``x_i``, block by block.
+
+    With :math:`C_{ij} = \tfrac12|x_i|^2 + \tfrac12|y_j|^2 - x_i \cdot y_j` this is
+    :math:`\tfrac12|x_i|^2 - \varepsilon\,\mathrm{LSE}_j(h_j - |y_j|^2/(2\varepsilon)
+    + x_i \cdot y_j / \varepsilon)`, one matrix product per block. x (N, D), y (M, D),
+    h (M,) -> (N,). No gradient.
+    """
+    v = h - (y * y).sum(1) / (2 * eps)  # (M,)
+    yt = y.t()
+    out = torch.empty(len(x), dtype=x.dtype, device=x.device)
+    step = _block_rows(len(y), x.element_size())
+    for i in range(0, len(x), step):
+        xi = x[i : i + step]
+        s = torch.addmm(v, xi, yt, alpha=1 / eps)  # (b, M)
+        out[i : i + len(xi)] = (xi * xi).sum(1) / 2 - eps * torch.logsumexp(s, 1)
+    return out
+
+
+class _SoftMin(torch.autograd.Function):
+    """:func:`_softmin` with its gradient in ``x`` (``y`` and ``h`` are constants).
+
+    d/dx_i = x_i - sum_j P_ij y_j, with P the row-wise softmax of the block's logits,
+    recomputed block by block in the backward pass instead of being stored.
+    """
+
+    @staticmethod
+    def forward(ctx, x, y, h, eps):  # noqa: D102
+        ctx.save_for_backward(x, y, h)
+        ctx.eps = eps
+        return _softmin(eps, x, y, h)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        x, y, h = ctx.saved_tensors
+        eps = ctx.eps
+        v = h - (y * y).sum(1) / (2 * eps)
+        yt = y.t()
+        out = torch.empty_like(x)
+        step = _block_rows(len(y), x.element_size())
+        for i in range(0, len(x), step):
+            xi = x[i : i + step]
+            p = torch.softmax(torch.addmm(v, xi, yt, alpha=1 / eps), 1)  # (b, M)
+            out[i : i + len(xi)] = (xi - p @ y) * grad[i : i + len(xi), None]
+        return out, None, None, None
+
+
+def _sinkhorn_blocked(x: Tensor, y: Tensor, *, blur: float, scaling: float) -> Tensor:
+    """geomloss's debiased Sinkhorn loop (``sinkhorn_loop``, p = 2, reach None) in O(B) memory.
+
+    x (N, D), y (M, D) with uniform weights; the result equals the tensorized backend's to
+    float rounding, gradients included (both differentiate only the last, extrapolated step).
+    """
+    n, m = len(x), len(y)
+    xd, yd = x.detach(), y.detach()
+    a_log = torch.full((n,), -math.log(n), dtype=x.dtype, device=x.device)
+    b_log = torch.full((m,), -math.log(m), dtype=x.dtype, device=x.device)
+    lo = torch.minimum(xd.min(0).values, yd.min(0).values)
+    hi = torch.maximum(xd.max(0).values, yd.max(0).values)
+    eps_list = _epsilon_schedule(float((hi - lo).norm()), blur, scaling)
+    with torch.no_grad():
+        eps = eps_list[0]
+        g_ab, f_ba = _softmin(eps, yd, xd, a_log), _softmin(eps, xd, yd, b_log)
+        f_aa, g_bb = _softmin(eps, xd, xd, a_log), _softmin(eps, yd, yd, b_log)
+        for eps in eps_list:  # symmetric updates, as geomloss
+            ft_ba = _softmin(eps, xd, yd, b_log + g_ab / eps)
+            gt_ab = _softmin(eps, yd, xd, a_log + f_ba / eps)
+            ft_aa = _softmin(eps, xd, xd, a_log + f_aa / eps)
+            gt_bb = _softmin(eps, yd, yd, b_log + g_bb / eps)
+            f_ba, g_ab = 0.5 * (f_ba + ft_ba), 0.5 * (g_ab + gt_ab)
+            f_aa, g_bb = 0.5 * (f_aa + ft_aa), 0.5 * (g_bb + gt_bb)
+    # the last extrapolation carries the gradient, through the first cloud of each cost only
+    f_ba, g_ab = (_SoftMin.apply(x, yd, b_log + g_ab / eps, eps),
+                  _SoftMin.apply(y, xd, a_log + f_ba / eps, eps))
+    f_aa = _SoftMin.apply(x, xd, a_log + f_aa / eps, eps)
+    g_bb = _SoftMin.apply(y, yd, b_log + g_bb / eps, eps)
+    return ((f_ba - f_aa) / n).sum() + ((g_ab - g_bb) / m).sum()
 
 
 def max_cross_distance(z_s: Tensor, z_t: Tensor) -> float:
@@ -220,7 +373,7 @@ class SinkhornLoss(nn.Module):
         blur_factor: Factor of the dynamic blur.
         blur_floor: Lower bound of the dynamic blur.
         scaling: epsilon-scaling ratio.
-        backend: geomloss backend.
+        backend: Sinkhorn backend (:func:`sinkhorn_divergence`).
 
     >>> z_s, z_t = torch.randn(8, 4), torch.randn(8, 4)
     >>> bool(SinkhornLoss(blur=0.05)(z_s, z_t) == sinkhorn_divergence(z_s, z_t, blur=0.05))
@@ -234,7 +387,7 @@ class SinkhornLoss(nn.Module):
         blur_factor: float = 0.05,
         blur_floor: float = 0.01,
         scaling: float = 0.9,
-        backend: str = "tensorized",
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         self.blur = blur
@@ -290,7 +443,7 @@ class SIDDALoss(nn.Module):
         blur_factor: Factor of the dynamic blur (0.05 in the paper).
         blur_floor: Floor of the dynamic blur (0.01 in the paper).
         scaling: epsilon-scaling ratio of the Sinkhorn loop (0.9 in the paper).
-        backend: geomloss backend.
+        backend: Sinkhorn backend (:func:`sinkhorn_divergence`).
         eta_init: Initial value of both etas.
     """
 
@@ -302,7 +455,7 @@ class SIDDALoss(nn.Module):
         blur_factor: float = 0.05,
         blur_floor: float = 0.01,
         scaling: float = 0.9,
-        backend: str = "tensorized",
+        backend: str = "auto",
         eta_init: float = 1.0,
     ) -> None:
         super().__init__()

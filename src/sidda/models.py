@@ -31,12 +31,18 @@ that the authors' code builds for N = 1).
 from __future__ import annotations
 
 import copy
+import ctypes
 import logging
+import math
+import platform
 import re
+import sys
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+from torch.nn import functional as F
 
 __all__ = [
     "CNN",
@@ -47,6 +53,8 @@ __all__ = [
     "is_exactly_equivariant_size",
     "model_state",
     "parse_model_name",
+    "prepare_for_training",
+    "tune_cpu_allocator",
 ]
 
 logger = logging.getLogger(__name__)
@@ -120,6 +128,272 @@ def _check_image_size(image_size: int) -> None:
         )
 
 
+# ---------------------------------------------------------------------------------------------
+# CPU fast path of the blocks  conv -> BatchNorm -> ReLU -> maxpool 2 -> dropout
+#
+# On the CPU a training step is dominated by memory traffic on the full-size activation maps
+# between a convolution and its pooling, not by the convolutions. The fast path computes the
+# same function with fewer passes over them:
+#
+# * channels-last memory, mkldnn's fast layout (one-channel images get explicit NHWC strides,
+#   otherwise mkldnn falls back to NCHW for the whole stack);
+# * with batch statistics, BatchNorm is the per-channel affine map  c -> a c + b  (a = gamma /
+#   sigma), and max-pooling commutes with increasing maps, so
+#   ``maxpool(relu(a c + b)) = relu(a maxpool(c) + b)`` for a >= 0, and the same with the
+#   minimum, ``-maxpool(-c)``, for a < 0. Only the statistics and the pooling read the full map;
+#   the affine map, the ReLU and the dropout run on the pooled map, a quarter of the size;
+# * the backward pass is written out: one pass over the full map, ``a G + alpha c + beta`` with
+#   G the pooled gradient scattered back to the maxima, instead of the four of the modules;
+# * dropout masks come from 15-bit random integers, four per 64-bit draw, instead of one float
+#   per element. The drop probability is rounded to a multiple of 2**-15 (0.2 -> 0.200012) and
+#   the kept values are scaled by the exact 1 / (1 - p).
+#
+# Outputs, gradients and running statistics agree with the plain modules to float rounding
+# (tests/test_models.py; exactly in float64). In float32 a rounding-level tie in a ReLU or a
+# max-pool window can route one gradient entry differently, as it does between torch's own NCHW
+# and channels-last kernels.
+# ---------------------------------------------------------------------------------------------
+
+_DROP_BITS = 15  # bits per dropout decision
+
+
+def _channels_last(x: Tensor) -> Tensor:
+    """``x`` (B, C, H, W) with NHWC strides (a view when it already has them or C == 1)."""
+    b, c, h, w = x.shape
+    if x.stride() == (c * h * w, 1, c * w, c):
+        return x
+    if c == 1:  # NCHW and NHWC hold the same bytes; only the strides tell mkldnn the layout
+        return x.contiguous().as_strided(x.shape, (h * w, 1, w, 1))
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _rows(t: Tensor) -> Tensor:
+    """A channels-last (B, C, H, W) tensor as the (B*H, W*C) matrix it is in memory (a view)."""
+    b, c, h, w = t.shape
+    return t.permute(0, 2, 3, 1).view(b * h, w * c)
+
+
+def _unrows(r: Tensor, shape: tuple[int, int, int, int]) -> Tensor:
+    """Inverse of :func:`_rows`: (B*H, W*C) -> channels-last (B, C, H, W), a view."""
+    b, c, h, w = shape
+    return r.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def _field_sum(r: Tensor, channels: int, group: int) -> Tensor:
+    """Sum of a (B*H, W*C) matrix per field of ``group`` consecutive channels: (C / group,)."""
+    s = r.sum(0).view(-1, channels).sum(0)  # (C,)
+    return s if group == 1 else s.view(-1, group).sum(1)
+
+
+def _row_vector(v: Tensor, group: int, width: int) -> Tensor:
+    """Per-field values (F,) as a (width * F * group,) row matching :func:`_rows`."""
+    return (v.repeat_interleave(group) if group > 1 else v).repeat(width)
+
+
+def _keep_mask(shape: tuple[int, ...], p: float) -> tuple[Tensor | None, float]:
+    """Dropout keep-mask (uint8, ``shape``) and the scale of the kept values.
+
+    Bernoulli(1 - p') decisions from 15-bit uniform integers, four per 64-bit draw of the
+    global torch generator; p' is p rounded to a multiple of 2**-15.
+    """
+    full = 2**_DROP_BITS
+    threshold = round(p * full)
+    if threshold <= 0:
+        return None, 1.0
+    if threshold >= full:
+        return torch.zeros(shape, dtype=torch.uint8), 0.0
+    n = math.prod(shape)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_()  # 63 uniform bits each
+    r = bits.view(torch.int16)[:n].bitwise_and_(full - 1)  # uniform on [0, 2**15)
+    return r.ge(threshold).view(torch.uint8).view(shape), full / (full - threshold)
+
+
+class _BlockTail(torch.autograd.Function):
+    """``dropout(maxpool2(relu(batchnorm(c))))`` with batch statistics, channels-last.
+
+    BatchNorm statistics, gamma and beta are shared by fields of ``group`` consecutive channels
+    (escnn's InnerBatchNorm; ``group`` 1 is nn.BatchNorm2d). ``keep`` is the uint8 dropout
+    mask of the pooled map in :func:`_rows` layout, or None, and ``scale`` the dropout scale.
+    Returns the block output and the batch mean and (biased) variance per field.
+    """
+
+    @staticmethod
+    def forward(ctx, c, gamma, beta, keep, group, eps, scale):  # noqa: D102
+        b, ch, h, w = c.shape
+        w2 = w // 2
+        n = b * h * w * group  # values behind each statistic
+        cr = _rows(c)  # (B*H, W*C)
+        mean = _field_sum(cr, ch, group) / n  # (F,)
+        var = _field_sum((cr - _row_vector(mean, group, w)).square_(), ch, group) / n
+        invstd = torch.rsqrt(var + eps)
+        slope = gamma * invstd  # (F,)  BatchNorm = slope * c + shift
+        a = slope.repeat_interleave(group) if group > 1 else slope  # (C,)
+        if bool((a < 0).any()):  # decreasing channels pool their minimum, -max(-c)
+            sign = torch.where(a < 0, -1.0, 1.0).to(c.dtype)
+            p, idx = F.max_pool2d(_unrows(cr * sign.repeat(w), c.shape), 2, 2,
+                                  return_indices=True)
+            pr = _rows(_channels_last(p)) * sign.repeat(w2)
+        else:
+            p, idx = F.max_pool2d(c, 2, 2, return_indices=True)
+            pr = _rows(_channels_last(p))  # (B*H/2, W/2*C): the selected values of c
+        shift = beta - mean * slope
+        out = torch.addcmul(_row_vector(shift * scale, group, w2), pr,
+                            _row_vector(slope * scale, group, w2)).relu_()
+        if keep is not None:
+            out.mul_(keep)
+        # positions of the maxima in c's memory: idx (row * W + col) * C + channel + image offset
+        flat = _rows(_channels_last(idx)).mul_(ch)
+        image = torch.arange(b, device=c.device).repeat_interleave(h // 2)  # image of each row
+        flat.add_(image.mul_(h * w * ch)[:, None])
+        flat.add_(torch.arange(ch, device=c.device).repeat(w2))
+        y = _unrows(out, (b, ch, h // 2, w2))
+        ctx.save_for_backward(c, flat, pr, y, mean, invstd, slope)
+        ctx.group, ctx.scale = group, scale
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_y, _g_mean, _g_var):  # noqa: D102
+        c, flat, pr, y, mean, invstd, slope = ctx.saved_tensors
+        group, scale = ctx.group, ctx.scale
+        b, ch, h, w = c.shape
+        w2 = w // 2
+        n = b * h * w * group
+        # d loss / d out, where the ReLU and the dropout let it through (out > 0)
+        g = torch.ops.aten.threshold_backward(_rows(_channels_last(g_y)), _rows(y), 0)
+        d_beta = _field_sum(g, ch, group) * scale  # sum of dL/dBN over the map (F,)
+        d_gamma = _field_sum(g * (pr - _row_vector(mean, group, w2)), ch, group) * (invstd * scale)
+        d_c = None
+        if ctx.needs_input_grad[0]:
+            # dL/dc = slope (G - d_beta / n - xhat d_gamma / n) = slope G + alpha c + beta,
+            # G = dL/dBN scattered to the maxima, xhat = (c - mean) invstd
+            alpha = -slope * invstd * d_gamma / n
+            beta = -slope * d_beta / n - alpha * mean
+            d_c = torch.addcmul(_row_vector(beta, group, w), _rows(c), _row_vector(alpha, group, w))
+            g.mul_(_row_vector(slope * scale, group, w2))
+            d_c.view(-1).scatter_add_(0, flat.view(-1), g.view(-1))
+            d_c = _unrows(d_c, c.shape)
+        return d_c, d_gamma, d_beta, None, None, None, None
+
+
+@torch.no_grad()
+def _update_running_stats(bn: nn.Module, mean: Tensor, var: Tensor, n: int) -> None:
+    """What nn.BatchNorm does with the batch statistics in training mode."""
+    bn.num_batches_tracked.add_(1)
+    momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
+    bn.running_var.lerp_((var * (n / max(n - 1, 1))).to(bn.running_var.dtype), momentum)
+
+
+def _fused_block(
+    x: Tensor, weight: Tensor, bias: Tensor | None, padding, bn: nn.Module, drop: float,
+    *, group: int = 1,
+) -> Tensor:
+    """One block on the fast path: x (B, C_in, H, W) channels-last -> (B, C, H/2, W/2).
+
+    ``bn`` is the BatchNorm module holding gamma, beta and the running statistics (one entry
+    per field of ``group`` channels); ``drop`` the dropout probability in force (0 when the
+    dropout module is in eval mode).
+    """
+    c = F.conv2d(x, weight, bias, padding=padding)  # (B, C, H, W), channels-last
+    b, ch, h, w = c.shape
+    keep, scale = _keep_mask((b * (h // 2), (w // 2) * ch), drop) if drop > 0 else (None, 1.0)
+    if bn.training or not bn.track_running_stats:
+        y, mean, var = _BlockTail.apply(c, bn.weight, bn.bias, keep, group, bn.eps, scale)
+        if bn.training and bn.track_running_stats:
+            _update_running_stats(bn, mean, var, b * h * w * group)
+        return y
+    # running statistics: a fixed affine map per channel, pooled first all the same
+    slope = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * slope
+    if group > 1:
+        slope, shift = slope.repeat_interleave(group), shift.repeat_interleave(group)
+    sign = torch.where(slope < 0, -1.0, 1.0).to(c.dtype).view(1, ch, 1, 1)
+    p = F.max_pool2d(c * sign, 2, 2) * sign
+    out = torch.relu(p * slope.view(1, ch, 1, 1) + shift.view(1, ch, 1, 1))
+    if keep is not None:
+        out = _unrows(_rows(_channels_last(out)) * keep * scale, out.shape)
+    return out
+
+
+def _use_fast_path(model: nn.Module, x: Tensor) -> bool:
+    return (
+        getattr(model, "fused", True)
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and x.dim() == 4
+        and min(x.shape[2:]) >= 2
+    )
+
+
+_allocator_tuned = False
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed large buffers in glibc's heap instead of handing them back to the kernel.
+
+    glibc serves every buffer above its mmap threshold (at most 32 MiB) with a fresh ``mmap``
+    and unmaps it on ``free``, so each training step page-faults its large activation maps in
+    again: a third of the CPU time of the authors' scripts is this system time. This sets
+    ``M_MMAP_MAX = 0`` and ``M_TRIM_THRESHOLD`` to its maximum for the whole process; freed
+    memory is reused by the next step and is not returned to the OS before the process ends.
+    Linux with glibc only; elsewhere it does nothing.
+
+    Returns:
+        Whether the setting is in force.
+    """
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(-4, 0) == 1 and libc.mallopt(-1, 2**31 - 1) == 1  # MMAP_MAX, TRIM
+    except (OSError, AttributeError):  # pragma: no cover - exotic libc
+        return False
+    _allocator_tuned = bool(ok)
+    if ok:
+        logger.debug("glibc malloc: large buffers stay in the heap (M_MMAP_MAX=0, no trim)")
+    return _allocator_tuned
+
+
+def prepare_for_training(
+    model: nn.Module,
+    *,
+    device: str | torch.device = "cpu",
+    fused: bool = True,
+    compile: bool = False,
+    tune_allocator: bool = True,
+) -> nn.Module:
+    """Move ``model`` to ``device`` and switch on the fast CPU settings; returns the model to train.
+
+    Args:
+        model: A model of :func:`build_model` (or any module; the options then do what applies).
+        device: Training device.
+        fused: Use the fused channels-last blocks on the CPU (same function, fewer passes over
+            the activation maps; see the comment above ``_BlockTail`` in ``sidda/models.py``).
+        compile: Wrap the model in ``torch.compile`` (measured slower on the CPU, plus 30-100 s
+            of compilation; off by default). The returned module then differs from ``model``,
+            which keeps the weights.
+        tune_allocator: On the CPU, call :func:`tune_cpu_allocator`.
+
+    >>> m = prepare_for_training(build_model("cnn", in_channels=1, num_classes=3, image_size=32))
+    >>> m.fused
+    True
+    """
+    device = torch.device(device)
+    model.to(device)
+    base = _unwrap(model)
+    base.fused = bool(fused)
+    if device.type == "cpu" and tune_allocator:
+        tune_cpu_allocator()
+    if compile:
+        return torch.compile(model)
+    return model
+
+
 class _Head(nn.Module):
     """flatten -> fc1 -> LayerNorm (latent) -> fc2 (logits), with the paper's init."""
 
@@ -175,7 +449,7 @@ class CNN(_Classifier):
         _check_image_size(image_size)
         layers: list[nn.Module] = []
         c_in = in_channels
-        for width, k in zip(WIDTHS, KERNELS):
+        for width, k in zip(WIDTHS, KERNELS, strict=True):
             layers += [
                 nn.Conv2d(c_in, width, k, padding=k // 2),
                 nn.BatchNorm2d(width),
@@ -185,11 +459,19 @@ class CNN(_Classifier):
             ]
             c_in = width
         self.blocks = nn.Sequential(*layers)
+        self.fused = True  # the CPU fast path (see _BlockTail); False runs the modules as listed
         self.head = _Head(self._flat_size(in_channels, image_size), latent_dim, num_classes)
 
     def features(self, x: Tensor) -> Tensor:
         """Images (B, C, H, W) -> feature maps (B, 32, H/8, W/8)."""
-        return self.blocks(x)
+        if not _use_fast_path(self, x):
+            return self.blocks(x)
+        x = _channels_last(x)
+        for i in range(0, len(self.blocks), 5):
+            conv, bn, drop = self.blocks[i], self.blocks[i + 1], self.blocks[i + 4]
+            x = _fused_block(x, conv.weight, conv.bias, conv.padding, bn,
+                             drop.p if drop.training else 0.0)
+        return x  # (B, 32, H/8, W/8), channels-last
 
 
 def _escnn():
@@ -239,7 +521,7 @@ class EquivariantCNN(_Classifier):
         self.in_type = enn.FieldType(gspace, in_channels * [gspace.trivial_repr])
         modules = []
         t_in = self.in_type
-        for width, k in zip(WIDTHS, KERNELS):
+        for width, k in zip(WIDTHS, KERNELS, strict=True):
             t_out = enn.FieldType(gspace, width * [gspace.regular_repr])
             modules += [
                 enn.R2Conv(t_in, t_out, kernel_size=k, padding=k // 2),
@@ -251,13 +533,31 @@ class EquivariantCNN(_Classifier):
             t_in = t_out
         self.blocks = enn.SequentialModule(*modules)
         self.pool = enn.GroupPooling(t_in)
+        self.field_size = gspace.regular_repr.size  # channels per regular field: 2N, N or 1
+        self.fused = True  # the CPU fast path in training mode (see _BlockTail)
         self.head = _Head(self._flat_size(in_channels, image_size), latent_dim, num_classes)
 
     def features(self, x: Tensor) -> Tensor:
         """Images (B, C, H, W) -> group-pooled feature maps (B, 32, H/8, W/8), equivariant."""
+        if self.training and _use_fast_path(self, x):
+            return self._fused_features(x)
         from escnn.nn import GeometricTensor
 
         return self.pool(self.blocks(GeometricTensor(x, self.in_type))).tensor
+
+    def _fused_features(self, x: Tensor) -> Tensor:
+        """The escnn blocks on the fast path: the filters are expanded from the equivariant basis
+        as escnn does in training mode, and InnerBatchNorm shares its statistics per field."""
+        g = self.field_size
+        x = _channels_last(x)
+        for i in range(0, len(self.blocks), 5):
+            conv, bn, drop = self.blocks[i], self.blocks[i + 1], self.blocks[i + 4]
+            weight, bias = conv.expand_parameters()  # (C_out, C_in, k, k), (C_out,)
+            x = _fused_block(x, weight, bias, conv.padding, getattr(bn, f"batch_norm_[{g}]"),
+                             drop.p if drop.training else 0.0, group=g)
+        b, c, h, w = x.shape  # group pooling: the max over the channels of each field
+        z = x.permute(0, 2, 3, 1).reshape(b, h, w, c // g, g).max(-1).values  # (B, h, w, 32)
+        return z.permute(0, 3, 1, 2)  # (B, 32, h, w), channels-last
 
 
 class _Exported(_Classifier):
@@ -273,13 +573,24 @@ class _Exported(_Classifier):
         return self.pool(self.blocks(x))
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DataParallel / DistributedDataParallel and torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module"):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
 def model_state(model: nn.Module) -> dict[str, Tensor]:
     """The model's learnable state on the CPU, without escnn's eval-mode filter caches.
 
     escnn's ``R2Conv`` adds ``filter`` and ``expanded_bias`` buffers in ``eval()`` mode; the
     state is taken in training mode so that it loads into a freshly built model.
     """
-    base = model.module if hasattr(model, "module") else model
+    base = _unwrap(model)
     was_training = base.training
     base.train()
     state = {k: v.detach().cpu().clone() for k, v in base.state_dict().items()}
@@ -293,7 +604,7 @@ def export_model(model: nn.Module) -> nn.Module:
     The exported network computes the same function (up to float rounding) without rebuilding
     filters from the equivariant basis at every call. The copy is in ``eval()`` mode.
     """
-    base = model.module if hasattr(model, "module") else model
+    base = _unwrap(model)
     was_training = base.training
     base.eval()
     out = _Exported(base) if isinstance(base, EquivariantCNN) else copy.deepcopy(base)

@@ -16,8 +16,13 @@ on the CPU:
 * the position: epoch, steps of that epoch done, target batches drawn (:class:`TrainState`);
 * selection and early stopping: best values so far, patience left, consecutive bad steps;
 * the history logged so far (``history.csv`` and ``history_steps.csv`` are rewritten from it);
-* the python, NumPy and torch (and CUDA) random states at that step boundary;
-* the train and loss config it was written with (a resume must use the same).
+* the python, NumPy and torch (and CUDA) random states at that step boundary, of every rank
+  when several processes train (:func:`restore_rng`);
+* the train, loss and dist config it was written with (a resume must use the same).
+
+With several ranks (:mod:`sidda.distributed`) only rank 0 writes; every rank takes part in
+the checks (non-finite weights, signals), so that all of them stop together, and every rank
+reads ``last.pt`` when resuming, so the run directory must be visible to all of them.
 
 The data order needs no state: an epoch's batches depend only on (seed, epoch) and the target
 stream restarts at the saved batch index (:func:`~sidda.datasets.batches`,
@@ -41,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sidda.distributed import DistContext, gather_object, max_over_ranks
 from sidda.losses import LossConfig
 from sidda.models import model_state
 from sidda.runs import RESUME_CHECKPOINT, load_checkpoint, save_checkpoint
@@ -55,7 +61,9 @@ __all__ = [
     "TrainState",
     "TrainingInterrupted",
     "count_bad_step",
+    "read_last",
     "read_state",
+    "restore_rng",
     "resume_path",
 ]
 
@@ -64,7 +72,7 @@ logger = logging.getLogger(__name__)
 FORMAT = 1  # version of the last.pt layout
 #: Options that may differ between the interrupted and the resumed run (none changes the
 #: numbers on one device, except the thread count, which can change float summation order).
-_MAY_DIFFER = ("device", "threads", "checkpoint_every", "max_bad_steps")
+_MAY_DIFFER = ("device", "threads", "checkpoint_every", "max_bad_steps", "timeout_s")
 
 
 @dataclass
@@ -115,6 +123,31 @@ def _set_rng_state(state: dict) -> None:
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
+
+
+def restore_rng(ckpt: dict, ctx: DistContext, *, seed: int) -> None:
+    """Restore this rank's random states from a ``last.pt`` dict (:func:`read_last`).
+
+    ``last.pt`` holds the states of every rank that wrote it. A resume with as many ranks
+    gives each rank its own state back, so it repeats the uninterrupted run. With another
+    number of ranks, rank 0 takes rank 0's state and every other rank r re-seeds torch from
+    (``seed``, r, epoch, step): deterministic, but not the stream the interrupted run would
+    have drawn (dropout masks differ from an uninterrupted run).
+    """
+    states = ckpt.get("rng_ranks") or [ckpt["rng"]]
+    if len(states) == ctx.world_size:
+        _set_rng_state(states[ctx.rank])
+        return
+    state = ckpt["state"]
+    if ctx.is_main:
+        _set_rng_state(states[0])
+        logger.warning(
+            "last.pt was written by %d process(es), this run has %d: ranks other than 0 "
+            "re-seed their random numbers, so dropout differs from an uninterrupted run",
+            len(states), ctx.world_size)
+    else:
+        entropy = [seed, ctx.rank, state["epoch"], state["step"]]
+        torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
 
 
 class NonFiniteError(RuntimeError):
@@ -197,8 +230,9 @@ class Checkpointer:
         optimizer: Its optimizer.
         scheduler: Its learning-rate scheduler.
         criterion: The SIDDA loss (holds the etas), or None for the baseline.
-        config: The train and loss config as plain dicts (``{"train": ..., "loss": ...}``).
-        device: Where training runs (CUDA random states are kept for a CUDA device).
+        config: The train, loss and dist config as plain dicts (``{"train": ..., ...}``).
+        ctx: This process's rank and device (CUDA random states are kept for a CUDA device).
+            Every rank makes the same calls; only rank 0 writes.
     """
 
     def __init__(
@@ -210,12 +244,13 @@ class Checkpointer:
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         criterion: nn.Module | None,
         config: dict,
-        device: torch.device,
+        ctx: DistContext | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.criterion, self.config, self.device = criterion, config, device
-        if run_dir is not None:
+        self.criterion, self.config, self.ctx = criterion, config, ctx or DistContext()
+        self.writes = run_dir is not None and self.ctx.is_main
+        if self.writes:
             (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
 
     def _loss_state(self) -> dict | None:
@@ -224,23 +259,30 @@ class Checkpointer:
         return {k: v.detach().cpu().clone() for k, v in self.criterion.state_dict().items()}
 
     def check_finite(self) -> None:
-        """Raise :class:`NonFiniteError` if any weight (model or etas) is NaN or inf."""
+        """Raise :class:`NonFiniteError` if any weight (model or etas) is NaN or inf.
+
+        With several ranks, on every rank as soon as one of them has such a weight.
+        """
         named = list(self.model.state_dict().items())
         if self.criterion is not None:
             named += [(f"loss.{k}", v) for k, v in self.criterion.state_dict().items()]
-        for name, t in named:
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                raise NonFiniteError(
-                    f"weight {name} became non-finite, so it was not saved (the checkpoints "
-                    "on disk stay as they were); lower train.lr or tighten train.grad_clip and "
-                    "start a new run"
-                )
+        bad = next((name for name, t in named
+                    if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+        if max_over_ranks(bad is not None, self.ctx):
+            where = f"weight {bad}" if bad is not None else "a weight of another rank"
+            raise NonFiniteError(
+                f"{where} became non-finite, so it was not saved (the checkpoints on disk "
+                "stay as they were); lower train.lr or tighten train.grad_clip and start a new "
+                "run"
+            )
 
     def save_model(self, name: str, *, epoch: int, record: dict) -> None:
         """Write ``checkpoints/<name>.pt`` (``final``, ``best_val_acc``, ``best_val_loss``)."""
         if self.run_dir is None:
             return
         self.check_finite()
+        if not self.writes:
+            return
         save_checkpoint(self.run_dir / "checkpoints" / f"{name}.pt", {
             "model": model_state(self.model), "loss": self._loss_state(), "epoch": epoch,
             "record": record,
@@ -251,6 +293,9 @@ class Checkpointer:
         if self.run_dir is None:
             return
         self.check_finite()
+        rng = gather_object(_rng_state(self.ctx.device), self.ctx)  # every rank's, in order
+        if not self.writes:
+            return
         save_checkpoint(resume_path(self.run_dir), {
             "format": FORMAT,
             "model": model_state(self.model),
@@ -260,34 +305,34 @@ class Checkpointer:
             "state": dataclasses.asdict(state),
             "history": history,
             "config": self.config,
-            "rng": _rng_state(self.device),
+            "rng": rng[0],
+            "rng_ranks": rng if len(rng) > 1 else None,
+            "world_size": len(rng),
             "epoch": state.epoch,
         })
 
-    def load_last(self) -> tuple[TrainState, dict] | None:
-        """Load ``last.pt`` into the model, optimizer, scheduler and etas; restore the RNGs.
 
-        Returns:
-            The state and the history dict, or None if the run has no ``last.pt`` yet.
+def read_last(run_dir: str | Path, config: dict) -> dict | None:
+    """Read ``run_dir/checkpoints/last.pt`` for a resume, and check it fits ``config``.
 
-        Raises:
-            ValueError: the checkpoint is unreadable, or was written with another config
-                (only the device and the thread count may differ).
-        """
-        path = resume_path(self.run_dir)
-        if not path.is_file():
-            return None
-        ckpt = load_checkpoint(path)
-        if ckpt.get("format") != FORMAT or "state" not in ckpt:
-            raise ValueError(f"{path}: not a resumable checkpoint of this sidda version")
-        _check_same_config(ckpt["config"], self.config, path)
-        self.model.load_state_dict(ckpt["model"])
-        if self.criterion is not None:
-            self.criterion.load_state_dict(ckpt["loss"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"])
-        return TrainState(**ckpt["state"]), ckpt["history"]
+    The caller loads the parts into the model, the loss, the optimizer and the scheduler, and
+    restores the random states last (:func:`restore_rng`).
+
+    Returns:
+        The checkpoint dict, or None if the run has no ``last.pt`` yet.
+
+    Raises:
+        ValueError: the checkpoint is unreadable, or was written with another config (only
+            the device, the thread count and a few such options may differ).
+    """
+    path = resume_path(run_dir)
+    if not path.is_file():
+        return None
+    ckpt = load_checkpoint(path)
+    if ckpt.get("format") != FORMAT or "state" not in ckpt:
+        raise ValueError(f"{path}: not a resumable checkpoint of this sidda version")
+    _check_same_config(ckpt["config"], config, path)
+    return ckpt
 
 
 def read_state(run_dir: str | Path) -> TrainState | None:
@@ -299,11 +344,11 @@ def read_state(run_dir: str | Path) -> TrainState | None:
 
 
 def _check_same_config(saved: dict, now: dict, path: Path) -> None:
-    diffs = [
+    diffs = [  # a section the checkpoint lacks (written before it existed) is not checked
         f"{section}.{k}: {saved[section].get(k)!r} in the checkpoint, {v!r} now"
-        for section in sorted(set(saved) | set(now))
-        for k, v in now.get(section, {}).items()
-        if k not in _MAY_DIFFER and saved.get(section, {}).get(k) != v
+        for section in sorted(set(saved) & set(now))
+        for k, v in now[section].items()
+        if k not in _MAY_DIFFER and saved[section].get(k) != v
     ]
     if diffs:
         raise ValueError(

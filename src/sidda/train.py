@@ -27,6 +27,13 @@ Recovery (:mod:`sidda.recovery`, ``docs/recovery.md``): ``fit(..., resume=True)`
 from ``checkpoints/last.pt`` bit for bit on the CPU; SIGTERM and SIGINT save it and raise
 :class:`TrainingInterrupted`; a step with a non-finite latent, loss or gradient is skipped, and
 ``max_bad_steps`` of them in a row raise :class:`NonFiniteError`.
+
+Several processes and the GPU (:mod:`sidda.distributed`, ``docs/distributed.md``): given a
+:class:`~sidda.distributed.DistContext` from ``init_distributed`` (torchrun), every rank runs
+this same loop on its shard of each global batch, with the model in DistributedDataParallel;
+the logged values, the skip decisions and the stops are the same on every rank, rank 0 alone
+validates (then shares the result) and writes. On CUDA the forward pass runs under bf16
+autocast and the loss in float32 (:class:`~sidda.distributed.DistConfig`).
 """
 
 from __future__ import annotations
@@ -47,7 +54,18 @@ from torch.nn import functional as F
 
 from sidda.alignment import fixed_blur_sinkhorn, paper_js_distance
 from sidda.datasets import ImageSet, batches, cycle_batches
-from sidda.losses import LossConfig, SIDDALoss, max_cross_distance, sinkhorn_divergence
+from sidda.distributed import (
+    DistConfig,
+    DistContext,
+    broadcast_object,
+    max_over_ranks,
+    prepare_model,
+    shard_indices,
+    to_device,
+    unwrap,
+    use_channels_last,
+)
+from sidda.losses import LossConfig, SIDDALoss, sinkhorn_divergence
 from sidda.recovery import (
     Checkpointer,
     NonFiniteError,
@@ -55,9 +73,12 @@ from sidda.recovery import (
     TrainingInterrupted,
     TrainState,
     count_bad_step,
+    read_last,
+    restore_rng,
     resume_path,
 )
 from sidda.runs import write_csv
+from sidda.step import train_step
 
 __all__ = ["History", "NonFiniteError", "TrainConfig", "TrainingInterrupted", "fit",
            "resolve_device"]
@@ -81,7 +102,8 @@ class TrainConfig:
         grad_clip: Max gradient norm of the model parameters (the etas are not clipped).
         early_stopping: Patience in post-warm-up epochs, or None for no early stopping.
         seed: Seeds the split, the data order, the initial weights and dropout.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"`` (under torchrun, ``"cuda"``
+            puts rank r on ``cuda:LOCAL_RANK``).
         threads: torch intra-op threads on the CPU, or None to keep torch's choice.
         checkpoint_every: Also write ``last.pt`` every this many steps, or None for epoch ends
             only (enough for short epochs; long epochs on a pre-emptible machine want it).
@@ -189,12 +211,13 @@ class _Run:
 
     cfg: TrainConfig
     loss: LossConfig
-    model: nn.Module
+    dist: DistConfig
+    ctx: DistContext
+    net: nn.Module  # the model, in DDP with several ranks
     criterion: SIDDALoss | None
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.MultiStepLR
     ckpt: Checkpointer
-    device: torch.device
     run_dir: Path | None
     callbacks: Sequence[Callback]
     hist: History = field(default_factory=History)
@@ -202,27 +225,33 @@ class _Run:
     signals: SignalCatcher | None = None
 
     @property
-    def params(self) -> list[Tensor]:
-        """The model parameters, which are clipped (the etas are not)."""
-        return self.optimizer.param_groups[0]["params"]
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+    @property
+    def channels_last(self) -> bool:
+        return use_channels_last(self.dist, self.device)
 
     def save_last(self) -> None:
         self.ckpt.save_last(self.state, dataclasses.asdict(self.hist))
 
     def write_history(self) -> None:
-        if self.run_dir is not None:
+        if self.ckpt.writes:
             self.hist.write(self.run_dir)
 
     def stop_if_signalled(self, n_steps: int) -> None:
-        """After SIGTERM or SIGINT: write the histories and ``last.pt``, then raise."""
-        if self.signals is None or self.signals.signum is None:
+        """After SIGTERM or SIGINT (to any rank): write the histories and ``last.pt``, raise."""
+        if self.signals is None:
+            return
+        signum = max_over_ranks(self.signals.signum or 0, self.ctx)  # all ranks stop together
+        if not signum:
             return
         self.write_history()
         self.save_last()
         logger.info("state saved to %s", resume_path(self.run_dir))
         raise TrainingInterrupted(
-            self.signals.signum, run_dir=self.run_dir, epoch=self.state.epoch,
-            epochs=self.cfg.epochs, step=self.state.step, n_steps=n_steps)
+            signum, run_dir=self.run_dir, epoch=self.state.epoch, epochs=self.cfg.epochs,
+            step=self.state.step, n_steps=n_steps)
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -232,63 +261,6 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 def _fmt(v: float | None, spec: str = ".4f") -> str:
     return "-" if v is None else format(v, spec)
-
-
-def _step(run: _Run, x_s: Tensor, y_s: Tensor, x_t: Tensor | None) -> dict:
-    """One optimisation step on a source batch (and a target batch after the warm-up).
-
-    Returns the logged values. A non-finite latent, loss or gradient skips the update: the
-    gradients are dropped, neither the optimizer nor the etas move, and ``skipped`` names
-    what was non-finite (``latents``, ``max distance``, ``CE``, ``DA``, ``total``,
-    ``gradient``); it is None for a normal step.
-    """
-    model, criterion, optimizer = run.model, run.criterion, run.optimizer
-    optimizer.zero_grad(set_to_none=True)
-    out: dict = dict.fromkeys(("ce", "da", "blur", "max_distance", "total", "grad_norm",
-                               "skipped"))
-    bad, objective = [], None
-    if x_t is not None:
-        b = len(x_s)
-        z, logits = model(torch.cat([x_s, x_t]))  # (B_s + B_t, D), (B_s + B_t, K)
-        if not bool(torch.isfinite(z).all()):
-            bad.append("latents")
-        else:
-            try:
-                res = criterion(logits[:b], y_s, z[:b], z[b:])
-                objective = res.total
-                out.update(ce=res.ce.item(), da=res.da.item(), blur=res.blur,
-                           max_distance=res.max_distance, total=objective.item())
-            except ValueError:  # no finite blur: the latent distances overflow
-                out["max_distance"] = max_cross_distance(z[:b], z[b:])
-                if math.isfinite(out["max_distance"]):
-                    raise
-                bad.append("max distance")
-        if objective is None:
-            out["ce"] = F.cross_entropy(logits[:b].detach(), y_s).item()
-    else:
-        _, logits = model(x_s)
-        objective = F.cross_entropy(logits, y_s)
-        out.update(ce=objective.item(), total=objective.item())
-    bad += [name for name, key in (("CE", "ce"), ("DA", "da"), ("total", "total"))
-            if out[key] is not None and not math.isfinite(out[key])]
-    if not bad:
-        objective.backward()
-        out["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(run.params, run.cfg.grad_clip))
-        etas_ok = criterion is None or all(
-            p.grad is None or bool(torch.isfinite(p.grad).all()) for p in criterion.parameters()
-        )
-        if not (math.isfinite(out["grad_norm"]) and etas_ok):
-            bad.append("gradient")
-    if bad:
-        optimizer.zero_grad(set_to_none=True)
-        out["skipped"] = ", ".join(bad)
-        return out
-    if criterion is not None:
-        criterion.before_step()
-    optimizer.step()
-    if criterion is not None:
-        criterion.after_step()
-    return out
 
 
 @torch.no_grad()
@@ -354,6 +326,8 @@ def fit(
     run_dir: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
     resume: bool = False,
+    dist_cfg: DistConfig | None = None,
+    ctx: DistContext | None = None,
 ) -> History:
     """Train ``model`` (returning ``(latent, logits)``) with SIDDA or the source-only baseline.
 
@@ -370,10 +344,16 @@ def fit(
             raise :class:`TrainingInterrupted`.
         callbacks: Called as ``cb(event, record)`` with event ``"step"`` or ``"epoch"``.
         resume: Continue from ``run_dir/checkpoints/last.pt`` (from the start if there is
-            none yet); ``cfg`` and ``loss`` must be those the run was started with.
+            none yet); ``cfg``, ``loss`` and ``dist_cfg`` must be those the run was started
+            with.
+        dist_cfg: Precision, memory format and multi-process options (defaults: bf16 and
+            channels_last on CUDA only, the global Sinkhorn term).
+        ctx: This process's rank and device, from :func:`~sidda.distributed.init_distributed`;
+            None: one process on ``cfg.device``. Every rank calls ``fit`` with the same
+            arguments (callbacks aside); only rank 0 writes to ``run_dir``.
 
     Returns:
-        The :class:`History`; the model holds the final weights.
+        The :class:`History` (the same on every rank); the model holds the final weights.
 
     Raises:
         NonFiniteError: ``cfg.max_bad_steps`` consecutive steps were non-finite.
@@ -381,41 +361,55 @@ def fit(
     """
     if train_s.y is None:
         raise ValueError("the source training set needs labels")
-    loss = loss or LossConfig()
+    loss, dist_cfg = loss or LossConfig(), dist_cfg or DistConfig()
+    ctx = ctx or DistContext(device=resolve_device(cfg.device))
     criterion = loss.build()
     if criterion is not None and train_t is None:
         raise ValueError("SIDDA needs target training images; pass train_t or use source_only")
     if resume and run_dir is None:
         raise ValueError("resume=True needs the run_dir that holds checkpoints/last.pt")
-    device = resolve_device(cfg.device)
+    n = ctx.world_size
+    if cfg.batch_size < n or len(train_s) < n or (criterion is not None and len(train_t) < n):
+        raise ValueError(
+            f"{n} processes need train.batch_size and both training sets of at least {n} "
+            f"images (each rank takes a shard of every batch), got batch_size "
+            f"{cfg.batch_size}; use fewer processes (--nproc_per_node) or more images"
+        )
     run_dir = Path(run_dir) if run_dir is not None else None
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        torch.manual_seed(cfg.seed)
-        model.to(device)
-        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        torch.manual_seed(cfg.seed + ctx.rank)  # dropout: an independent stream per rank
+        config = {"train": dataclasses.asdict(cfg), "loss": dataclasses.asdict(loss),
+                  "dist": dataclasses.asdict(dist_cfg)}
+        saved = read_last(run_dir, config) if resume else None
+        if saved is not None:  # into the plain model: DDP copies rank 0's weights when wrapping
+            model.load_state_dict(saved["model"])
+            if criterion is not None:
+                criterion.load_state_dict(saved["loss"])
+        net = prepare_model(model, ctx, sync_batchnorm=dist_cfg.sync_batchnorm,
+                            channels_last=use_channels_last(dist_cfg, ctx.device))
+        groups = [{"params": [p for p in unwrap(net).parameters() if p.requires_grad]}]
         if criterion is not None:
-            criterion.to(device)
+            criterion.to(ctx.device)
             groups.append(criterion.param_group())
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(
             optimizer, milestones=cfg.resolved_milestones(), gamma=cfg.lr_decay)
-        ckpt = Checkpointer(
-            run_dir, model=model, optimizer=optimizer, scheduler=scheduler, criterion=criterion,
-            device=device,
-            config={"train": dataclasses.asdict(cfg), "loss": dataclasses.asdict(loss)})
-        run = _Run(cfg, loss, model, criterion, optimizer, scheduler, ckpt, device, run_dir,
+        ckpt = Checkpointer(run_dir, model=unwrap(net), optimizer=optimizer, scheduler=scheduler,
+                            criterion=criterion, config=config, ctx=ctx)
+        run = _Run(cfg, loss, dist_cfg, ctx, net, criterion, optimizer, scheduler, ckpt, run_dir,
                    callbacks, state=TrainState(patience_left=cfg.early_stopping))
-        if resume:
-            loaded = ckpt.load_last()
-            if loaded is None:
-                logger.info("%s not found: starting from the beginning", resume_path(run_dir))
-            else:
-                run.state, run.hist = loaded[0], History(**loaded[1])
-                logger.info("resuming %s at epoch %d/%d, step %d", run_dir,
-                            run.state.epoch + 1, cfg.epochs, run.state.step)
+        if resume and saved is None:
+            logger.info("%s not found: starting from the beginning", resume_path(run_dir))
+        elif saved is not None:
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            run.state, run.hist = TrainState(**saved["state"]), History(**saved["history"])
+            restore_rng(saved, ctx, seed=cfg.seed)
+            logger.info("resuming %s at epoch %d/%d, step %d", run_dir,
+                        run.state.epoch + 1, cfg.epochs, run.state.step)
         if run.state.finished:
             logger.info("%s: the run has already finished", run_dir)
             return run.hist
@@ -434,26 +428,36 @@ def fit(
 def _loop(run: _Run, train_s: ImageSet, train_t: ImageSet | None, val_s: ImageSet | None,
           val_t: ImageSet | None) -> None:
     """The epochs from ``run.state`` on; updates ``run.state`` and ``run.hist`` in place."""
-    cfg, state, hist, device, criterion = run.cfg, run.state, run.hist, run.device, run.criterion
+    cfg, state, hist, criterion, ctx = run.cfg, run.state, run.hist, run.criterion, run.ctx
     n_steps = math.ceil(len(train_s) / cfg.batch_size)
+
+    def load(images: ImageSet, idx: Tensor) -> Tensor:  # this rank's shard, on its device
+        return to_device(images.x[idx], ctx.device, channels_last=run.channels_last)
+
     stream_t = None if criterion is None else cycle_batches(
         len(train_t), cfg.batch_size, seed=cfg.seed, start=state.stream_t)
     while state.epoch < cfg.epochs and not hist.stopped_early:
         epoch, t0 = state.epoch, time.perf_counter()
-        run.model.train()
+        run.net.train()
         aligning = criterion is not None and epoch >= cfg.warmup
         phase = "source_only" if criterion is None else ("sidda" if aligning else "warmup")
         lr = run.optimizer.param_groups[0]["lr"]
-        first = len(hist.steps) - state.step  # this epoch's rows start here
+        first = len(hist.steps) - state.step  # this epoch's rows start here (a skipped small
+        # batch below can only be the last of an epoch, so it never comes before a resume)
         order = batches(len(train_s), cfg.batch_size, seed=cfg.seed, epoch=epoch)
         for step in range(state.step, n_steps):
-            idx_s = order[step]
+            idx_s = order[step]  # the global batches: the same on every rank
             idx_t = next(stream_t) if stream_t is not None else None
-            x_s = train_s.x[idx_s].to(device, non_blocking=True)
-            y_s = train_s.y[idx_s].to(device, non_blocking=True)
-            x_t = train_t.x[idx_t].to(device, non_blocking=True) if aligning else None
+            if len(idx_s) < ctx.world_size:  # a last batch too small to give each rank an image
+                state.step, state.stream_t = step + 1, state.stream_t + (stream_t is not None)
+                continue
+            my_s = shard_indices(idx_s, ctx)
+            x_s, y_s = load(train_s, my_s), to_device(train_s.y[my_s], ctx.device)
+            x_t = load(train_t, shard_indices(idx_t, ctx)) if aligning else None
             row = {"epoch": epoch, "step": epoch * n_steps + step, "phase": phase, "lr": lr}
-            row.update(_step(run, x_s, y_s, x_t))
+            row.update(train_step(run.net, x_s, y_s, x_t, criterion=criterion,
+                                  optimizer=run.optimizer, grad_clip=cfg.grad_clip, ctx=ctx,
+                                  dist_cfg=run.dist))
             if criterion is not None:
                 row.update(eta_1=criterion.eta_1.item(), eta_2=criterion.eta_2.item())
             hist.steps.append(row)
@@ -484,7 +488,12 @@ def _loop(run: _Run, train_s: ImageSet, train_t: ImageSet | None, val_s: ImageSe
 
 def _end_epoch(run: _Run, rows: list[dict], *, epoch: int, phase: str, lr: float, t0: float,
                val_s: ImageSet | None, val_t: ImageSet | None) -> None:
-    """Epoch means, validation, model selection, logging and early stopping."""
+    """Epoch means, validation, model selection, logging and early stopping.
+
+    Rank 0 validates alone, on the unwrapped model (a forward pass of the DDP wrapper may start
+    collectives), and sends the result to the other ranks: every rank then takes the same
+    selection and early-stopping decisions, so all of them stop together.
+    """
     cfg, state, hist, criterion = run.cfg, run.state, run.hist, run.criterion
     good = [r for r in rows if not r["skipped"]]
     rec = {"epoch": epoch, "phase": phase, "lr": lr}
@@ -495,10 +504,11 @@ def _end_epoch(run: _Run, rows: list[dict], *, epoch: int, phase: str, lr: float
     rec["skipped_steps"] = len(rows) - len(good)
     aligning = phase == "sidda"
     if val_s is not None and len(val_s):
-        rec.update(_validate(
-            run.model, val_s, val_t, criterion=criterion, with_da=aligning,
+        val = _validate(
+            unwrap(run.net), val_s, val_t, criterion=criterion, with_da=aligning,
             batch_size=cfg.batch_size, device=run.device,
-        ))
+        ) if run.ctx.is_main else None
+        rec.update(broadcast_object(val, run.ctx))
     rec["seconds"] = time.perf_counter() - t0
     hist.epochs.append(rec)
 
