@@ -61,6 +61,7 @@ def groups(size: int, batch: int, threads: int, with_compile: bool) -> list[dict
             "faithful + torch.compile": _spec("faithful", size, batch, threads, compile=True),
             "faithful channels-last + torch.compile": _spec("faithful-cl", size, batch, threads,
                                                             compile=True),
+            "sidda default (fused + tuned malloc)": _spec("sidda", size, batch, threads),
             "sidda default + torch.compile": _spec("sidda", size, batch, threads,
                                                    compile=True),
         })

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ SCRIPT = ROOT / "benchmarks" / "gpu.sh"
 
 def _run(args, out, timeout=300):
     # one thread: two OpenMP threads on a busy two-core machine can be ten times slower
-    env = os.environ | {"OUT": str(out), "OMP_NUM_THREADS": "1"}
+    env = os.environ | {"OUT": str(out), "OMP_NUM_THREADS": "1", "PY": sys.executable}
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT)
 

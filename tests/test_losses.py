@@ -126,9 +126,10 @@ def test_validation_errors():
 # --- backends ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["blocked", "dense"])
 @pytest.mark.parametrize(("n", "m", "d", "blur"), [(40, 30, 8, 0.1), (7, 9, 3, 2.0),
                                                    (33, 33, 5, 0.01)])
-def test_blocked_backend_matches_geomloss_with_gradients(n, m, d, blur, monkeypatch):
+def test_own_backends_match_geomloss_with_gradients(backend, n, m, d, blur, monkeypatch):
     import sidda.losses
 
     monkeypatch.setattr(sidda.losses, "BLOCK_BYTES", 3 * 5 * 8 * max(n, m))  # 5-row blocks
@@ -137,18 +138,19 @@ def test_blocked_backend_matches_geomloss_with_gradients(n, m, d, blur, monkeypa
     y = (torch.randn(m, d, dtype=torch.float64, generator=gen) + 0.5).requires_grad_()
     ref = SamplesLoss("sinkhorn", p=2, blur=blur, scaling=0.9, reach=None, debias=True,
                       backend="tensorized")(x, y)
-    out = sinkhorn_divergence(x, y, blur=blur, backend="blocked")
+    out = sinkhorn_divergence(x, y, blur=blur, backend=backend)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
     for a, b in zip(torch.autograd.grad(out, (x, y)), torch.autograd.grad(ref, (x, y)),
                     strict=True):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
 
 
-def test_blocked_backend_properties_in_float32():
+@pytest.mark.parametrize("backend", ["blocked", "dense"])
+def test_own_backends_properties_in_float32(backend):
     z_s, z_t = torch.randn(48, 16), torch.randn(40, 16) + 0.3
-    assert float(sinkhorn_divergence(z_s, z_s, blur=0.05, backend="blocked")) < 1e-4
-    a = sinkhorn_divergence(z_s, z_t, blur=0.5, backend="blocked")
-    b = sinkhorn_divergence(z_t, z_s, blur=0.5, backend="blocked")
+    assert float(sinkhorn_divergence(z_s, z_s, blur=0.05, backend=backend)) < 1e-4
+    a = sinkhorn_divergence(z_s, z_t, blur=0.5, backend=backend)
+    b = sinkhorn_divergence(z_t, z_s, blur=0.5, backend=backend)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(a, sinkhorn_divergence(z_s, z_t, blur=0.5, backend="tensorized"),
                                rtol=1e-5, atol=1e-5)
@@ -158,10 +160,12 @@ def test_auto_backend_is_pinned_by_size(monkeypatch):
     import sidda.losses
     from sidda.losses import resolve_backend
 
-    assert resolve_backend("auto", 128, 128) == "tensorized"  # the paper's batches
+    assert resolve_backend("auto", 128, 128) == "dense"  # the paper's batches
+    assert resolve_backend("auto", 1024, 1024) == "tensorized"
     assert resolve_backend("auto", 8192, 8192) == "blocked"
     assert resolve_backend("tensorized", 8192, 8192) == "tensorized"
     z_s, z_t = torch.randn(20, 4), torch.randn(20, 4)
+    monkeypatch.setattr(sidda.losses, "AUTO_DENSE_MAX", 0)
     monkeypatch.setattr(sidda.losses, "AUTO_TENSORIZED_BYTES", 0)  # nothing fits: blocked
     assert resolve_backend("auto", 20, 20) == "blocked"
     torch.testing.assert_close(sinkhorn_divergence(z_s, z_t, blur=0.3),

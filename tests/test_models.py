@@ -206,6 +206,7 @@ def test_prepare_for_training():
     m = build_model("cnn", in_channels=1, num_classes=3, image_size=32)
     assert prepare_for_training(m, device="cpu", fused=False) is m and m.fused is False
     assert isinstance(tune_cpu_allocator(), bool)
-    wrapped = prepare_for_training(m, compile=True)  # torch.compile is lazy: nothing runs yet
+    assert prepare_for_training(m).fused is False  # None keeps the model's setting
+    wrapped = prepare_for_training(m, fused=True, compile=True)  # lazy: nothing compiles yet
     assert wrapped is not m and m.fused is True
     assert list(model_state(wrapped)) == list(m.state_dict())

@@ -42,6 +42,10 @@ size, it never hands the choice to geomloss):
 
 ``"tensorized"``
     geomloss with full B_s x B_t cost matrices (four of them, plus log-sum-exp temporaries).
+``"dense"``
+    sidda's own implementation with full matrices, the four problems (xy, yx, xx, yy) stacked
+    into one batched tensor so that each epsilon step is a handful of tensor operations: about
+    twice as fast as geomloss at SIDDA's batch of 128, no faster from 256 on.
 ``"blocked"``
     sidda's own implementation of the same algorithm (debiased, symmetric updates,
     epsilon-scaling) that never holds a B x B matrix: every soft-min recomputes its cost block
@@ -49,8 +53,9 @@ size, it never hands the choice to geomloss):
     gradient of the last iteration is written out (:class:`_SoftMin`). Memory O((B_s + B_t) D
     + block), time about twice the tensorized one when both fit.
 ``"auto"``
-    ``"tensorized"`` while its matrices fit in :data:`AUTO_TENSORIZED_BYTES`, else
-    ``"blocked"`` (:func:`resolve_backend`).
+    ``"dense"`` up to :data:`AUTO_DENSE_MAX` points, then ``"tensorized"`` while its matrices
+    fit in :data:`AUTO_TENSORIZED_BYTES`, else ``"blocked"`` (:func:`resolve_backend`; the
+    crossovers were measured in ``benchmarks/bench_sinkhorn.py``).
 ``"online"``, ``"multiscale"``
     geomloss's KeOps backends; they need ``pykeops`` and a C++ compiler at run time.
 """
@@ -59,6 +64,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -85,8 +91,9 @@ EtaMode = Literal["faithful", "clean"]
 ETA_1_MIN = 1e-3
 ETA_RATIO_MIN = 0.25
 METHODS = ("sidda", "source_only")
-BACKENDS = ("auto", "tensorized", "blocked", "online", "multiscale")
-AUTO_TENSORIZED_BYTES = 1 << 30  # "auto" uses "tensorized" while its matrices fit in this
+BACKENDS = ("auto", "dense", "tensorized", "blocked", "online", "multiscale")
+AUTO_DENSE_MAX = 256  # "auto" uses "dense" up to this many points per cloud
+AUTO_TENSORIZED_BYTES = 1 << 30  # then "tensorized" while its matrices fit in this
 BLOCK_BYTES = 32 << 20  # temporaries of one block of the "blocked" backend
 
 
@@ -176,9 +183,9 @@ def sinkhorn_divergence(
         blur: Entropic blur :math:`\sigma > 0` (a float: no gradient flows through it).
         scaling: Ratio of the epsilon-scaling annealing, in (0, 1); larger is more accurate
             and slower.
-        backend: ``"auto"`` (tensorized while it fits in memory, else blocked),
-            ``"tensorized"``, ``"blocked"`` (bounded memory), or geomloss's ``"online"`` and
-            ``"multiscale"`` (need pykeops); see the module docstring.
+        backend: ``"auto"`` (by size, see :func:`resolve_backend`), ``"dense"``,
+            ``"tensorized"`` (geomloss), ``"blocked"`` (bounded memory), or geomloss's
+            ``"online"`` and ``"multiscale"`` (need pykeops); see the module docstring.
 
     Returns:
         A 0-d tensor, differentiable with respect to both clouds.
@@ -196,6 +203,9 @@ def sinkhorn_divergence(
     backend = resolve_backend(backend, len(z_s), len(z_t), z_s.element_size())
     if backend == "blocked":
         return _sinkhorn_blocked(z_s, z_t, blur=blur, scaling=scaling)
+    if backend == "dense":
+        with _one_thread():  # hundreds of tiny operations: thread hand-offs cost more than work
+            return _sinkhorn_dense(z_s, z_t, blur=blur, scaling=scaling)
     if backend in ("online", "multiscale"):
         try:
             import pykeops  # noqa: F401
@@ -213,25 +223,29 @@ def sinkhorn_divergence(
 def resolve_backend(backend: str, n_s: int, n_t: int, itemsize: int = 4) -> str:
     """The backend :func:`sinkhorn_divergence` uses for clouds of ``n_s`` and ``n_t`` points.
 
-    ``"auto"`` becomes ``"tensorized"`` while its cost matrices and log-sum-exp temporaries
-    (about ``itemsize * (2 n_s n_t + n_s^2 + n_t^2 + 3 max(...))`` bytes) fit in
-    :data:`AUTO_TENSORIZED_BYTES`, else ``"blocked"``; other names are returned as they are.
+    ``"auto"`` becomes ``"dense"`` up to :data:`AUTO_DENSE_MAX` points per cloud, then
+    ``"tensorized"`` while its cost matrices and log-sum-exp temporaries
+    (:func:`_tensorized_bytes`) fit in :data:`AUTO_TENSORIZED_BYTES`, else ``"blocked"``;
+    other names are returned as they are.
 
-    >>> resolve_backend("auto", 128, 128), resolve_backend("auto", 8192, 8192)
-    ('tensorized', 'blocked')
+    >>> [resolve_backend("auto", b, b) for b in (128, 1024, 4096)]
+    ['dense', 'tensorized', 'blocked']
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend != "auto":
         return backend
-    return "tensorized" if _tensorized_bytes(n_s, n_t, itemsize) <= AUTO_TENSORIZED_BYTES else (
-        "blocked")
+    if max(n_s, n_t) <= AUTO_DENSE_MAX:
+        return "dense"
+    if _tensorized_bytes(n_s, n_t, itemsize) <= AUTO_TENSORIZED_BYTES:
+        return "tensorized"
+    return "blocked"
 
 
 def _tensorized_bytes(n_s: int, n_t: int, itemsize: int) -> int:
-    """Peak bytes of geomloss's tensorized backend, roughly (measured in bench_sinkhorn.py)."""
-    largest = max(n_s * n_t, n_s * n_s, n_t * n_t)
-    return itemsize * (2 * n_s * n_t + n_s * n_s + n_t * n_t + 3 * largest)
+    """Peak bytes of geomloss's tensorized backend, forward and backward: about 24 matrices of
+    the largest size (measured in benchmarks/bench_sinkhorn.py)."""
+    return 24 * itemsize * max(n_s * n_t, n_s * n_s, n_t * n_t)
 
 
 def _epsilon_schedule(diameter: float, blur: float, scaling: float) -> list[float]:
@@ -243,6 +257,68 @@ def _epsilon_schedule(diameter: float, blur: float, scaling: float) -> list[floa
                                                2 * np.log(scaling))]
         + [blur**2]
     )
+
+
+@contextmanager
+def _one_thread():
+    """Run torch's CPU operations single-threaded inside the block (restored after).
+
+    The dense Sinkhorn loop is some 500 operations on (4, 128, 128) tensors; split over two
+    threads each waits for its partner, and on a shared machine that wait is a scheduler time
+    slice: 1 thread measured 1.6x faster on a quiet machine and 4x on a busy one.
+    """
+    n = torch.get_num_threads()
+    if n > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if n > 1:
+            torch.set_num_threads(n)
+
+
+def _pad(z: Tensor, k: int) -> Tensor:
+    """``z`` (N, D) padded to k rows with copies of its first row."""
+    return z if len(z) == k else torch.cat([z, z[:1].expand(k - len(z), -1)])
+
+
+def _sinkhorn_dense(x: Tensor, y: Tensor, *, blur: float, scaling: float) -> Tensor:
+    """geomloss's debiased Sinkhorn loop with the four problems in one batched tensor.
+
+    Problem r of (f_ba, g_ab, f_aa, g_bb) soft-mins over the points ``q_r`` of (y, x, x, y)
+    with log-weights ``h_r``, seen from the points ``p_r`` of (x, y, x, y). The smaller cloud
+    is padded to k = max(N, M) points of log-weight -inf (they weigh nothing).
+    """
+    n, m = len(x), len(y)
+    k = max(n, m)
+    a_log = torch.full((k,), -math.log(n), dtype=x.dtype, device=x.device)
+    b_log = torch.full((k,), -math.log(m), dtype=x.dtype, device=x.device)
+    a_log[n:], b_log[m:] = -math.inf, -math.inf
+    xd, yd = _pad(x.detach(), k), _pad(y.detach(), k)
+    lo = torch.minimum(xd.min(0).values, yd.min(0).values)
+    hi = torch.maximum(xd.max(0).values, yd.max(0).values)
+    eps_list = _epsilon_schedule(float((hi - lo).norm()), blur, scaling)
+    q = torch.stack([yd, xd, xd, yd])  # (4, k, D)
+    h = torch.stack([b_log, a_log, a_log, b_log])  # (4, k)
+    half_qq = (q * q).sum(-1).unsqueeze(1) / 2  # (4, 1, k)
+    partner = [1, 0, 2, 3]  # the potential on q_r: g_ab for f_ba, f_ba for g_ab, ...
+
+    def softmin(p: Tensor, s: Tensor, eps: float, pot: Tensor) -> Tensor:
+        # s = p.q - |q|^2/2 (4, k, k);  -eps LSE_j(h_j + pot_j/eps - |p_i - q_j|^2/(2 eps))
+        logits = torch.add((h + pot / eps).unsqueeze(1), s, alpha=1 / eps)
+        return (p * p).sum(-1) / 2 - eps * torch.logsumexp(logits, -1)  # (4, k)
+
+    with torch.no_grad():
+        p = torch.stack([xd, yd, xd, yd])
+        s = torch.baddbmm(-half_qq, p, q.transpose(1, 2))
+        eps = eps_list[0]
+        f = softmin(p, s, eps, torch.zeros_like(h))
+        for eps in eps_list:  # symmetric updates, as geomloss
+            f = 0.5 * (f + softmin(p, s, eps, f[partner]))
+    # the last extrapolation carries the gradient, through p (the first cloud of each cost)
+    p = torch.stack([_pad(x, k), _pad(y, k), _pad(x, k), _pad(y, k)])
+    f = softmin(p, torch.baddbmm(-half_qq, p, q.transpose(1, 2)), eps, f[partner])
+    return (a_log.exp() * (f[0] - f[2])).sum() + (b_log.exp() * (f[1] - f[3])).sum()
 
 
 def _block_rows(n_cols: int, itemsize: int) -> int:

@@ -26,6 +26,12 @@ Where equivariance holds, and where it does not:
 Names: ``cnn``; ``c<N>`` (rotations by 2 pi/N, ``c1`` the trivial group); ``d<N>`` (rotations
 and a reflection, order 2N; ``d1`` is the reflection group of order 2, not the trivial group
 that the authors' code builds for N = 1).
+
+Speed on the CPU: the models compute their blocks on a fused channels-last fast path (the
+comment above ``_BlockTail`` says how; ``model.fused = False`` runs the modules one by one),
+the same function with far fewer passes over the activation maps, and the parameter names and
+``state_dict`` layout of the modules. :func:`prepare_for_training` also tunes glibc's malloc
+(:func:`tune_cpu_allocator`). Figures: ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -144,9 +150,9 @@ def _check_image_size(image_size: int) -> None:
 #   the affine map, the ReLU and the dropout run on the pooled map, a quarter of the size;
 # * the backward pass is written out: one pass over the full map, ``a G + alpha c + beta`` with
 #   G the pooled gradient scattered back to the maxima, instead of the four of the modules;
-# * dropout masks come from 15-bit random integers, four per 64-bit draw, instead of one float
-#   per element. The drop probability is rounded to a multiple of 2**-15 (0.2 -> 0.200012) and
-#   the kept values are scaled by the exact 1 / (1 - p).
+# * dropout masks come from 16-bit random integers, four per 64-bit draw, instead of one float
+#   per element. The drop probability is rounded to a multiple of 2**-16 (0.2 -> 0.199997) and
+#   the kept values are scaled by 1 / (1 - p) of that probability.
 #
 # Outputs, gradients and running statistics agree with the plain modules to float rounding
 # (tests/test_models.py; exactly in float64). In float32 a rounding-level tie in a ReLU or a
@@ -154,7 +160,7 @@ def _check_image_size(image_size: int) -> None:
 # and channels-last kernels.
 # ---------------------------------------------------------------------------------------------
 
-_DROP_BITS = 15  # bits per dropout decision
+_DROP_BITS = 16  # bits per dropout decision
 
 
 def _channels_last(x: Tensor) -> Tensor:
@@ -185,6 +191,17 @@ def _field_sum(r: Tensor, channels: int, group: int) -> Tensor:
     return s if group == 1 else s.view(-1, group).sum(1)
 
 
+def _field_dot(u: Tensor, v: Tensor, channels: int, group: int) -> Tensor:
+    """Per-field sum of ``u * v`` for two (B*H, W*C) matrices, in row chunks of about 4 MiB so
+    that the product never needs a full-size temporary."""
+    rows = max(1, (4 << 20) // (u.shape[1] * u.element_size()))
+    total = None
+    for a, b in zip(u.split(rows), v.split(rows), strict=True):
+        part = (a * b).sum(0)
+        total = part if total is None else total.add_(part)
+    return _field_sum(total.unsqueeze(0), channels, group)
+
+
 def _row_vector(v: Tensor, group: int, width: int) -> Tensor:
     """Per-field values (F,) as a (width * F * group,) row matching :func:`_rows`."""
     return (v.repeat_interleave(group) if group > 1 else v).repeat(width)
@@ -193,8 +210,8 @@ def _row_vector(v: Tensor, group: int, width: int) -> Tensor:
 def _keep_mask(shape: tuple[int, ...], p: float) -> tuple[Tensor | None, float]:
     """Dropout keep-mask (uint8, ``shape``) and the scale of the kept values.
 
-    Bernoulli(1 - p') decisions from 15-bit uniform integers, four per 64-bit draw of the
-    global torch generator; p' is p rounded to a multiple of 2**-15.
+    Bernoulli(1 - p') decisions from 16-bit uniform integers, four per 64-bit draw of the
+    global torch generator; p' is p rounded to a multiple of 2**-16.
     """
     full = 2**_DROP_BITS
     threshold = round(p * full)
@@ -203,18 +220,49 @@ def _keep_mask(shape: tuple[int, ...], p: float) -> tuple[Tensor | None, float]:
     if threshold >= full:
         return torch.zeros(shape, dtype=torch.uint8), 0.0
     n = math.prod(shape)
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_()  # 63 uniform bits each
-    r = bits.view(torch.int16)[:n].bitwise_and_(full - 1)  # uniform on [0, 2**15)
-    return r.ge(threshold).view(torch.uint8).view(shape), full / (full - threshold)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
+    r = bits.view(torch.int16)[:n]  # uniform on [-2**15, 2**15)
+    return r.ge(threshold - full // 2).view(torch.uint8).view(shape), full / (full - threshold)
+
+
+def _conv_output_mean(x: Tensor, weight: Tensor, bias: Tensor | None, padding) -> Tensor:
+    """Batch mean per channel of ``conv2d(x, weight, bias, padding)`` (stride 1), from the input.
+
+    The convolution is linear, so its mean is ``bias + sum_{i,u,v} W[:, i, u, v] S[i, u, v] / n``
+    with S the sum of the input over the window that the tap (u, v) sees, read off 2-D prefix
+    sums of ``x.sum(0)``: one pass over the input instead of one over the (larger) output.
+    Float64; no gradient. x (B, C_in, H, W) -> (C_out,).
+    """
+    pad = padding if isinstance(padding, int) else padding[0]
+    b, c, h, w = x.shape
+    k = weight.shape[-1]
+    h_out, w_out = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+    with torch.no_grad():
+        # sum over the batch as the (B, H*W*C) matrix x is in memory (x.sum(0) is slow on it)
+        xs = _rows(_channels_last(x)).view(b, -1).sum(0).view(h, w, c)
+        xs = xs.permute(2, 0, 1).double()  # (C_in, H, W)
+        prefix = F.pad(xs.cumsum(1).cumsum(2), (1, 0, 1, 0))  # (C_in, H+1, W+1)
+        taps = torch.arange(k, device=x.device) - pad
+        r0, r1 = taps.clamp(0, h), (taps + h_out).clamp(0, h)  # rows seen by tap u: [r0, r1)
+        c0, c1 = taps.clamp(0, w), (taps + w_out).clamp(0, w)
+        s = (prefix[:, r1[:, None], c1] - prefix[:, r0[:, None], c1]
+             - prefix[:, r1[:, None], c0] + prefix[:, r0[:, None], c0])  # (C_in, k, k)
+        mean = torch.einsum("oiuv,iuv->o", weight.detach().double(), s) / (b * h_out * w_out)
+        if bias is not None:
+            mean += bias.detach().double()
+    return mean
 
 
 class _BlockTail(torch.autograd.Function):
     """``dropout(maxpool2(relu(batchnorm(c))))`` with batch statistics, channels-last.
 
-    BatchNorm statistics, gamma and beta are shared by fields of ``group`` consecutive channels
-    (escnn's InnerBatchNorm; ``group`` 1 is nn.BatchNorm2d). ``keep`` is the uint8 dropout
-    mask of the pooled map in :func:`_rows` layout, or None, and ``scale`` the dropout scale.
-    Returns the block output and the batch mean and (biased) variance per field.
+    ``c`` (B, C, H, W) must be centred: each field's batch mean is zero (the convolution runs
+    with its bias minus the mean, :func:`_conv_output_mean`), so the variance is one pass of
+    squares and ``BatchNorm(c) = slope c + beta``. BatchNorm statistics, gamma and beta are
+    shared by fields of ``group`` consecutive channels (escnn's InnerBatchNorm; ``group`` 1 is
+    nn.BatchNorm2d). ``keep`` is the uint8 dropout mask of the pooled map in :func:`_rows`
+    layout, or None, and ``scale`` the dropout scale. Returns the output and the biased batch
+    variance per field.
     """
 
     @staticmethod
@@ -223,10 +271,9 @@ class _BlockTail(torch.autograd.Function):
         w2 = w // 2
         n = b * h * w * group  # values behind each statistic
         cr = _rows(c)  # (B*H, W*C)
-        mean = _field_sum(cr, ch, group) / n  # (F,)
-        var = _field_sum((cr - _row_vector(mean, group, w)).square_(), ch, group) / n
+        var = _field_dot(cr, cr, ch, group) / n  # (F,)
         invstd = torch.rsqrt(var + eps)
-        slope = gamma * invstd  # (F,)  BatchNorm = slope * c + shift
+        slope = gamma * invstd  # (F,)  BatchNorm = slope * c + beta
         a = slope.repeat_interleave(group) if group > 1 else slope  # (C,)
         if bool((a < 0).any()):  # decreasing channels pool their minimum, -max(-c)
             sign = torch.where(a < 0, -1.0, 1.0).to(c.dtype)
@@ -236,26 +283,20 @@ class _BlockTail(torch.autograd.Function):
         else:
             p, idx = F.max_pool2d(c, 2, 2, return_indices=True)
             pr = _rows(_channels_last(p))  # (B*H/2, W/2*C): the selected values of c
-        shift = beta - mean * slope
-        out = torch.addcmul(_row_vector(shift * scale, group, w2), pr,
+        out = torch.addcmul(_row_vector(beta * scale, group, w2), pr,
                             _row_vector(slope * scale, group, w2)).relu_()
         if keep is not None:
             out.mul_(keep)
-        # positions of the maxima in c's memory: idx (row * W + col) * C + channel + image offset
-        flat = _rows(_channels_last(idx)).mul_(ch)
-        image = torch.arange(b, device=c.device).repeat_interleave(h // 2)  # image of each row
-        flat.add_(image.mul_(h * w * ch)[:, None])
-        flat.add_(torch.arange(ch, device=c.device).repeat(w2))
         y = _unrows(out, (b, ch, h // 2, w2))
-        ctx.save_for_backward(c, flat, pr, y, mean, invstd, slope)
+        ctx.save_for_backward(c, _channels_last(idx), pr, y, invstd, slope)
         ctx.group, ctx.scale = group, scale
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
+        ctx.mark_non_differentiable(var)
+        return y, var
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g_y, _g_mean, _g_var):  # noqa: D102
-        c, flat, pr, y, mean, invstd, slope = ctx.saved_tensors
+    def backward(ctx, g_y, _g_var):  # noqa: D102
+        c, idx, pr, y, invstd, slope = ctx.saved_tensors
         group, scale = ctx.group, ctx.scale
         b, ch, h, w = c.shape
         w2 = w // 2
@@ -263,16 +304,19 @@ class _BlockTail(torch.autograd.Function):
         # d loss / d out, where the ReLU and the dropout let it through (out > 0)
         g = torch.ops.aten.threshold_backward(_rows(_channels_last(g_y)), _rows(y), 0)
         d_beta = _field_sum(g, ch, group) * scale  # sum of dL/dBN over the map (F,)
-        d_gamma = _field_sum(g * (pr - _row_vector(mean, group, w2)), ch, group) * (invstd * scale)
+        d_gamma = _field_dot(g, pr, ch, group) * (invstd * scale)  # sum of dL/dBN * xhat
         d_c = None
         if ctx.needs_input_grad[0]:
             # dL/dc = slope (G - d_beta / n - xhat d_gamma / n) = slope G + alpha c + beta,
-            # G = dL/dBN scattered to the maxima, xhat = (c - mean) invstd
+            # G = dL/dBN scattered to the maxima, xhat = c invstd (c is centred)
             alpha = -slope * invstd * d_gamma / n
-            beta = -slope * d_beta / n - alpha * mean
+            beta = -slope * d_beta / n
             d_c = torch.addcmul(_row_vector(beta, group, w), _rows(c), _row_vector(alpha, group, w))
             g.mul_(_row_vector(slope * scale, group, w2))
-            d_c.view(-1).scatter_add_(0, flat.view(-1), g.view(-1))
+            # channels-last memory is (B, H*W, C): the pooling indices (row * W + col) address
+            # dimension 1 directly
+            where = idx.permute(0, 2, 3, 1).view(b, -1, ch)  # (B, H/2*W/2, C)
+            d_c.view(b, h * w, ch).scatter_add_(1, where, g.view(b, -1, ch))
             d_c = _unrows(d_c, c.shape)
         return d_c, d_gamma, d_beta, None, None, None, None
 
@@ -296,15 +340,22 @@ def _fused_block(
     per field of ``group`` channels); ``drop`` the dropout probability in force (0 when the
     dropout module is in eval mode).
     """
-    c = F.conv2d(x, weight, bias, padding=padding)  # (B, C, H, W), channels-last
-    b, ch, h, w = c.shape
-    keep, scale = _keep_mask((b * (h // 2), (w // 2) * ch), drop) if drop > 0 else (None, 1.0)
-    if bn.training or not bn.track_running_stats:
-        y, mean, var = _BlockTail.apply(c, bn.weight, bn.bias, keep, group, bn.eps, scale)
+    if bn.training or not bn.track_running_stats:  # batch statistics
+        mean = _conv_output_mean(x, weight, bias, padding)  # (C,) float64
+        if group > 1:
+            mean = mean.view(-1, group).mean(1)  # (F,) fields share their statistics
+        centre = (mean.repeat_interleave(group) if group > 1 else mean).to(x.dtype)
+        c = F.conv2d(x, weight, -centre if bias is None else bias - centre, padding=padding)
+        b, ch, h, w = c.shape  # (B, C, H, W), channels-last, zero batch mean per field
+        keep, scale = _keep_mask((b * (h // 2), (w // 2) * ch), drop) if drop > 0 else (
+            None, 1.0)
+        y, var = _BlockTail.apply(c, bn.weight, bn.bias, keep, group, bn.eps, scale)
         if bn.training and bn.track_running_stats:
             _update_running_stats(bn, mean, var, b * h * w * group)
         return y
     # running statistics: a fixed affine map per channel, pooled first all the same
+    c = F.conv2d(x, weight, bias, padding=padding)
+    b, ch, h, w = c.shape
     slope = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
     shift = bn.bias - bn.running_mean * slope
     if group > 1:
@@ -312,9 +363,29 @@ def _fused_block(
     sign = torch.where(slope < 0, -1.0, 1.0).to(c.dtype).view(1, ch, 1, 1)
     p = F.max_pool2d(c * sign, 2, 2) * sign
     out = torch.relu(p * slope.view(1, ch, 1, 1) + shift.view(1, ch, 1, 1))
-    if keep is not None:
+    if drop > 0:
+        keep, scale = _keep_mask((b * (h // 2), (w // 2) * ch), drop)
         out = _unrows(_rows(_channels_last(out)) * keep * scale, out.shape)
     return out
+
+
+def _plain_blocks_fused(blocks: nn.Sequential, x: Tensor) -> Tensor:
+    """Conv2d-BatchNorm2d-ReLU-MaxPool2d-Dropout blocks (the CNN, an exported escnn model) on
+    the fast path: x (B, C, H, W) -> channels-last (B, C', H/8, W/8)."""
+    x = _channels_last(x)
+    for i in range(0, len(blocks), 5):
+        conv, bn, drop = blocks[i], blocks[i + 1], blocks[i + 4]
+        x = _fused_block(x, conv.weight, conv.bias, conv.padding, bn,
+                         drop.p if drop.training else 0.0)
+    return x
+
+
+def _field_max(x: Tensor, group: int) -> Tensor:
+    """Group pooling: the max over each field of ``group`` consecutive channels, channels-last
+    (B, C, h, w) -> (B, C / group, h, w)."""
+    b, c, h, w = x.shape
+    z = _channels_last(x).permute(0, 2, 3, 1).reshape(b, h, w, c // group, group).max(-1).values
+    return z.permute(0, 3, 1, 2)
 
 
 def _use_fast_path(model: nn.Module, x: Tensor) -> bool:
@@ -363,7 +434,7 @@ def prepare_for_training(
     model: nn.Module,
     *,
     device: str | torch.device = "cpu",
-    fused: bool = True,
+    fused: bool | None = None,
     compile: bool = False,
     tune_allocator: bool = True,
 ) -> nn.Module:
@@ -373,7 +444,8 @@ def prepare_for_training(
         model: A model of :func:`build_model` (or any module; the options then do what applies).
         device: Training device.
         fused: Use the fused channels-last blocks on the CPU (same function, fewer passes over
-            the activation maps; see the comment above ``_BlockTail`` in ``sidda/models.py``).
+            the activation maps; see the comment above ``_BlockTail`` in ``sidda/models.py``);
+            None keeps the model's ``fused`` attribute (True when built).
         compile: Wrap the model in ``torch.compile`` (measured slower on the CPU, plus 30-100 s
             of compilation; off by default). The returned module then differs from ``model``,
             which keeps the weights.
@@ -386,7 +458,8 @@ def prepare_for_training(
     device = torch.device(device)
     model.to(device)
     base = _unwrap(model)
-    base.fused = bool(fused)
+    if fused is not None:
+        base.fused = bool(fused)
     if device.type == "cpu" and tune_allocator:
         tune_cpu_allocator()
     if compile:
@@ -466,12 +539,7 @@ class CNN(_Classifier):
         """Images (B, C, H, W) -> feature maps (B, 32, H/8, W/8)."""
         if not _use_fast_path(self, x):
             return self.blocks(x)
-        x = _channels_last(x)
-        for i in range(0, len(self.blocks), 5):
-            conv, bn, drop = self.blocks[i], self.blocks[i + 1], self.blocks[i + 4]
-            x = _fused_block(x, conv.weight, conv.bias, conv.padding, bn,
-                             drop.p if drop.training else 0.0)
-        return x  # (B, 32, H/8, W/8), channels-last
+        return _plain_blocks_fused(self.blocks, x)  # (B, 32, H/8, W/8), channels-last
 
 
 def _escnn():
@@ -555,9 +623,7 @@ class EquivariantCNN(_Classifier):
             weight, bias = conv.expand_parameters()  # (C_out, C_in, k, k), (C_out,)
             x = _fused_block(x, weight, bias, conv.padding, getattr(bn, f"batch_norm_[{g}]"),
                              drop.p if drop.training else 0.0, group=g)
-        b, c, h, w = x.shape  # group pooling: the max over the channels of each field
-        z = x.permute(0, 2, 3, 1).reshape(b, h, w, c // g, g).max(-1).values  # (B, h, w, 32)
-        return z.permute(0, 3, 1, 2)  # (B, 32, h, w), channels-last
+        return _field_max(x, g)  # group pooling: (B, 32, h, w), channels-last
 
 
 class _Exported(_Classifier):
@@ -565,12 +631,16 @@ class _Exported(_Classifier):
 
     def __init__(self, model: EquivariantCNN) -> None:
         super().__init__()
-        self.blocks = model.blocks.export()
+        self.blocks = model.blocks.export()  # Conv2d-BatchNorm2d-ReLU-MaxPool2d-Dropout x 3
         self.pool = model.pool.export()
         self.head = copy.deepcopy(model.head)
+        self.field_size = model.field_size
+        self.fused = getattr(model, "fused", True)
 
     def features(self, x: Tensor) -> Tensor:
-        return self.pool(self.blocks(x))
+        if not _use_fast_path(self, x):
+            return self.pool(self.blocks(x))
+        return _field_max(_plain_blocks_fused(self.blocks, x), self.field_size)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
