@@ -5,7 +5,7 @@ dynamic-blur Sinkhorn between the two latent batches, learnable etas) against a 
 cross-entropy step on the same 256 images, for ``cnn`` and ``d4`` at 100 x 100, on sidda's
 default path. Both steps include backward, clipping and the AdamW update. Target: <= 1.10x.
 
-    python benchmarks/bench_step.py            # cnn 7 and d4 3 repetitions
+    python benchmarks/bench_step.py            # cnn 15 and d4 3 repetitions
     python benchmarks/bench_step.py --quick    # tiny sizes, for the smoke test
 """
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> str:
         models = [("d2" if m == "d4" else m) for m in models]
         out = run(models, {m: 1 for m in models}, image_size=16, batch=4)
     else:
-        out = run(models, {"cnn": 7, "d4": 3}, image_size=100, batch=128)
+        out = run(models, {"cnn": 15, "d4": 3}, image_size=100, batch=128)
     text = f"## Item 1: SIDDA step vs CE step\n\n{harness.machine_info()}\n\n{out}\n"
     print(text)
     return text

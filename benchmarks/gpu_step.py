@@ -40,7 +40,7 @@ import torch
 
 from sidda.cli import main as sidda_main
 from sidda.distributed import DistConfig, DistContext, prepare_model, to_device
-from sidda.losses import SIDDALoss
+from sidda.methods.sidda import SIDDAMethod
 from sidda.models import build_model
 from sidda.step import train_step
 
@@ -108,8 +108,8 @@ def bench_step(device: torch.device, *, model_name: str, image_size: int, batch:
         model = build_model(model_name, in_channels=1, num_classes=3, image_size=image_size)
         cl = bool(dist_cfg.channels_last)
         net = prepare_model(model, ctx, channels_last=cl)
-        criterion = SIDDALoss(mode="faithful").to(device)
-        opt = torch.optim.AdamW([{"params": net.parameters()}, criterion.param_group()],
+        criterion = SIDDAMethod(eta_mode="faithful").to(device)
+        opt = torch.optim.AdamW([{"params": net.parameters()}, *criterion.param_groups()],
                                 lr=1e-2, weight_decay=1e-3)
         net.train()
         _reset_peak(device)

@@ -37,7 +37,7 @@ import torch.multiprocessing as torch_mp
 from torch import nn
 from torch.nn import functional as F
 
-from sidda import DataConfig, RunConfig, TrainConfig, fit, load_domains
+from sidda import DataConfig, LossConfig, RunConfig, TrainConfig, fit, load_domains
 from sidda.cli import main
 from sidda.distributed import (
     DistConfig,
@@ -59,6 +59,7 @@ from sidda.distributed import (
     use_channels_last,
 )
 from sidda.losses import SIDDALoss, dynamic_blur, sinkhorn_divergence
+from sidda.methods.sidda import SIDDAMethod
 from sidda.models import build_model
 from sidda.recovery import restore_rng
 from sidda.runs import load_checkpoint
@@ -185,6 +186,8 @@ class RankFlaky(NoBatchNorm):
 
 
 # tiny data: 48 training images per domain, 3 steps of 16 per epoch
+#: fit() runs of other methods, on two ranks against one process.
+METHOD_FITS = {"robust": LossConfig(variant="robust"), "dan": LossConfig(method="dan")}
 FIT = TrainConfig(epochs=3, warmup=1, batch_size=16, threads=1, checkpoint_every=1)
 CRASH_AT = 4  # global step (the second step of the first SIDDA epoch)
 
@@ -214,6 +217,10 @@ def _rank_fits(ctx, data, out):
     model = NoBatchNorm()
     hist = fit(model, d.train_s, d.train_t, FIT, run_dir=out / "fit", ctx=ctx, **sets)
     res["fit"] = {"steps": hist.steps, "epochs": hist.epochs, "params": _params(model)}
+    for name, loss in METHOD_FITS.items():  # two forward passes (robust), gathered batches
+        model = NoBatchNorm()
+        hist = fit(model, d.train_s, d.train_t, FIT, loss=loss, ctx=ctx, **sets)
+        res[name] = {"steps": hist.steps, "epochs": hist.epochs, "params": _params(model)}
     # with dropout and train-mode BatchNorm: the ranks' random streams must come back
     ref = _model(dropout=0.2, bn_eval=False)
     fit(ref, d.train_s, d.train_t, FIT, run_dir=out / "ref", ctx=ctx, **sets)
@@ -392,6 +399,26 @@ def test_two_rank_fit_equals_one_process(ddp_results, fit_data):
     for name, p in model.named_parameters():
         assert torch.equal(r0["params"][name], r1["params"][name]), name
         torch.testing.assert_close(r0["params"][name], p.detach(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(METHOD_FITS))
+def test_two_rank_fit_of_other_methods_equals_one_process(ddp_results, fit_data, name):
+    """Robust SIDDA (one forward pass per domain, DDP's no_sync and averaged gradients) and a
+    baseline (the method evaluated on the gathered global batch) on two ranks log the
+    single-process values and end with its weights."""
+    d = load_domains(DataConfig(path=fit_data))
+    model = NoBatchNorm()
+    hist = fit(model, d.train_s, d.train_t, FIT, loss=METHOD_FITS[name], val_s=d.test_s,
+               val_t=d.test_t)
+    r0, r1 = (res["fits"][name] for res in ddp_results)
+    assert r0["steps"] == r1["steps"]
+    for got, want in zip(r0["steps"], hist.steps, strict=True):
+        for key in ("ce", "da", "total"):
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+    for pname, p in model.named_parameters():
+        assert torch.equal(r0["params"][pname], r1["params"][pname]), pname
+        torch.testing.assert_close(r0["params"][pname], p.detach(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -686,10 +713,10 @@ def test_train_step_bf16_logic_on_the_cpu(monkeypatch):
     monkeypatch.setattr(sidda.step, "autocast_context",
                         lambda device, enabled: autocast_context(device, enabled=enabled,
                                                                  cpu_bf16=True))
-    model, criterion = _model(bn_eval=False), SIDDALoss(mode="faithful")
+    model, criterion = _model(bn_eval=False), SIDDAMethod(eta_mode="faithful")
     dtypes = []
     model.register_forward_hook(lambda m, i, out: dtypes.append(out[1].dtype))
-    opt = torch.optim.AdamW([{"params": model.parameters()}, criterion.param_group()], lr=1e-2)
+    opt = torch.optim.AdamW([{"params": model.parameters()}, *criterion.param_groups()], lr=1e-2)
     before = _params(model)
     x_s, y_s, x_t = _global_batch(8, 8)
     out = train_step(model, x_s, y_s, x_t, criterion=criterion, optimizer=opt, grad_clip=10.0,
@@ -699,7 +726,7 @@ def test_train_step_bf16_logic_on_the_cpu(monkeypatch):
         isinstance(out[k], float) and torch.isfinite(torch.tensor(out[k]))
         for k in ("ce", "da", "total", "grad_norm"))
     assert any(not torch.equal(before[k], p) for k, p in model.named_parameters())
-    assert criterion.eta_1.item() != 1.0
+    assert criterion.loss.eta_1.item() != 1.0
     out = train_step(model, x_s, y_s, None, criterion=criterion, optimizer=opt, grad_clip=10.0,
                      dist_cfg=DistConfig(bf16=False))  # a warm-up step, in float32
     assert dtypes[-1] == torch.float32 and out["da"] is None and out["skipped"] is None

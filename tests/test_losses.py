@@ -5,7 +5,7 @@ import torch
 from geomloss import SamplesLoss
 
 from sidda import SIDDALoss, SinkhornLoss, dynamic_blur, max_cross_distance, sinkhorn_divergence
-from sidda.losses import LossConfig
+from sidda.methods import LossConfig
 
 
 def test_matches_direct_geomloss_call():
@@ -118,7 +118,7 @@ def test_validation_errors():
     with pytest.raises(ValueError, match="2-D"):
         max_cross_distance(torch.randn(3), torch.randn(3, 4))
     with pytest.raises(ValueError, match="method"):
-        LossConfig(method="dann")
+        LossConfig(method="vada")
     with pytest.raises(ValueError, match="scaling"):
         LossConfig(scaling=1.5)
 

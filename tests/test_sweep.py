@@ -59,7 +59,7 @@ def test_distance_curves_prefer_the_distance_columns():
 
 def test_bad_sweeps_fail_before_training(tmp_path, tiny_config):
     with pytest.raises(ConfigError, match="unknown method"):
-        run_sweep(tiny_config, models=["cnn"], seeds=[0], methods=["dann"], out=tmp_path / "s")
+        run_sweep(tiny_config, models=["cnn"], seeds=[0], methods=["bogus"], out=tmp_path / "s")
     with pytest.raises(ConfigError, match="unknown model"):
         run_sweep(tiny_config, models=["cnn", "vgg"], seeds=[0], out=tmp_path / "s")
     assert not (tmp_path / "s").exists()

@@ -4,6 +4,8 @@ The pieces, each usable on its own:
 
 * :mod:`sidda.losses` - ``sinkhorn_divergence``, ``dynamic_blur``, ``SIDDALoss``: the loss, to
   drop into any training loop;
+* :mod:`sidda.methods` - ``LossConfig``, ``build_method``: SIDDA and the methods it is compared
+  with (DAN, Deep CORAL, DANN, CDAN, DeepJDOT, MCC), one objective interface;
 * :mod:`sidda.models` - ``build_model("cnn" | "c<N>" | "d<N>", ...)``: the paper's networks;
 * :mod:`sidda.train` - ``fit``: one loop for SIDDA and the source-only baseline;
 * :mod:`sidda.distributed` - ``DistConfig``, ``init_distributed``: bf16 on the GPU, and
@@ -21,7 +23,6 @@ from sidda.config import ConfigError, RunConfig
 from sidda.datasets import DataConfig, DataError, ImageSet, load_domains
 from sidda.distributed import DistConfig, DistContext, init_distributed
 from sidda.losses import (
-    LossConfig,
     SIDDALoss,
     SIDDAOutput,
     SinkhornLoss,
@@ -29,12 +30,14 @@ from sidda.losses import (
     max_cross_distance,
     sinkhorn_divergence,
 )
+from sidda.methods import DAMethod, LossConfig, build_method
 from sidda.models import ModelConfig, build_model, export_model
 from sidda.recovery import NonFiniteError, TrainingInterrupted
 from sidda.train import History, TrainConfig, fit
 
 __all__ = [
     "ConfigError",
+    "DAMethod",
     "DataConfig",
     "DataError",
     "DistConfig",
@@ -51,6 +54,7 @@ __all__ = [
     "TrainConfig",
     "TrainingInterrupted",
     "__version__",
+    "build_method",
     "build_model",
     "dynamic_blur",
     "export_model",

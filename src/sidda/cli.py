@@ -315,6 +315,26 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from sidda.compare import parse_data, run_compare
+
+    _need_matplotlib()
+    cfg = RunConfig.from_yaml(args.config).override(args.set or [])
+    progress = _Progress(cfg.train.epochs, enabled=sys.stderr.isatty() and not args.quiet)
+    res = run_compare(
+        cfg, data=parse_data(args.data), methods=_split_list(args.methods),
+        seeds=_split_list(args.seeds, int), out=args.out, model=args.model,
+        checkpoint=args.checkpoint, force=args.force, report=not args.no_report, argv=args.argv,
+        callbacks=[progress],
+    )
+    print(res.text, end="")
+    for what, path in (("table", res.out / "compare.md"), ("runs", res.out / "compare.csv"),
+                       ("report", res.report)):
+        if path is not None:
+            print(f"{what}: {path}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from sidda.experiments import evaluate_run, train_run
     from sidda.generators import make_dataset
@@ -494,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--models", required=True, help="comma-separated, e.g. cnn,d1,d2,d4,d8")
     sw.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
     sw.add_argument("--methods", default="source_only,sidda",
-                    help="comma-separated: source_only and/or sidda (default both)")
+                    help="comma-separated loss.method names (default: source_only,sidda)")
     sw.add_argument("--out", required=True, help="sweep folder")
     sw.add_argument("--set", nargs="+", metavar="KEY=VALUE",
                     help="dotted overrides applied to every run, e.g. train.epochs=20")
@@ -504,6 +524,32 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--force", action="store_true", help="retrain runs that exist in OUT")
     sw.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
     sw.set_defaults(func=_cmd_sweep)
+
+    cm = sub.add_parser("compare", parents=[common], help="methods x seeds x data sets, tables",
+                        description="Train and evaluate every method and seed on every data set "
+                        "with one base config and one model; write OUT/compare.md (a table per "
+                        "data set: mean +- std over seeds, per seed, gap closed), compare.csv, "
+                        "compare_summary.csv, compare.json and OUT/report.html. Finished runs "
+                        "in OUT are reused, so a stopped comparison continues when rerun.")
+    cm.add_argument("--config", required=True, help="base experiment YAML, e.g. "
+                    "configs/compare_shapes.yaml")
+    cm.add_argument("--data", required=True, nargs="+", metavar="NAME=PATH",
+                    help="data sets, e.g. shapes=data/shapes astro=data/astro (a bare PATH is "
+                    "named after its folder)")
+    cm.add_argument("--methods", default="source_only,sidda",
+                    help="comma-separated METHOD or METHOD:VARIANT, e.g. source_only,sidda,"
+                    "sidda:robust,dan,coral,dann,cdan,deepjdot,mcc (default source_only,sidda)")
+    cm.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
+    cm.add_argument("--out", required=True, help="comparison folder")
+    cm.add_argument("--model", default=None, help="model of every run (default: the config's)")
+    cm.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                    help="dotted overrides applied to every run, e.g. train.epochs=20")
+    cm.add_argument("--checkpoint", default="final",
+                    choices=("final", "best_val_acc", "best_val_loss"),
+                    help="checkpoint whose metrics enter the tables")
+    cm.add_argument("--force", action="store_true", help="retrain runs that exist in OUT")
+    cm.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
+    cm.set_defaults(func=_cmd_compare)
 
     de = sub.add_parser("demo", parents=[common],
                         help="source-only vs SIDDA on a small simulated set",

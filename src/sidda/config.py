@@ -29,7 +29,7 @@ import yaml
 
 from sidda.datasets import DataConfig
 from sidda.distributed import DistConfig
-from sidda.losses import LossConfig
+from sidda.methods.config import LossConfig
 from sidda.models import ModelConfig
 from sidda.train import TrainConfig
 

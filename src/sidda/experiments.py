@@ -34,6 +34,7 @@ from sidda.datasets import (
 )
 from sidda.distributed import DistContext, broadcast_object
 from sidda.evaluate import domain_metrics, predict, save_predictions, write_metrics
+from sidda.methods.domain_bn import load_target_stats
 from sidda.models import build_model
 from sidda.recovery import read_state
 from sidda.runs import CHECKPOINTS, atomic_write, environment_info, load_checkpoint, write_json
@@ -322,8 +323,17 @@ def resume_run(
     return run_dir
 
 
-def load_run_model(run_dir: str | Path, checkpoint: str = "final") -> tuple[torch.nn.Module, dict]:
-    """Rebuild a run's model from its directory and load a checkpoint into it."""
+def load_run_model(
+    run_dir: str | Path, checkpoint: str = "final", *, domain: str = "source"
+) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a run's model from its directory and load a checkpoint into it.
+
+    ``domain="target"`` loads the target domain's BatchNorm statistics into the model when the
+    run kept its own for each domain (robust SIDDA, :mod:`sidda.methods.domain_bn`); otherwise
+    both domains get the same model.
+    """
+    if domain not in ("source", "target"):
+        raise ValueError(f"domain must be 'source' or 'target', got {domain!r}")
     run_dir = Path(run_dir)
     info_path = run_dir / "run.json"
     if not info_path.is_file():
@@ -339,7 +349,11 @@ def load_run_model(run_dir: str | Path, checkpoint: str = "final") -> tuple[torc
     )
     ckpt = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")
     model.load_state_dict(ckpt["model"])
-    return model.eval(), info | {"checkpoint_epoch": ckpt["epoch"]}
+    stats = load_target_stats(model, ckpt.get("loss") or {})
+    if domain == "target" and stats is not None:
+        stats._swap()  # the target statistics now sit in the model's layers, for good
+    return model.eval(), info | {"checkpoint_epoch": ckpt["epoch"],
+                                 "domain_bn": stats is not None}
 
 
 def evaluate_run(
@@ -386,6 +400,8 @@ def evaluate_run(
 
     run_dir = Path(run_dir)
     model, info = load_run_model(run_dir, checkpoint)
+    model_t = load_run_model(run_dir, checkpoint, domain="target")[0] if info["domain_bn"] \
+        else model
     cfg = RunConfig.from_yaml(run_dir / "config.yaml")
     dcfg = DataConfig(**{**cfg.data.__dict__, "path": str(data_path or cfg.data.path)})
     data = load_domains(dcfg, splits=("test",))
@@ -400,8 +416,8 @@ def evaluate_run(
         "n_bins": n_bins,
     }
     preds = {}
-    for domain, images in (("source", data.test_s), ("target", data.test_t)):
-        preds[domain] = pred = predict(model, images, device=device)
+    for domain, images, net in (("source", data.test_s, model), ("target", data.test_t, model_t)):
+        preds[domain] = pred = predict(net, images, device=device)
         report[domain] = domain_metrics(
             pred, num_classes=info["num_classes"], class_names=info.get("class_names"),
             n_bins=n_bins,
@@ -440,12 +456,14 @@ def evaluate_run(
             if name == checkpoint:  # reuse what was computed above
                 p = {"val_s": val_s, "test_s": preds["source"],
                      "test_t": preds["target"]}
-                p["val_t"] = predict(model, val_t_images, device=device)
+                p["val_t"] = predict(model_t, val_t_images, device=device)
             else:
                 net = export_model(load_run_model(run_dir, name)[0])
-                p = {key: predict(net, images, device=device, export=False) for key, images in (
-                    ("val_s", sets["val_s"]), ("val_t", val_t_images),
-                    ("test_s", data.test_s), ("test_t", data.test_t))}
+                net_t = export_model(load_run_model(run_dir, name, domain="target")[0]) \
+                    if info["domain_bn"] else net
+                p = {key: predict(m, images, device=device, export=False) for key, images, m in (
+                    ("val_s", sets["val_s"], net), ("val_t", val_t_images, net_t),
+                    ("test_s", data.test_s, net), ("test_t", data.test_t, net_t))}
             candidates[name] = checkpoint_scores(**p, record=load_checkpoint(path).get("record"))
         report["selection"] = select_checkpoints(candidates)
     elif selection:

@@ -65,7 +65,6 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -75,7 +74,6 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 __all__ = [
-    "LossConfig",
     "SIDDALoss",
     "SIDDAOutput",
     "SinkhornLoss",
@@ -90,62 +88,10 @@ logger = logging.getLogger(__name__)
 EtaMode = Literal["faithful", "clean"]
 ETA_1_MIN = 1e-3
 ETA_RATIO_MIN = 0.25
-METHODS = ("sidda", "source_only")
 BACKENDS = ("auto", "dense", "tensorized", "blocked", "online", "multiscale")
 AUTO_DENSE_MAX = 256  # "auto" uses "dense" up to this many points per cloud
 AUTO_TENSORIZED_BYTES = 1 << 30  # then "tensorized" while its matrices fit in this
 BLOCK_BYTES = 32 << 20  # temporaries of one block of the "blocked" backend
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Which objective to train and the options of the SIDDA term.
-
-    Attributes:
-        method: ``"sidda"`` (CE + dynamic Sinkhorn after the warm-up) or ``"source_only"``
-            (the cross-entropy baseline, no target data).
-        eta_mode: ``"faithful"`` or ``"clean"`` (see the module docstring).
-        blur: A fixed blur, or None for the dynamic blur (the method).
-        blur_factor: Factor of the dynamic blur.
-        blur_floor: Floor of the dynamic blur.
-        scaling: epsilon-scaling ratio of the Sinkhorn loop.
-        backend: Sinkhorn backend (see the module docstring); ``"auto"`` is tensorized at the
-            paper's batch sizes and bounded in memory beyond.
-    """
-
-    method: str = "sidda"
-    eta_mode: str = "faithful"
-    blur: float | None = None
-    blur_factor: float = 0.05
-    blur_floor: float = 0.01
-    scaling: float = 0.9
-    backend: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"loss.method must be one of {METHODS}, got {self.method!r}")
-        if self.eta_mode not in ("faithful", "clean"):
-            raise ValueError(f"loss.eta_mode must be 'faithful' or 'clean', got {self.eta_mode!r}")
-        if self.blur is not None and not self.blur > 0:
-            raise ValueError(f"loss.blur must be > 0 or null (dynamic), got {self.blur}")
-        if not self.blur_factor > 0 or not self.blur_floor > 0:
-            raise ValueError(
-                f"loss.blur_factor and loss.blur_floor must be > 0, got {self.blur_factor} and "
-                f"{self.blur_floor}; the paper uses 0.05 and 0.01"
-            )
-        if not 0 < self.scaling < 1:
-            raise ValueError(f"loss.scaling must lie in (0, 1), got {self.scaling}; e.g. 0.9")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"loss.backend must be one of {BACKENDS}, got {self.backend!r}")
-
-    def build(self) -> SIDDALoss | None:
-        """The loss module of this config (None for the source-only baseline)."""
-        if self.method == "source_only":
-            return None
-        return SIDDALoss(
-            mode=self.eta_mode, blur=self.blur, blur_factor=self.blur_factor,
-            blur_floor=self.blur_floor, scaling=self.scaling, backend=self.backend,
-        )
 
 
 def _check_latents(z_s: Tensor, z_t: Tensor) -> None:
@@ -301,23 +247,26 @@ def _sinkhorn_dense(x: Tensor, y: Tensor, *, blur: float, scaling: float) -> Ten
     q = torch.stack([yd, xd, xd, yd])  # (4, k, D)
     h = torch.stack([b_log, a_log, a_log, b_log])  # (4, k)
     half_qq = (q * q).sum(-1).unsqueeze(1) / 2  # (4, 1, k)
-    partner = [1, 0, 2, 3]  # the potential on q_r: g_ab for f_ba, f_ba for g_ab, ...
+    partner = torch.tensor([1, 0, 2, 3], device=x.device)  # the potential on q_r: g_ab for
+    # f_ba, f_ba for g_ab, f_aa and g_bb for themselves
 
-    def softmin(p: Tensor, s: Tensor, eps: float, pot: Tensor) -> Tensor:
+    def softmin(half_pp: Tensor, s: Tensor, eps: float, pot: Tensor) -> Tensor:
         # s = p.q - |q|^2/2 (4, k, k);  -eps LSE_j(h_j + pot_j/eps - |p_i - q_j|^2/(2 eps))
-        logits = torch.add((h + pot / eps).unsqueeze(1), s, alpha=1 / eps)
-        return (p * p).sum(-1) / 2 - eps * torch.logsumexp(logits, -1)  # (4, k)
+        logits = torch.add(torch.add(h, pot, alpha=1 / eps).unsqueeze(1), s, alpha=1 / eps)
+        return torch.sub(half_pp, torch.logsumexp(logits, -1), alpha=eps)  # (4, k)
 
-    with torch.no_grad():
+    with torch.no_grad():  # a handful of operations per epsilon, whatever the batch
         p = torch.stack([xd, yd, xd, yd])
+        half_pp = (p * p).sum(-1) / 2
         s = torch.baddbmm(-half_qq, p, q.transpose(1, 2))
         eps = eps_list[0]
-        f = softmin(p, s, eps, torch.zeros_like(h))
+        f = softmin(half_pp, s, eps, torch.zeros_like(h))
         for eps in eps_list:  # symmetric updates, as geomloss
-            f = 0.5 * (f + softmin(p, s, eps, f[partner]))
+            f = torch.lerp(f, softmin(half_pp, s, eps, f.index_select(0, partner)), 0.5)
     # the last extrapolation carries the gradient, through p (the first cloud of each cost)
     p = torch.stack([_pad(x, k), _pad(y, k), _pad(x, k), _pad(y, k)])
-    f = softmin(p, torch.baddbmm(-half_qq, p, q.transpose(1, 2)), eps, f[partner])
+    s = torch.baddbmm(-half_qq, p, q.transpose(1, 2))
+    f = softmin((p * p).sum(-1) / 2, s, eps, f.index_select(0, partner))
     return (a_log.exp() * (f[0] - f[2])).sum() + (b_log.exp() * (f[1] - f[3])).sum()
 
 
@@ -521,6 +470,8 @@ class SIDDALoss(nn.Module):
         scaling: epsilon-scaling ratio of the Sinkhorn loop (0.9 in the paper).
         backend: Sinkhorn backend (:func:`sinkhorn_divergence`).
         eta_init: Initial value of both etas.
+        eta_ratio_min: Lower bound of ``eta_2 / eta_1`` (0.25 in the paper: the DA weight is
+            at most 16 times the CE weight; 1 keeps it at most the CE weight).
     """
 
     def __init__(
@@ -533,8 +484,12 @@ class SIDDALoss(nn.Module):
         scaling: float = 0.9,
         backend: str = "auto",
         eta_init: float = 1.0,
+        eta_ratio_min: float = ETA_RATIO_MIN,
     ) -> None:
         super().__init__()
+        if not eta_ratio_min > 0:
+            raise ValueError(f"eta_ratio_min must be > 0, got {eta_ratio_min}")
+        self.eta_ratio_min = float(eta_ratio_min)
         if mode not in ("faithful", "clean"):
             raise ValueError(f"mode must be 'faithful' or 'clean', got {mode!r}")
         if eta_init <= 0:
@@ -560,9 +515,9 @@ class SIDDALoss(nn.Module):
 
     @torch.no_grad()
     def clamp_(self) -> None:
-        """Apply the bounds ``eta_1 >= 1e-3`` and ``eta_2 >= 0.25 eta_1`` in place."""
+        """Apply the bounds ``eta_1 >= 1e-3`` and ``eta_2 >= eta_ratio_min * eta_1`` in place."""
         self.eta_1.clamp_(min=ETA_1_MIN)
-        self.eta_2.clamp_(min=ETA_RATIO_MIN * self.eta_1.item())
+        self.eta_2.clamp_(min=self.eta_ratio_min * self.eta_1.item())
 
     def before_step(self) -> None:
         """Call between ``backward()`` and ``optimizer.step()``."""

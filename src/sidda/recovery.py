@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from sidda.distributed import DistContext, gather_object, max_over_ranks
-from sidda.losses import LossConfig
+from sidda.methods.config import LossConfig
 from sidda.models import model_state
 from sidda.runs import RESUME_CHECKPOINT, load_checkpoint, save_checkpoint
 
@@ -216,9 +216,15 @@ def count_bad_step(
             f"{where}, max latent distance {_fmt(row['max_distance'])}); likely cause: the "
             "latents are blowing up (the Sinkhorn term overflows) or the learning rate is too "
             f"high. Lower train.lr (now {cfg.lr:g}), tighten train.grad_clip (now "
-            f"{cfg.grad_clip:g}) or raise loss.blur_floor (now {loss.blur_floor:g}), then start "
-            "a new run (--force or another name). No non-finite weights were saved."
+            f"{cfg.grad_clip:g}){_floor_hint(loss)}, then start a new run (--force or another "
+            "name). No non-finite weights were saved."
         )
+
+
+def _floor_hint(loss: LossConfig) -> str:
+    if loss.blur_floor is None:
+        return ""
+    return f" or raise loss.blur_floor (now {loss.blur_floor:g})"
 
 
 class Checkpointer:

@@ -1,11 +1,13 @@
-"""One optimisation step of SIDDA or of the source-only baseline, on one rank or several.
+"""One optimisation step of a domain-adaptation method or of the source-only baseline.
 
 :func:`train_step` is what :func:`sidda.train.fit` runs for every batch, and what
 ``benchmarks/gpu_step.py`` times. A SIDDA step makes one forward pass on ``cat([x_s, x_t])``
 (bf16 autocast on CUDA, :func:`~sidda.distributed.autocast_context`), computes
 :class:`~sidda.losses.SIDDALoss` in float32 (:func:`~sidda.distributed.distributed_sidda_loss`),
 backpropagates, averages the etas' gradients over the ranks, clips the model gradients and
-steps; a warm-up or baseline step does the same with the cross-entropy alone.
+steps. Any other method (:mod:`sidda.methods`) gets the split latents and logits of the same
+forward pass (:func:`method_loss`, gathered over the ranks). A warm-up or baseline step does
+the same with the cross-entropy alone.
 
 **Non-finite steps.** A non-finite latent, loss or gradient skips the update: the gradients
 are dropped, neither the optimizer nor the etas move, and ``skipped`` names what was
@@ -17,6 +19,7 @@ one skipped.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -25,16 +28,21 @@ from torch import Tensor, nn
 from sidda.distributed import (
     DistConfig,
     DistContext,
+    _gather_counts,
+    _no_autocast,
     autocast_context,
     average_gradients,
     distributed_cross_entropy,
     distributed_sidda_loss,
+    gather_with_grad,
     max_over_ranks,
     unwrap,
 )
-from sidda.losses import SIDDALoss, max_cross_distance
+from sidda.losses import max_cross_distance
+from sidda.methods.base import DAMethod, MethodOutput, StepOutputs
+from sidda.methods.sidda import SIDDAMethod
 
-__all__ = ["STEP_KEYS", "train_step"]
+__all__ = ["STEP_KEYS", "method_loss", "train_step"]
 
 #: The values :func:`train_step` returns (None where they do not apply).
 STEP_KEYS = ("ce", "da", "blur", "max_distance", "total", "grad_norm", "skipped")
@@ -46,11 +54,12 @@ def train_step(
     y_s: Tensor,
     x_t: Tensor | None,
     *,
-    criterion: SIDDALoss | None,
+    criterion: DAMethod | None,
     optimizer: torch.optim.Optimizer,
     grad_clip: float,
     ctx: DistContext | None = None,
     dist_cfg: DistConfig | None = None,
+    progress: float = 0.0,
 ) -> dict:
     """One step on a source batch, and a target batch after the warm-up (``x_t``, else None).
 
@@ -59,17 +68,18 @@ def train_step(
         x_s: This rank's source images, shape (b_s, C, H, W), on its device.
         y_s: Their labels, shape (b_s,).
         x_t: This rank's target images, shape (b_t, C, H, W), or None for cross-entropy alone.
-        criterion: The SIDDA loss (with its etas, stepped by ``optimizer`` too); None only for
-            cross-entropy steps.
-        optimizer: Steps the model parameters (and the etas).
-        grad_clip: Max norm of the model gradients (the etas are not clipped).
+        criterion: The domain-adaptation method (:class:`~sidda.methods.base.DAMethod`, whose
+            own parameters ``optimizer`` steps too); None only for cross-entropy steps.
+        optimizer: Steps the model parameters (and the method's).
+        grad_clip: Max norm of the model gradients (the method's parameters are not clipped).
         ctx: This process's rank and device (None: one process).
         dist_cfg: bf16 autocast and the Sinkhorn scope (None: the defaults).
+        progress: Fraction of the alignment phase done, in [0, 1] (method schedules).
 
     Returns:
-        The logged values, keyed by :data:`STEP_KEYS`, the same on every rank. ``skipped``
-        names what was non-finite (``latents``, ``max distance``, ``CE``, ``DA``, ``total``,
-        ``gradient``), or is None for a normal step.
+        The logged values, keyed by :data:`STEP_KEYS` plus the method's own logs, the same on
+        every rank. ``skipped`` names what was non-finite (``latents``, ``max distance``,
+        ``CE``, ``DA``, ``total``, ``gradient``), or is None for a normal step.
     """
     ctx, dist_cfg = ctx or DistContext(device=x_s.device), dist_cfg or DistConfig()
     optimizer.zero_grad(set_to_none=True)
@@ -78,27 +88,25 @@ def train_step(
     autocast = autocast_context(ctx.device, enabled=dist_cfg.bf16)  # the forward pass only
     if x_t is not None:
         b = len(x_s)
+        stats = getattr(criterion, "domain_stats", None)
         with autocast:
-            z, logits = net(torch.cat([x_s, x_t]))  # (B_s + B_t, D), (B_s + B_t, K)
+            if stats is None:
+                z, logits = net(torch.cat([x_s, x_t]))  # (B_s + B_t, D), (B_s + B_t, K)
+            else:  # domain-specific BatchNorm: one pass per domain, each with its statistics
+                with _no_sync(net, ctx):  # two passes: DDP cannot reduce them; done below
+                    z_s, logits_s = net(x_s)
+                    with stats.target():
+                        z_t, logits_t = net(x_t)
+                z, logits = torch.cat([z_s, z_t]), torch.cat([logits_s, logits_t])
         if max_over_ranks(not bool(torch.isfinite(z).all()), ctx):
             bad.append("latents")
+        elif isinstance(criterion, SIDDAMethod):
+            objective = _sidda_objective(criterion, logits, y_s, z, b, ctx, dist_cfg, out, bad)
         else:
-            try:
-                res = distributed_sidda_loss(criterion, logits[:b], y_s, z[:b], z[b:], ctx,
-                                             da_scope=dist_cfg.da_scope)
-            except ValueError:  # one process: no finite blur, the latent distances overflow
-                out["max_distance"] = max_cross_distance(z[:b], z[b:])
-                if math.isfinite(out["max_distance"]):
-                    raise
-                bad.append("max distance")
-            else:  # several ranks report the overflow as an infinite max distance instead
-                out["max_distance"] = res.max_distance
-                if math.isfinite(res.max_distance):
-                    objective = res.total
-                    out.update(ce=res.ce.item(), da=res.da.item(), blur=res.blur,
-                               total=objective.item())
-                else:
-                    bad.append("max distance")
+            res = method_loss(criterion, z[:b], z[b:], logits[:b], logits[b:], y_s, ctx,
+                              progress=progress)
+            objective = res.total
+            out.update(ce=res.ce.item(), da=res.da.item(), total=objective.item(), **res.logs)
         if objective is None:
             with torch.no_grad():
                 out["ce"] = distributed_cross_entropy(logits[:b].detach(), y_s, ctx).item()
@@ -113,11 +121,13 @@ def train_step(
         objective.backward()  # DDP averages the model gradients over the ranks here
         if criterion is not None:
             average_gradients(criterion.parameters(), ctx)
+            if x_t is not None and getattr(criterion, "domain_stats", None) is not None:
+                average_gradients(unwrap(net).parameters(), ctx)  # DDP did not (no_sync)
         out["grad_norm"] = float(nn.utils.clip_grad_norm_(unwrap(net).parameters(), grad_clip))
-        etas_ok = criterion is None or all(
+        own_ok = criterion is None or all(
             p.grad is None or bool(torch.isfinite(p.grad).all()) for p in criterion.parameters()
         )
-        if not (math.isfinite(out["grad_norm"]) and etas_ok):
+        if not (math.isfinite(out["grad_norm"]) and own_ok):
             bad.append("gradient")
     if bad:
         optimizer.zero_grad(set_to_none=True)
@@ -129,3 +139,63 @@ def train_step(
     if criterion is not None:
         criterion.after_step()
     return out
+
+
+def _no_sync(net: nn.Module, ctx: DistContext) -> contextlib.AbstractContextManager:
+    """DDP's ``no_sync`` with several ranks (the gradients are then averaged by hand)."""
+    return net.no_sync() if ctx.is_distributed and hasattr(net, "no_sync") else \
+        contextlib.nullcontext()
+
+
+def _sidda_objective(method: SIDDAMethod, logits: Tensor, y_s: Tensor, z: Tensor, b: int,
+                     ctx: DistContext, dist_cfg: DistConfig, out: dict,
+                     bad: list) -> Tensor | None:
+    """SIDDA's objective on the (gathered) batch, its values logged into ``out``; None when
+    the latent distances overflow (``bad`` says so)."""
+    try:
+        res = distributed_sidda_loss(method.loss, logits[:b], y_s, z[:b], z[b:], ctx,
+                                     da_scope=dist_cfg.da_scope)
+    except ValueError:  # one process: no finite blur, the latent distances overflow
+        out["max_distance"] = max_cross_distance(z[:b], z[b:])
+        if math.isfinite(out["max_distance"]):
+            raise
+        bad.append("max distance")
+        return None
+    # several ranks report the overflow as an infinite max distance instead
+    out["max_distance"] = res.max_distance
+    if not math.isfinite(res.max_distance):
+        bad.append("max distance")
+        return None
+    objective = method.weigh(res.ce, res.da)  # the paper variant: res.total, recomputed
+    out.update(ce=res.ce.item(), da=res.da.item(), blur=res.blur, total=objective.item())
+    return objective
+
+
+def method_loss(
+    method: DAMethod,
+    z_s: Tensor,
+    z_t: Tensor,
+    logits_s: Tensor,
+    logits_t: Tensor,
+    y_s: Tensor,
+    ctx: DistContext,
+    *,
+    progress: float = 0.0,
+) -> MethodOutput:
+    """A method's objective on the global batch, the same on every rank.
+
+    One process evaluates ``method`` on its batch. Several ranks gather the latents, logits
+    and labels of all ranks (with gradient: each rank gets back the gradient of its own rows)
+    and every rank evaluates the method on the whole global batch, so the objective does not
+    depend on the number of processes. Autocast is off; everything is cast to float32.
+    """
+    with _no_autocast(z_s.device):
+        z_s, z_t, logits_s, logits_t = (t.float() for t in (z_s, z_t, logits_s, logits_t))
+        if ctx.is_distributed:
+            sizes = _gather_counts([len(z_s), len(z_t)], z_s.device)
+            n_s, n_t = [s for s, _ in sizes], [t for _, t in sizes]
+            z_s, logits_s = (gather_with_grad(t, ctx, sizes=n_s) for t in (z_s, logits_s))
+            z_t, logits_t = (gather_with_grad(t, ctx, sizes=n_t) for t in (z_t, logits_t))
+            y_s = gather_with_grad(y_s.double()[:, None], ctx, sizes=n_s)[:, 0].long()
+        return method(StepOutputs(z_s=z_s, z_t=z_t, logits_s=logits_s, logits_t=logits_t,
+                                  y_s=y_s, progress=progress))

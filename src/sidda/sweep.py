@@ -11,8 +11,10 @@
 * ``report.html`` - the HTML report of every run, with the table and the figure on top.
 
 A run that is already complete (``metrics.json`` written) with the same config is reused,
-so an interrupted sweep resumes where it stopped; one with another config is an error unless
-``force`` retrains it.
+so an interrupted sweep resumes where it stopped; a run whose training finished but whose
+evaluation did not is only evaluated; one with another config is an error unless ``force``
+retrains it. :func:`ensure_run` holds these rules and :func:`method_loss` the rule for
+switching a base config to another method; ``sidda compare`` (:mod:`sidda.compare`) uses both.
 """
 
 from __future__ import annotations
@@ -27,14 +29,18 @@ from typing import NamedTuple
 import numpy as np
 
 from sidda.config import ConfigError, RunConfig
+from sidda.methods.config import METHOD_NAMES, OPTIONS
 from sidda.runs import atomic_write, write_csv, write_json
 
 __all__ = [
     "CurveStats",
     "SweepResult",
+    "check_methods_available",
     "distance_curves",
+    "ensure_run",
     "format_table",
     "group_curves",
+    "method_loss",
     "run_name",
     "run_sweep",
     "summarize",
@@ -42,7 +48,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("source_only", "sidda")
+#: Methods a sweep accepts (every ``LossConfig`` method) and those it runs by default.
+METHODS = METHOD_NAMES
+DEFAULT_METHODS = ("source_only", "sidda")
 #: (domain, metric) columns of the summary table; ``ece_ts``: ECE after temperature scaling.
 SUMMARY_METRICS = (
     ("source", "accuracy"), ("target", "accuracy"), ("source", "ece"), ("target", "ece"),
@@ -181,20 +189,109 @@ def distance_curves(
     return out
 
 
-# --------------------------------------------------------------------------- the sweep
+# --------------------------------------------------------------------------- methods and runs
 
 
-def _complete(run_dir: Path, cfg: RunConfig, force: bool) -> bool:
-    """Whether ``run_dir`` already holds this run, trained and evaluated."""
+def method_loss(loss: dict, method: str, *, variant: str | None = None) -> dict:
+    """The ``loss`` section of a run of ``method``, derived from a base config's section.
+
+    Keeps only the options of ``loss`` that belong to ``method`` (``OPTIONS[method]``) and are
+    not null, so a base config written for one method (``eta_mode`` for sidda) can train
+    another (``dan``) without the "option of another method" error; the options dropped take
+    the new method's defaults. ``variant`` (sidda only) replaces the base config's.
+
+    >>> method_loss({"method": "sidda", "eta_mode": "clean", "weight": None}, "dan")
+    {'method': 'dan'}
+    >>> method_loss({"method": "sidda", "eta_mode": "clean"}, "sidda", variant="robust")
+    {'method': 'sidda', 'eta_mode': 'clean', 'variant': 'robust'}
+    """
+    own = OPTIONS.get(method, {})
+    out: dict = {"method": method}
+    out.update({k: v for k, v in loss.items() if k in own and v is not None})
+    if variant is not None:
+        out["variant"] = variant
+    return out
+
+
+def check_methods_available(methods: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` unless every method's module imports (before any training)."""
+    from sidda.methods import method_class
+
+    for m in dict.fromkeys(methods):
+        if m == "source_only":
+            continue
+        try:
+            method_class(m)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(
+                f"method {m!r} is not available in this installation ({_one_line(e)}); "
+                "leave it out of the list"
+            ) from None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _state(run_dir: Path, cfg: RunConfig, force: bool) -> str:
+    """``"evaluated"``, ``"trained"`` (training finished, no metrics) or ``"missing"``.
+
+    Raises:
+        ConfigError: ``run_dir`` holds a run of another config and ``force`` is False.
+    """
     if force or not run_dir.exists():
-        return False
+        return "missing"
     old = run_dir / "config.yaml"
     if old.is_file() and old.read_text() != cfg.to_yaml():
         raise ConfigError(
             f"{run_dir} exists with a different config; choose another --out, or pass --force "
             "to retrain it"
         )
-    return (run_dir / "metrics.json").is_file() and (run_dir / "summary.json").is_file()
+    if not old.is_file() or not (run_dir / "summary.json").is_file():  # written after fit
+        return "missing"
+    return "evaluated" if (run_dir / "metrics.json").is_file() else "trained"
+
+
+def ensure_run(
+    run_cfg: RunConfig,
+    *,
+    checkpoint: str = "final",
+    force: bool = False,
+    argv: Sequence[str] = (),
+    callbacks: Sequence = (),
+    label: str = "",
+) -> dict:
+    """Train and evaluate one run unless its directory already holds it; its ``metrics.json``.
+
+    A finished run with the same config is reused (re-evaluated when its metrics are of another
+    checkpoint), a run whose training finished is evaluated, anything else (no directory, a
+    half-trained one) is trained from scratch.
+
+    Raises:
+        ConfigError: the directory holds a run of another config and ``force`` is False.
+    """
+    from sidda.experiments import evaluate_run, train_run
+    from sidda.train import resolve_device
+
+    run_dir = run_cfg.run_dir
+    label = label or run_dir.name
+    device = str(resolve_device(run_cfg.train.device))
+    state = _state(run_dir, run_cfg, force)
+    if state == "evaluated":
+        logger.info("%s: already trained and evaluated, reused", label)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        if metrics.get("checkpoint") == checkpoint:
+            return metrics
+    elif state == "trained":
+        logger.info("%s: already trained, evaluating", label)
+    else:
+        logger.info("training %s", label)
+        train_run(run_cfg, argv=argv, force=True, callbacks=callbacks)
+    evaluate_run(run_dir, checkpoint=checkpoint, device=device)
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+# --------------------------------------------------------------------------- the sweep
 
 
 def run_sweep(
@@ -203,7 +300,7 @@ def run_sweep(
     models: Sequence[str],
     seeds: Sequence[int],
     out: str | Path,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = DEFAULT_METHODS,
     checkpoint: str = "final",
     force: bool = False,
     report: bool = True,
@@ -218,7 +315,8 @@ def run_sweep(
         models: Model names, e.g. ``["cnn", "d1", "d2", "d4", "d8"]``.
         seeds: Training seeds.
         out: The sweep folder.
-        methods: ``source_only`` and/or ``sidda``.
+        methods: Any of ``LossConfig``'s methods (default ``source_only`` and ``sidda``);
+            each run keeps only its method's own options of ``cfg.loss`` (:func:`method_loss`).
         checkpoint: Checkpoint whose test metrics enter the table.
         force: Retrain runs that exist.
         report: Also write ``report.html``.
@@ -228,9 +326,6 @@ def run_sweep(
     Raises:
         ConfigError: a bad model name or method, before anything is trained.
     """
-    from sidda.experiments import evaluate_run, train_run
-    from sidda.train import resolve_device
-
     if not models or not seeds or not methods:
         raise ConfigError("a sweep needs at least one model, one seed and one method")
     bad = [m for m in methods if m not in METHODS]
@@ -243,27 +338,20 @@ def run_sweep(
             for method in methods:
                 d = cfg.to_dict()
                 d.update(name=run_name(model, method, seed), out_dir=str(out / "runs"))
-                d["model"]["name"], d["loss"]["method"], d["train"]["seed"] = model, method, seed
+                d["model"]["name"], d["train"]["seed"] = model, seed
+                d["loss"] = method_loss(d["loss"], method)
                 plan.append(RunConfig.from_dict(d))  # validates every name before training
+    check_methods_available(methods)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "sweep.json", {"models": list(models), "seeds": list(seeds),
                                     "methods": list(methods), "checkpoint": checkpoint,
                                     "config": cfg.to_dict()})
     runs, reports = [], []
     for i, run_cfg in enumerate(plan, 1):
-        run_dir = run_cfg.run_dir
-        device = str(resolve_device(run_cfg.train.device))
-        if _complete(run_dir, run_cfg, force):
-            logger.info("[%d/%d] %s: already trained and evaluated, reused", i, len(plan),
-                        run_dir.name)
-            if json.loads((run_dir / "metrics.json").read_text()).get("checkpoint") != checkpoint:
-                evaluate_run(run_dir, checkpoint=checkpoint, device=device)
-        else:
-            logger.info("[%d/%d] training %s", i, len(plan), run_dir.name)
-            train_run(run_cfg, argv=argv, force=True, callbacks=callbacks)
-            evaluate_run(run_dir, checkpoint=checkpoint, device=device)
-        runs.append(run_dir)
-        reports.append(json.loads((run_dir / "metrics.json").read_text()))
+        reports.append(ensure_run(run_cfg, checkpoint=checkpoint, force=force, argv=argv,
+                                  callbacks=callbacks,
+                                  label=f"[{i}/{len(plan)}] {run_cfg.run_dir.name}"))
+        runs.append(run_cfg.run_dir)
     rows = summarize(reports)
     write_csv(out / "summary.csv", rows)
     atomic_write(out / "summary.txt", format_table(rows) + "\n")

@@ -38,6 +38,7 @@ autocast and the loss in float32 (:class:`~sidda.distributed.DistConfig`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -65,7 +66,9 @@ from sidda.distributed import (
     unwrap,
     use_channels_last,
 )
-from sidda.losses import LossConfig, SIDDALoss, sinkhorn_divergence
+from sidda.losses import sinkhorn_divergence
+from sidda.methods import DAMethod, LossConfig, StepOutputs, build_method
+from sidda.methods.sidda import SIDDAMethod
 from sidda.models import tune_cpu_allocator
 from sidda.recovery import (
     Checkpointer,
@@ -215,7 +218,7 @@ class _Run:
     dist: DistConfig
     ctx: DistContext
     net: nn.Module  # the model, in DDP with several ranks
-    criterion: SIDDALoss | None
+    criterion: DAMethod | None
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.MultiStepLR
     ckpt: Checkpointer
@@ -255,6 +258,10 @@ class _Run:
             step=self.state.step, n_steps=n_steps)
 
 
+#: Step columns that are bookkeeping, not values to average per epoch.
+_STEP_BOOK = frozenset({"epoch", "step", "phase", "lr", "grad_norm", "skipped"})
+
+
 def _mean(values: Sequence[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return float(np.mean(vals)) if vals else None
@@ -282,7 +289,7 @@ def _validate(
     val_s: ImageSet,
     val_t: ImageSet | None,
     *,
-    criterion: SIDDALoss | None,
+    criterion: DAMethod | None,
     with_da: bool,
     batch_size: int,
     device: torch.device,
@@ -299,20 +306,49 @@ def _validate(
         "val_da": None,
     }
     if val_t is not None and len(val_t):
-        z_t, _ = _forward_all(model, val_t, batch_size, device)
+        stats = getattr(criterion, "domain_stats", None)
+        with stats.target() if stats is not None else contextlib.nullcontext():
+            z_t, logits_t = _forward_all(model, val_t, batch_size, device)
         if with_da and criterion is not None:
             # the training objective's DA term on (source batch i, target batch i) pairs
-            sk, da = criterion.sinkhorn, []
+            da = []
             stream = cycle_batches(len(z_t), batch_size, seed=0)
             for idx in torch.arange(len(z_s)).split(batch_size):
-                a, b = z_s[idx], z_t[next(stream)]
-                da.append(float(sinkhorn_divergence(
-                    a, b, blur=sk.resolve_blur(a, b), scaling=sk.scaling, backend=sk.backend)))
+                jdx = next(stream)
+                da.append(_validation_da(criterion, StepOutputs(
+                    z_s=z_s[idx], z_t=z_t[jdx], logits_s=logits[idx], logits_t=logits_t[jdx],
+                    y_s=y_s[idx], progress=1.0)))
             out["val_da"] = float(np.mean(da))
         out["val_js_paper"] = float(paper_js_distance(z_s, z_t))
         out["val_sinkhorn_fixed"] = float(fixed_blur_sinkhorn(z_s, z_t))
     out["val_total"] = out["val_ce"] + (out["val_da"] or 0.0)
     return out
+
+
+def _validation_da(criterion: DAMethod, batch: StepOutputs) -> float:
+    """The alignment term of one validation batch pair (no side effects on the method)."""
+    if isinstance(criterion, SIDDAMethod):
+        sk, a, b = criterion.loss.sinkhorn, batch.z_s, batch.z_t
+        return float(sinkhorn_divergence(a, b, blur=sk.resolve_blur(a, b), scaling=sk.scaling,
+                                         backend=sk.backend))
+    was = criterion.training
+    criterion.eval()
+    try:
+        return float(criterion(batch).da)
+    finally:
+        criterion.train(was)
+
+
+@torch.no_grad()
+def _output_dims(model: nn.Module, images: ImageSet) -> tuple[int, int]:
+    """(latent width D, number of classes K) of ``model``, from one eval-mode forward pass."""
+    was = model.training
+    model.eval()
+    try:
+        z, logits = model(images.x[torch.arange(1)].to(next(model.parameters()).device))
+    finally:
+        model.train(was)
+    return int(z.shape[-1]), int(logits.shape[-1])
 
 
 def fit(
@@ -366,9 +402,13 @@ def fit(
     ctx = ctx or DistContext(device=resolve_device(cfg.device))
     if ctx.device.type == "cpu":
         tune_cpu_allocator()  # reuse freed activation buffers: no page faults every step
-    criterion = loss.build()
-    if criterion is not None and train_t is None:
-        raise ValueError("SIDDA needs target training images; pass train_t or use source_only")
+    if loss.uses_target and train_t is None:
+        raise ValueError(f"{loss.method} needs target training images; pass train_t or use "
+                         "source_only")
+    latent_dim, num_classes = _output_dims(model, train_s)
+    criterion = build_method(loss, latent_dim=latent_dim, num_classes=num_classes)
+    if criterion is not None:
+        criterion.attach(model)
     if resume and run_dir is None:
         raise ValueError("resume=True needs the run_dir that holds checkpoints/last.pt")
     n = ctx.world_size
@@ -396,7 +436,7 @@ def fit(
         groups = [{"params": [p for p in unwrap(net).parameters() if p.requires_grad]}]
         if criterion is not None:
             criterion.to(ctx.device)
-            groups.append(criterion.param_group())
+            groups += criterion.param_groups()
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(
             optimizer, milestones=cfg.resolved_milestones(), gamma=cfg.lr_decay)
@@ -433,6 +473,7 @@ def _loop(run: _Run, train_s: ImageSet, train_t: ImageSet | None, val_s: ImageSe
     """The epochs from ``run.state`` on; updates ``run.state`` and ``run.hist`` in place."""
     cfg, state, hist, criterion, ctx = run.cfg, run.state, run.hist, run.criterion, run.ctx
     n_steps = math.ceil(len(train_s) / cfg.batch_size)
+    align_steps = max(1, (cfg.epochs - cfg.warmup) * n_steps)  # steps of the alignment phase
 
     def load(images: ImageSet, idx: Tensor) -> Tensor:  # this rank's shard, on its device
         return to_device(images.x[idx], ctx.device, channels_last=run.channels_last)
@@ -443,7 +484,8 @@ def _loop(run: _Run, train_s: ImageSet, train_t: ImageSet | None, val_s: ImageSe
         epoch, t0 = state.epoch, time.perf_counter()
         run.net.train()
         aligning = criterion is not None and epoch >= cfg.warmup
-        phase = "source_only" if criterion is None else ("sidda" if aligning else "warmup")
+        phase = "source_only" if criterion is None else (run.loss.method if aligning
+                                                        else "warmup")
         lr = run.optimizer.param_groups[0]["lr"]
         first = len(hist.steps) - state.step  # this epoch's rows start here (a skipped small
         # batch below can only be the last of an epoch, so it never comes before a resume)
@@ -458,11 +500,12 @@ def _loop(run: _Run, train_s: ImageSet, train_t: ImageSet | None, val_s: ImageSe
             x_s, y_s = load(train_s, my_s), to_device(train_s.y[my_s], ctx.device)
             x_t = load(train_t, shard_indices(idx_t, ctx)) if aligning else None
             row = {"epoch": epoch, "step": epoch * n_steps + step, "phase": phase, "lr": lr}
+            progress = ((epoch - cfg.warmup) * n_steps + step) / align_steps if aligning else 0.0
             row.update(train_step(run.net, x_s, y_s, x_t, criterion=criterion,
                                   optimizer=run.optimizer, grad_clip=cfg.grad_clip, ctx=ctx,
-                                  dist_cfg=run.dist))
+                                  dist_cfg=run.dist, progress=progress))
             if criterion is not None:
-                row.update(eta_1=criterion.eta_1.item(), eta_2=criterion.eta_2.item())
+                row.update(criterion.log_state())
             hist.steps.append(row)
             state.step, state.stream_t = step + 1, state.stream_t + (stream_t is not None)
             for cb in run.callbacks:
@@ -500,12 +543,15 @@ def _end_epoch(run: _Run, rows: list[dict], *, epoch: int, phase: str, lr: float
     cfg, state, hist, criterion = run.cfg, run.state, run.hist, run.criterion
     good = [r for r in rows if not r["skipped"]]
     rec = {"epoch": epoch, "phase": phase, "lr": lr}
-    for key in ("total", "ce", "da", "eta_1", "eta_2", "blur", "max_distance"):
+    logged = ["total", "ce", "da", "eta_1", "eta_2", "blur", "max_distance"]
+    logged += sorted({k for r in good for k, v in r.items()
+                      if k not in logged and k not in _STEP_BOOK and isinstance(v, float)})
+    for key in logged:
         rec["train_" + key if key in ("total", "ce", "da") else key] = _mean(
             [r.get(key) for r in good]
         )
     rec["skipped_steps"] = len(rows) - len(good)
-    aligning = phase == "sidda"
+    aligning = criterion is not None and epoch >= cfg.warmup
     if val_s is not None and len(val_s):
         val = _validate(
             unwrap(run.net), val_s, val_t, criterion=criterion, with_da=aligning,

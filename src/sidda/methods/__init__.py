@@ -1,0 +1,25 @@
+"""Domain-adaptation objectives, chosen by ``loss.method``.
+
+* ``source_only`` - cross-entropy on the source alone (no module: the loop runs it);
+* ``sidda`` - :class:`~sidda.methods.sidda.SIDDAMethod`, SIDDA (paper and robust variants);
+* ``dan``, ``coral``, ``dann``, ``cdan``, ``deepjdot``, ``mcc`` - the methods users compare
+  SIDDA with, one module each, with its formula and reference in the docstring.
+
+All share :class:`~sidda.methods.base.DAMethod`: the same warm-up, data stream, checkpoints,
+resume and multi-process rules (:mod:`sidda.train`).
+"""
+
+from sidda.methods.base import DAMethod, MethodOutput, StepOutputs
+from sidda.methods.config import METHOD_NAMES, OPTIONS, LossConfig
+from sidda.methods.registry import build_method, method_class
+
+__all__ = [
+    "METHOD_NAMES",
+    "OPTIONS",
+    "DAMethod",
+    "LossConfig",
+    "MethodOutput",
+    "StepOutputs",
+    "build_method",
+    "method_class",
+]

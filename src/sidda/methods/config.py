@@ -1,0 +1,136 @@
+"""``LossConfig``: which objective a run trains, and that method's options.
+
+Every option belongs to one or more methods (:data:`OPTIONS`). An option left ``null`` takes its
+method's default, which is written back into the config, so a run's ``config.yaml`` records the
+values it ran with. Setting an option of another method (``loss.eta_mode`` with ``method: dan``)
+is an error, not a silent no-op.
+
+>>> LossConfig(method="dan").weight
+1.0
+>>> LossConfig().eta_mode
+'faithful'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from sidda.losses import BACKENDS
+
+__all__ = ["LossConfig", "METHOD_NAMES", "OPTIONS"]
+
+#: The options of each method and their defaults (``None`` in ``blur``: the dynamic blur).
+OPTIONS: dict[str, dict[str, object]] = {
+    "source_only": {},
+    "sidda": {
+        "variant": "paper", "eta_mode": "faithful", "blur": None, "blur_factor": 0.05,
+        "blur_floor": 0.01, "scaling": 0.9, "backend": "auto",
+    },
+    "dan": {"weight": 1.0},
+    "coral": {"weight": 1.0},
+    "dann": {"weight": 1.0},
+    "cdan": {"weight": 1.0},
+    "deepjdot": {"weight": 1.0, "jdot_alpha": 1.0, "jdot_lambda": 1.0, "blur": 0.1,
+                 "scaling": 0.9},
+    "mcc": {"weight": 1.0, "temperature": 2.5},
+}
+METHOD_NAMES = tuple(OPTIONS)
+VARIANTS = ("paper", "robust")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Which objective to train (``method``) and its options (``null``: the method's default).
+
+    Attributes:
+        method: ``source_only`` (cross-entropy on the source alone), ``sidda``, ``dan``
+            (multi-kernel MMD), ``coral`` (Deep CORAL), ``dann`` (gradient reversal),
+            ``cdan`` (conditional adversarial), ``deepjdot`` (joint feature/label optimal
+            transport) or ``mcc`` (minimum class confusion); see docs/method.md.
+        variant: sidda: ``paper`` (the authors' computation) or ``robust``
+            (see :mod:`sidda.methods.sidda`).
+        eta_mode: sidda: ``faithful`` (the authors' update order of the etas) or ``clean``.
+        blur: sidda: a fixed blur, or null for the dynamic blur (the method); deepjdot: the
+            entropic blur of its transport plan, relative to the cost scale.
+        blur_factor: sidda: factor of the dynamic blur.
+        blur_floor: sidda: floor of the dynamic blur.
+        scaling: sidda, deepjdot: epsilon-scaling ratio of the Sinkhorn loop.
+        backend: sidda: Sinkhorn backend (``auto`` picks by batch size).
+        weight: Trade-off of the alignment term (every method but sidda, whose weights are
+            learned, and source_only).
+        jdot_alpha: deepjdot: weight of the feature distance in the joint cost.
+        jdot_lambda: deepjdot: weight of the label loss in the joint cost.
+        temperature: mcc: softmax temperature of the class-confusion matrix.
+    """
+
+    method: str = "sidda"
+    variant: str | None = None
+    eta_mode: str | None = None
+    blur: float | None = None
+    blur_factor: float | None = None
+    blur_floor: float | None = None
+    scaling: float | None = None
+    backend: str | None = None
+    weight: float | None = None
+    jdot_alpha: float | None = None
+    jdot_lambda: float | None = None
+    temperature: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in OPTIONS:
+            raise ValueError(
+                f"loss.method must be one of {', '.join(METHOD_NAMES)}, got {self.method!r}"
+            )
+        own = OPTIONS[self.method]
+        for f in dataclasses.fields(self):
+            if f.name == "method":
+                continue
+            value = getattr(self, f.name)
+            if f.name in own:
+                if value is None:
+                    object.__setattr__(self, f.name, own[f.name])
+            elif value is not None:
+                users = [m for m, opts in OPTIONS.items() if f.name in opts]
+                raise ValueError(
+                    f"loss.{f.name} is an option of {' and '.join(users)}, not of "
+                    f"{self.method!r}; remove it (or set it to null)"
+                )
+        self._check_values()
+
+    def _check_values(self) -> None:
+        if self.variant is not None and self.variant not in VARIANTS:
+            raise ValueError(f"loss.variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.eta_mode is not None and self.eta_mode not in ("faithful", "clean"):
+            raise ValueError(f"loss.eta_mode must be 'faithful' or 'clean', got {self.eta_mode!r}")
+        if self.blur is not None and not self.blur > 0:
+            raise ValueError(f"loss.blur must be > 0 or null, got {self.blur}")
+        for name in ("blur_factor", "blur_floor"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ValueError(
+                    f"loss.{name} must be > 0, got {v}; the paper uses blur_factor 0.05 and "
+                    "blur_floor 0.01"
+                )
+        if self.scaling is not None and not 0 < self.scaling < 1:
+            raise ValueError(f"loss.scaling must lie in (0, 1), got {self.scaling}; e.g. 0.9")
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise ValueError(f"loss.backend must be one of {BACKENDS}, got {self.backend!r}")
+        for name in ("weight", "jdot_alpha", "jdot_lambda", "temperature"):
+            v = getattr(self, name)
+            if v is not None and not (v >= 0 and math.isfinite(v)):
+                raise ValueError(f"loss.{name} must be a finite number >= 0, got {v}")
+        if self.temperature is not None and self.temperature == 0:
+            raise ValueError("loss.temperature must be > 0, got 0; MCC uses 2.5")
+
+    @property
+    def options(self) -> dict:
+        """This method's options and their values."""
+        return {k: getattr(self, k) for k in OPTIONS[self.method]}
+
+    @property
+    def uses_target(self) -> bool:
+        """Whether the method reads target images (every method but ``source_only``)."""
+        return self.method != "source_only"
+
