@@ -131,16 +131,21 @@ def test_train_runs_on_every_generated_dataset(tmp_path, name, shift, protocol):
 
 
 @pytest.mark.parametrize("dataset", ["astro", "shapes"])
-def test_demo_keeps_data_and_both_runs(tmp_path, capsys, dataset):
+def test_demo_keeps_data_and_every_run(tmp_path, capsys, dataset):
     out = tmp_path / "demo"
     assert main(["demo", "-q", "--out", str(out), "--dataset", dataset, "--n-per-class", "8",
                  "--image-size", "24", "--epochs", "2", "--warmup", "1",
                  "--batch-size", "8"]) == 0
     printed = capsys.readouterr().out
     assert "target accuracy: source-only" in printed
-    for method in ("source_only", "sidda"):
-        m = json.loads((out / "runs" / f"cnn_{method}" / "metrics.json").read_text())
+    assert "SIDDA paper" in printed and "SIDDA robust" in printed
+    for name, method, variant in (("source_only", "source_only", None),
+                                  ("sidda_paper", "sidda", "paper"),
+                                  ("sidda_robust", "sidda", "robust")):
+        m = json.loads((out / "runs" / f"cnn_{name}" / "metrics.json").read_text())
         assert m["method"] == method and 0 <= m["target"]["accuracy"] <= 1
+        cfg = yaml.safe_load((out / "runs" / f"cnn_{name}" / "config.yaml").read_text())
+        assert cfg["loss"]["variant"] == variant
     manifest = json.loads((out / "data" / "manifest.json").read_text())
     assert dataset in json.dumps(manifest)
     # a second demo into the same folder is refused, nothing overwritten

@@ -17,6 +17,7 @@ from sidda.compare import (
     run_compare,
     summarize_compare,
 )
+from sidda.methods.config import OPTIONS, LossConfig, defaults
 from sidda.sweep import method_loss
 
 DOMAIN_KEYS = (("source", "accuracy"), ("target", "accuracy"), ("target", "ece"),
@@ -49,7 +50,8 @@ def _metrics(out, data, folder, seed):
 
 
 def test_method_loss_keeps_only_the_new_methods_options():
-    base = RunConfig().override(["loss.eta_mode=clean", "loss.blur_factor=0.1"]).to_dict()["loss"]
+    base = RunConfig().override(["loss.variant=paper", "loss.eta_mode=clean",
+                                 "loss.blur_factor=0.1"]).to_dict()["loss"]
     assert method_loss(base, "source_only") == {"method": "source_only"}
     assert method_loss(base, "dan") == {"method": "dan"}
     sidda = method_loss(base, "sidda", variant="robust")
@@ -60,9 +62,31 @@ def test_method_loss_keeps_only_the_new_methods_options():
         RunConfig.from_dict({"loss": method_loss(base, method)})
 
 
+def test_options_left_at_the_base_default_take_the_variants_default():
+    """A paper base config (every option filled in with the paper's defaults) yields robust
+    runs with the robust defaults, and robust base configs yield paper runs with the paper's."""
+    paper = RunConfig.from_dict({"loss": {"variant": "paper"}}).to_dict()["loss"]
+    assert paper["eta_mode"] == "faithful" and paper["blur_factor"] == 0.05
+    robust = RunConfig.from_dict({"loss": method_loss(paper, "sidda", variant="robust")}).loss
+    assert robust.variant == "robust"
+    assert (robust.eta_mode, robust.blur_factor) == ("clean", defaults("sidda", "robust")[
+        "blur_factor"])
+    back = method_loss(RunConfig.from_dict({"loss": {"variant": "robust"}}).to_dict()["loss"],
+                       "sidda", variant="paper")
+    assert RunConfig.from_dict({"loss": back}).loss.options == defaults("sidda", "paper")
+
+
+def test_robust_variant_defaults_and_refuses_faithful_eta_updates():
+    cfg = LossConfig(variant="robust")
+    assert cfg.eta_mode == "clean" and cfg.blur_factor != OPTIONS["sidda"]["blur_factor"]
+    assert LossConfig(variant="robust", blur_factor=0.05).blur_factor == 0.05  # set: kept
+    with pytest.raises(ValueError, match="eta_mode must be 'clean' with variant robust"):
+        LossConfig(variant="robust", eta_mode="faithful")
+
+
 def test_parse_method_and_data():
     assert parse_method("sidda:robust")[1:] == ("sidda", "robust")
-    assert parse_method("sidda").variant == "paper" and parse_method("dan").variant is None
+    assert parse_method("sidda").variant == "robust" and parse_method("dan").variant is None
     assert parse_method("sidda:robust").folder == "sidda-robust"
     with pytest.raises(ConfigError, match="unknown method 'sida'"):
         parse_method("sida")
@@ -119,7 +143,7 @@ def test_summary_statistics_and_gap_against_numpy():
 @pytest.mark.parametrize(("args", "message"), [
     (["--methods", "source_only,sida"], "unknown method 'sida'"),
     (["--methods", "sidda:fast"], "unknown variant 'fast'"),
-    (["--methods", "sidda,sidda:paper"], "the same method"),
+    (["--methods", "sidda,sidda:robust"], "the same method"),
     (["--seeds", "0,zero"], "comma-separated list of int"),
 ])
 def test_bad_method_lists_exit_2_before_anything_is_written(tmp_path, tiny_data, capsys, args,
@@ -168,12 +192,12 @@ def test_compare_two_data_sets_three_methods_two_seeds(tmp_path, one_thread, cap
     d2 = write_tiny_data(tmp_path / "other", size=16, seed=1)
     cfg = _config(tmp_path, d1)
     out = tmp_path / "cmp"
-    methods = ("source_only", "sidda", "sidda:robust")
+    methods = ("source_only", "sidda:paper", "sidda")
     assert main(["compare", "--config", str(cfg), "--data", f"one={d1}", str(d2),
                  "--methods", ",".join(methods), "--seeds", "0,1", "--out", str(out),
                  "--no-report", "-q"]) == 0
     printed = capsys.readouterr().out
-    folders = {"source_only": "source_only", "sidda": "sidda", "sidda:robust": "sidda-robust"}
+    folders = {"source_only": "source_only", "sidda:paper": "sidda-paper", "sidda": "sidda"}
     for data in ("one", "other"):
         assert sorted(p.name for p in (out / "runs" / data).iterdir()) == sorted(
             f"{f}_seed{s}" for f in folders.values() for s in (0, 1))
@@ -181,8 +205,8 @@ def test_compare_two_data_sets_three_methods_two_seeds(tmp_path, one_thread, cap
     run_cfg = lambda data, f, s: RunConfig.from_yaml(  # noqa: E731
         out / "runs" / data / f"{f}_seed{s}" / "config.yaml")
     assert run_cfg("one", "source_only", 0).loss.eta_mode is None
-    assert run_cfg("one", "sidda", 1).loss.variant == "paper"
-    robust = run_cfg("other", "sidda-robust", 1)
+    assert run_cfg("one", "sidda-paper", 1).loss.variant == "paper"
+    robust = run_cfg("other", "sidda", 1)  # the default variant
     assert (robust.loss.variant, robust.loss.eta_mode, robust.train.seed) == ("robust", "clean", 1)
     assert robust.data.path == str(d2) and robust.model.latent_dim == 16
 

@@ -415,7 +415,10 @@ def test_two_rank_fit_of_other_methods_equals_one_process(ddp_results, fit_data,
     assert r0["steps"] == r1["steps"]
     for got, want in zip(r0["steps"], hist.steps, strict=True):
         for key in ("ce", "da", "total"):
-            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+            if want.get(key) is None:  # warm-up steps log no alignment term
+                assert got.get(key) is None, key
+            else:
+                assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
     for pname, p in model.named_parameters():
         assert torch.equal(r0["params"][pname], r1["params"][pname]), pname
         torch.testing.assert_close(r0["params"][pname], p.detach(), rtol=1e-4, atol=1e-5)

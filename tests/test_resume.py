@@ -19,7 +19,7 @@ import torch
 import yaml
 from torch import nn
 
-from sidda import DataConfig, RunConfig, TrainConfig, build_model, fit, load_domains
+from sidda import DataConfig, LossConfig, RunConfig, TrainConfig, build_model, fit, load_domains
 from sidda.cli import main
 from sidda.experiments import train_run
 from sidda.recovery import NonFiniteError, TrainingInterrupted, read_state, resume_path
@@ -231,12 +231,19 @@ def _all_finite(run):
                 assert torch.isfinite(t).all(), f"{path.name}: {part}.{k}"
 
 
-def test_non_finite_steps_are_skipped_and_training_goes_on(sets, tmp_path, caplog):
-    model = Flaky({2: "logits", 5: "latents", 7: "grad"})  # steps 1 (warm-up), 4 and 6
+# Training forward passes per step: one in the warm-up and under the paper variant (source and
+# target together), two under the robust variant (source, then target).
+@pytest.mark.parametrize("variant, bad", [
+    ("paper", {2: "logits", 5: "latents", 7: "grad"}),  # steps 1 (warm-up), 4 and 6
+    ("robust", {2: "logits", 5: "latents", 8: "grad"}),  # step 4's target, step 6's source pass
+])
+def test_non_finite_steps_are_skipped_and_training_goes_on(sets, tmp_path, caplog, variant,
+                                                           bad):
+    model = Flaky(bad)
     cfg = TrainConfig(epochs=3, warmup=1, batch_size=16, max_bad_steps=2, threads=1)
     with caplog.at_level(logging.WARNING, logger="sidda"):
-        hist = fit(model, sets.train_s, sets.train_t, cfg, val_s=sets.test_s,
-                   val_t=sets.test_t, run_dir=tmp_path)
+        hist = fit(model, sets.train_s, sets.train_t, cfg, loss=LossConfig(variant=variant),
+                   val_s=sets.test_s, val_t=sets.test_t, run_dir=tmp_path)
     skipped = {s["step"]: s["skipped"] for s in hist.steps if s["skipped"]}
     assert skipped == {1: "CE, total", 4: "latents", 6: "gradient"}
     warned = [r.getMessage() for r in caplog.records if "step skipped" in r.getMessage()]
@@ -251,14 +258,15 @@ def test_non_finite_steps_are_skipped_and_training_goes_on(sets, tmp_path, caplo
         assert [r["skipped"] for r in csv.DictReader(f)].count("") == 6
 
 
-def test_consecutive_non_finite_steps_stop_with_a_clear_error(sets, tmp_path):
+@pytest.mark.parametrize("variant", ["paper", "robust"])
+def test_consecutive_non_finite_steps_stop_with_a_clear_error(sets, tmp_path, variant):
     model = Flaky({c: "latents" for c in range(5, 100)})  # from step 4 (epoch 2) on
     cfg = TrainConfig(epochs=4, warmup=1, batch_size=16, max_bad_steps=3, threads=1)
     with pytest.raises(NonFiniteError, match=r"3 steps in a row had non-finite latents.*"
                        r"blowing up.*learning rate.*train\.lr.*train\.grad_clip.*"
                        r"loss\.blur_floor"):
-        fit(model, sets.train_s, sets.train_t, cfg, val_s=sets.test_s, val_t=sets.test_t,
-            run_dir=tmp_path)
+        fit(model, sets.train_s, sets.train_t, cfg, loss=LossConfig(variant=variant),
+            val_s=sets.test_s, val_t=sets.test_t, run_dir=tmp_path)
     assert not (tmp_path / "checkpoints" / "final.pt").exists()
     state = read_state(tmp_path)  # the last good state: the end of epoch 2
     assert (state.epoch, state.step, state.finished) == (2, 0, False)

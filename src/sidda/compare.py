@@ -17,9 +17,9 @@ and then writes, into ``OUT``:
   of target accuracy per method) on top.
 
 A method token is ``METHOD`` or ``METHOD:VARIANT`` (only sidda has variants: ``sidda:paper``,
-``sidda:robust``; a plain ``sidda`` is the default variant, ``paper``). Each run's ``loss``
-section is the method (and variant) plus the base config's non-null options of that method
-(:func:`sidda.sweep.method_loss`). Every run config is validated before anything is trained,
+``sidda:robust``; a plain ``sidda`` is the default variant, ``robust``). Each run's ``loss``
+section is the method (and variant) plus the base config's options of that method that differ
+from the base method's defaults (:func:`sidda.methods.config.method_loss`). Every run config is validated before anything is trained,
 and finished runs are reused (:func:`sidda.sweep.ensure_run`), so an interrupted comparison
 continues where it stopped when it is run again.
 """
@@ -94,7 +94,7 @@ def parse_method(token: str) -> MethodSpec:
     >>> parse_method("sidda:robust")
     MethodSpec(token='sidda:robust', method='sidda', variant='robust')
     >>> parse_method("sidda").variant
-    'paper'
+    'robust'
     """
     token = token.strip()
     method, sep, variant = token.partition(":")

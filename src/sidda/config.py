@@ -29,7 +29,7 @@ import yaml
 
 from sidda.datasets import DataConfig
 from sidda.distributed import DistConfig
-from sidda.methods.config import LossConfig
+from sidda.methods.config import LossConfig, method_loss
 from sidda.models import ModelConfig
 from sidda.train import TrainConfig
 
@@ -108,8 +108,15 @@ class RunConfig:
             raise ConfigError(f"{path}: {e}") from None
 
     def override(self, assignments: list[str]) -> RunConfig:
-        """Apply dotted ``key=value`` overrides, e.g. ``["train.epochs=2", "model.name=d4"]``."""
+        """Apply dotted ``key=value`` overrides, e.g. ``["train.epochs=2", "model.name=d4"]``.
+
+        Setting ``loss.method`` or ``loss.variant`` re-derives the loss section for the new
+        method (:func:`~sidda.methods.config.method_loss`): options left at the old defaults
+        take the new ones, and options of another method are dropped; loss keys set in the
+        same overrides are kept.
+        """
         d = self.to_dict()
+        old_loss, set_loss = dict(d["loss"]), {}
         for item in assignments:
             if not isinstance(item, str) or "=" not in item:
                 raise ConfigError(f"override {item!r} must look like section.key=value")
@@ -125,6 +132,11 @@ class RunConfig:
                     f"unknown config key {key!r}; known keys here: {', '.join(sorted(node))}"
                 )
             node[parts[-1]] = _parse_value(raw.strip())
+            if parts[0] == "loss" and len(parts) == 2:
+                set_loss[parts[1]] = node[parts[1]]
+        if set_loss.keys() & {"method", "variant"}:
+            d["loss"] = {**method_loss(old_loss, d["loss"]["method"],
+                                       variant=d["loss"].get("variant")), **set_loss}
         return RunConfig.from_dict(d)
 
     def to_dict(self) -> dict:

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sidda.config import ConfigError, RunConfig
-from sidda.methods.config import METHOD_NAMES, OPTIONS
+from sidda.methods.config import METHOD_NAMES, OPTIONS, method_loss
 from sidda.runs import atomic_write, write_csv, write_json
 
 __all__ = [
@@ -190,27 +190,6 @@ def distance_curves(
 
 
 # --------------------------------------------------------------------------- methods and runs
-
-
-def method_loss(loss: dict, method: str, *, variant: str | None = None) -> dict:
-    """The ``loss`` section of a run of ``method``, derived from a base config's section.
-
-    Keeps only the options of ``loss`` that belong to ``method`` (``OPTIONS[method]``) and are
-    not null, so a base config written for one method (``eta_mode`` for sidda) can train
-    another (``dan``) without the "option of another method" error; the options dropped take
-    the new method's defaults. ``variant`` (sidda only) replaces the base config's.
-
-    >>> method_loss({"method": "sidda", "eta_mode": "clean", "weight": None}, "dan")
-    {'method': 'dan'}
-    >>> method_loss({"method": "sidda", "eta_mode": "clean"}, "sidda", variant="robust")
-    {'method': 'sidda', 'eta_mode': 'clean', 'variant': 'robust'}
-    """
-    own = OPTIONS.get(method, {})
-    out: dict = {"method": method}
-    out.update({k: v for k, v in loss.items() if k in own and v is not None})
-    if variant is not None:
-        out["variant"] = variant
-    return out
 
 
 def check_methods_available(methods: Sequence[str]) -> None:

@@ -7,7 +7,9 @@ is an error, not a silent no-op.
 
 >>> LossConfig(method="dan").weight
 1.0
->>> LossConfig().eta_mode
+>>> LossConfig().variant, LossConfig().eta_mode
+('robust', 'clean')
+>>> LossConfig(variant="paper").eta_mode
 'faithful'
 """
 
@@ -19,13 +21,19 @@ from dataclasses import dataclass
 
 from sidda.losses import BACKENDS
 
-__all__ = ["LossConfig", "METHOD_NAMES", "OPTIONS"]
+#: blur_factor of the robust variant (the paper's is 0.05): see docs/method.md.
+ROBUST_BLUR_FACTOR = 0.2
+#: The sidda variant a config gets when it names none (docs/method.md, "Which method and
+#: variant by default"); the paper's experiments in configs/ name ``variant: paper``.
+DEFAULT_VARIANT = "robust"
+
+__all__ = ["LossConfig", "METHOD_NAMES", "OPTIONS", "VARIANTS", "defaults", "method_loss"]
 
 #: The options of each method and their defaults (``None`` in ``blur``: the dynamic blur).
 OPTIONS: dict[str, dict[str, object]] = {
     "source_only": {},
-    "sidda": {
-        "variant": "paper", "eta_mode": "faithful", "blur": None, "blur_factor": 0.05,
+    "sidda": {  # the paper variant's values; the default variant's own are VARIANT_DEFAULTS
+        "variant": DEFAULT_VARIANT, "eta_mode": "faithful", "blur": None, "blur_factor": 0.05,
         "blur_floor": 0.01, "scaling": 0.9, "backend": "auto",
     },
     "dan": {"weight": 1.0},
@@ -38,6 +46,51 @@ OPTIONS: dict[str, dict[str, object]] = {
 }
 METHOD_NAMES = tuple(OPTIONS)
 VARIANTS = ("paper", "robust")
+#: Defaults of a sidda variant that differ from :data:`OPTIONS` (docs/method.md, "Robust SIDDA").
+VARIANT_DEFAULTS: dict[str, dict[str, object]] = {
+    "robust": {"eta_mode": "clean", "blur_factor": ROBUST_BLUR_FACTOR},
+}
+
+
+def defaults(method: str, variant: str | None = None) -> dict[str, object]:
+    """The default options of ``method`` (and of its ``variant``, for sidda).
+
+    >>> defaults("sidda", "robust")["eta_mode"]
+    'clean'
+    >>> defaults("dan")
+    {'weight': 1.0}
+    """
+    out = dict(OPTIONS[method])
+    if "variant" in out:
+        out["variant"] = variant or out["variant"]
+        out.update(VARIANT_DEFAULTS.get(str(out["variant"]), {}))
+    return out
+
+
+def method_loss(loss: dict, method: str, *, variant: str | None = None) -> dict:
+    """The ``loss`` section of a run of ``method``, derived from a base config's section.
+
+    Keeps the options of ``loss`` that belong to ``method`` (``OPTIONS[method]``), are not
+    null and differ from the base method's (and variant's) defaults, so a base config written
+    for one method (``eta_mode`` for sidda) can train another (``dan``) without the "option of
+    another method" error, and an option the base left at its default takes the new method's
+    (or variant's) default. ``variant`` (sidda only) replaces the base config's.
+
+    >>> method_loss({"method": "sidda", "eta_mode": "clean", "weight": None}, "dan")
+    {'method': 'dan'}
+    >>> method_loss({"method": "sidda", "variant": "paper", "eta_mode": "clean",
+    ...              "blur_floor": 0.01}, "sidda", variant="robust")
+    {'method': 'sidda', 'eta_mode': 'clean', 'variant': 'robust'}
+    """
+    base = loss.get("method", "sidda")
+    base_defaults = defaults(base, loss.get("variant")) if base in OPTIONS else {}
+    own = OPTIONS.get(method, {})
+    out: dict = {"method": method}
+    out.update({k: v for k, v in loss.items()
+                if k in own and k != "variant" and v is not None and v != base_defaults.get(k)})
+    if "variant" in own:
+        out["variant"] = variant or loss.get("variant") or own["variant"]
+    return out
 
 
 @dataclass(frozen=True)
@@ -49,9 +102,10 @@ class LossConfig:
             (multi-kernel MMD), ``coral`` (Deep CORAL), ``dann`` (gradient reversal),
             ``cdan`` (conditional adversarial), ``deepjdot`` (joint feature/label optimal
             transport) or ``mcc`` (minimum class confusion); see docs/method.md.
-        variant: sidda: ``paper`` (the authors' computation) or ``robust``
-            (see :mod:`sidda.methods.sidda`).
-        eta_mode: sidda: ``faithful`` (the authors' update order of the etas) or ``clean``.
+        variant: sidda: ``robust`` (the default) or ``paper`` (the authors' computation);
+            see :mod:`sidda.methods.sidda`.
+        eta_mode: sidda: ``faithful`` (the authors' update order of the etas; the paper
+            variant's default) or ``clean`` (the robust variant's, and its only mode).
         blur: sidda: a fixed blur, or null for the dynamic blur (the method); deepjdot: the
             entropic blur of its transport plan, relative to the cost scale.
         blur_factor: sidda: factor of the dynamic blur.
@@ -83,7 +137,9 @@ class LossConfig:
             raise ValueError(
                 f"loss.method must be one of {', '.join(METHOD_NAMES)}, got {self.method!r}"
             )
-        own = OPTIONS[self.method]
+        if self.variant is not None and self.variant not in VARIANTS:
+            raise ValueError(f"loss.variant must be one of {VARIANTS}, got {self.variant!r}")
+        own = defaults(self.method, self.variant)
         for f in dataclasses.fields(self):
             if f.name == "method":
                 continue
@@ -100,8 +156,11 @@ class LossConfig:
         self._check_values()
 
     def _check_values(self) -> None:
-        if self.variant is not None and self.variant not in VARIANTS:
-            raise ValueError(f"loss.variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.variant == "robust" and self.eta_mode != "clean":
+            raise ValueError(
+                "loss.eta_mode must be 'clean' with variant robust (it updates the etas the "
+                f"clean way), got {self.eta_mode!r}; remove it or use variant paper"
+            )
         if self.eta_mode is not None and self.eta_mode not in ("faithful", "clean"):
             raise ValueError(f"loss.eta_mode must be 'faithful' or 'clean', got {self.eta_mode!r}")
         if self.blur is not None and not self.blur > 0:

@@ -9,18 +9,25 @@ arXiv:2501.14048):
         + \log(\eta_1\eta_2), \qquad \eta_1 = \eta_2 = 1 \text{ at the start},
         \quad \eta_2 \ge \tfrac14 \eta_1 .
 
-``variant="robust"`` keeps the objective's form and changes three things, each aimed at a
-failure measured on the shapes (docs/method.md, "Robust SIDDA"):
+``variant="robust"`` keeps the objective's form and changes what our experiments on the shapes
+showed to merge classes (docs/method.md, "Robust SIDDA"):
 
-1. **The etas start where they would settle.** At the first alignment step,
+1. **Domain-specific BatchNorm statistics.** Source and target batches go through the network
+   in separate passes, each normalised with its own domain's batch statistics, and a second
+   set of running statistics is kept for the target
+   (:class:`~sidda.methods.domain_bn.DomainStats`) and used when predicting the target. With
+   one concatenated pass the target's noise statistics shift the source features at the switch
+   from the warm-up (the "BatchNorm shock").
+2. **The etas start where they would settle.** At the first alignment step,
    :math:`\eta_1^2 = \mathrm{CE}` and :math:`\eta_2^2 = \mathrm{DA}` (the stationary point of
    the objective in the etas), instead of 1 and 1. With the paper's start the DA term (tens,
    against a CE of a few hundredths) dominates for the hundreds of steps that AdamW needs to
    move :math:`\eta_2` from 1 to its stationary value, and those steps merge classes.
-2. **Alignment never outweighs classification.** :math:`\eta_2 \ge \eta_1`, so the DA weight
+3. **Alignment never outweighs classification.** :math:`\eta_2 \ge \eta_1`, so the DA weight
    :math:`1/(2\eta_2^2)` is at most the CE weight (the paper allows 16 times).
-3. **Clean eta updates.** The bounds hold after every step and the etas get no weight decay
-   (``eta_mode="clean"``).
+4. **Clean eta updates and a softer blur.** The bounds hold after every step, the etas get no
+   weight decay (``eta_mode="clean"``), and the dynamic blur is ``0.2 * max distance``
+   (``blur_factor``; the paper's 0.05), which matches clusters rather than single points.
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ class SIDDAMethod(DAMethod):
         eta_ratio_min: Override of the variant's ``eta_2 / eta_1`` lower bound.
         stationary_init: Override of the variant's eta initialisation (True: at the first
             alignment step, from that step's CE and DA).
+        domain_bn: Override of the variant's BatchNorm statistics (True: one set per domain,
+            :class:`~sidda.methods.domain_bn.DomainStats`).
     """
 
     name = "sidda"
@@ -72,7 +81,6 @@ class SIDDAMethod(DAMethod):
         eta_ratio_min: float | None = None,
         stationary_init: bool | None = None,
         domain_bn: bool | None = None,
-        closed_form: bool | None = None,
     ) -> None:
         super().__init__()
         if variant not in ("paper", "robust"):
@@ -88,7 +96,6 @@ class SIDDAMethod(DAMethod):
             eta_ratio_min=eta_ratio_min,
         )
         self.domain_bn = robust if domain_bn is None else domain_bn
-        self.closed_form = False if closed_form is None else closed_form
         self.domain_stats = DomainStats() if self.domain_bn else None
         # whether the etas were set from a first alignment step (saved with the checkpoint)
         self.register_buffer("started", torch.zeros((), dtype=torch.bool))
@@ -122,20 +129,9 @@ class SIDDAMethod(DAMethod):
             self.started.fill_(True)
 
     def weigh(self, ce: Tensor, da: Tensor) -> Tensor:
-        """The weighted objective for this step's CE and DA (0-d tensors).
-
-        The paper variant weighs with the current etas. Closed-form etas are first set to the
-        minimiser over the etas of the objective for these values, within the bounds; a
-        stationary start sets them so once, at the first call.
-        """
-        if self.closed_form:
-            with torch.no_grad():
-                e1 = ce.detach().clamp_min(ETA_1_MIN**2).sqrt()
-                e2 = torch.maximum(da.detach().clamp_min(0).sqrt(), self.loss.eta_ratio_min * e1)
-                self.loss.eta_1.copy_(e1)
-                self.loss.eta_2.copy_(e2)
-        else:
-            self.start_from(ce.item(), da.item())
+        """The weighted objective for this step's CE and DA (0-d tensors); the robust variant
+        first sets the etas to their stationary values, once, at its first alignment step."""
+        self.start_from(ce.item(), da.item())
         return self.loss.weigh(ce, da)
 
     def forward(self, out: StepOutputs) -> MethodOutput:  # noqa: D102
