@@ -694,8 +694,11 @@ def test_bf16_is_off_on_the_cpu_and_channels_last_reaches_fit(tiny_sets):
     d = tiny_sets
     cfg = TrainConfig(epochs=2, warmup=1, batch_size=16, threads=1)
     plain, fast = Recorder(), Recorder()
-    want = fit(plain, d.train_s, d.train_t, cfg, dist_cfg=DistConfig(bf16=False))
-    got = fit(fast, d.train_s, d.train_t, cfg,
+    # the paper variant (one pass per step): the robust one's small blur (0.2 x the latent
+    # scale) turns NHWC's different rounding into ~1e-3 differences after a few steps
+    paper = LossConfig(variant="paper")
+    want = fit(plain, d.train_s, d.train_t, cfg, loss=paper, dist_cfg=DistConfig(bf16=False))
+    got = fit(fast, d.train_s, d.train_t, cfg, loss=paper,
               dist_cfg=DistConfig(bf16=True, channels_last=True))
     # bf16 is asked for but the CPU gets none; the weights are NHWC (the stride of their
     # channel dimension is 1)

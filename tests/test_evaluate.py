@@ -202,7 +202,7 @@ def test_selection_scores_match_a_recomputation(run):
     x_te = np.load(cfg.data.path + "/test/x_test_noise.npy").transpose(0, 3, 1, 2)
     y_te = np.load(cfg.data.path + "/test/y_test_noise.npy")
     for name, cand in m["selection"]["candidates"].items():
-        model, _ = load_run_model(run, name)
+        model, _ = load_run_model(run, name, domain="target")  # its target statistics
         with torch.no_grad():
             logits = model(torch.from_numpy((x_te - 0.5) / 0.5).float())[1].numpy()
             p = _softmax(model(val_t.x)[1].double().numpy())
