@@ -262,17 +262,17 @@ def test_compare_two_data_sets_three_methods_two_seeds(tmp_path, one_thread, cap
     assert not (out / "report.html").exists()
 
     # A subset in the same folder reuses its runs (nothing retrained) and writes the report.
-    final = out / "runs" / "other" / "sidda-robust_seed0" / "checkpoints" / "final.pt"
+    final = out / "runs" / "other" / "sidda_seed0" / "checkpoints" / "final.pt"
     stamp = final.stat().st_mtime_ns
     res = run_compare(RunConfig.from_yaml(cfg), data={"other": d2},
-                      methods=["source_only", "sidda:robust"], seeds=[0], out=out)
+                      methods=["source_only", "sidda"], seeds=[0], out=out)
     assert final.stat().st_mtime_ns == stamp
     assert res.rows[1]["target_accuracy_mean"] == _metrics(
-        out, "other", "sidda-robust", 0)["target"]["accuracy"]
+        out, "other", "sidda", 0)["target"]["accuracy"]
     page = res.report.read_text()
     assert "<h2 id='compare'>Comparison: methods x data sets</h2>" in page
     assert page.count("alt='target accuracy per method on other'") == 1
-    assert "data:image/png;base64," in page and "<td class=l>sidda:robust</td>" in page
+    assert "data:image/png;base64," in page and "<td class=l>sidda</td>" in page
 
 
 @pytest.mark.slow

@@ -169,9 +169,10 @@ class NoBatchNorm(nn.Module):
 
 
 class RankFlaky(NoBatchNorm):
-    """Infinite latents on one rank only, at one training forward pass (1-based)."""
+    """Infinite latents on one rank only, at one training forward pass (1-based; the default
+    is step 4's target pass under robust SIDDA: 3 warm-up passes, then 2 per step)."""
 
-    def __init__(self, rank, *, bad_rank=1, bad_call=5):
+    def __init__(self, rank, *, bad_rank=1, bad_call=7):
         super().__init__()
         self.bad, self.calls = rank == bad_rank, 0
         self.bad_call = bad_call
@@ -421,6 +422,13 @@ def test_two_rank_fit_of_other_methods_equals_one_process(ddp_results, fit_data,
                 assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
     for pname, p in model.named_parameters():
         assert torch.equal(r0["params"][pname], r1["params"][pname]), pname
+        if name == "dan" and pname == "features.4.bias":
+            # MMD is translation invariant: its gradient on the latent bias sums to 0, so on
+            # the latent units the ReLU switches off that gradient is float rounding alone
+            # (~1e-8), and Adam turns it into steps of up to lr either way: only bounded here
+            diff = (r0["params"][pname] - p.detach()).abs().max().item()
+            assert diff <= 2 * FIT.lr * len(hist.steps), pname
+            continue
         torch.testing.assert_close(r0["params"][pname], p.detach(), rtol=1e-4, atol=1e-5)
 
 

@@ -128,6 +128,11 @@ def test_loss_config_exposes_the_variant():
     assert LossConfig(variant="robust").variant == "robust"
     method = build_method(LossConfig(variant="robust"), latent_dim=4, num_classes=3)
     assert isinstance(method, SIDDAMethod) and method.domain_stats is not None
+    # the class and the config agree on each variant's blur factor
+    for variant, factor in (("paper", 0.05), ("robust", 0.2)):
+        built = build_method(LossConfig(variant=variant), latent_dim=4, num_classes=3)
+        assert built.loss.sinkhorn.blur_factor == factor
+        assert SIDDAMethod(variant=variant).loss.sinkhorn.blur_factor == factor
     with pytest.raises(ValueError, match="variant"):
         LossConfig(variant="sturdy")
     with pytest.raises(ValueError, match="option of sidda"):

@@ -20,9 +20,7 @@ import math
 from dataclasses import dataclass
 
 from sidda.losses import BACKENDS
-
-#: blur_factor of the robust variant (the paper's is 0.05): see docs/method.md.
-ROBUST_BLUR_FACTOR = 0.2
+from sidda.methods.sidda import ROBUST_BLUR_FACTOR
 #: The sidda variant a config gets when it names none (docs/method.md, "Which method and
 #: variant by default"); the paper's experiments in configs/ name ``variant: paper``.
 DEFAULT_VARIANT = "robust"

@@ -43,6 +43,8 @@ from sidda.methods.domain_bn import DomainStats
 
 __all__ = ["SIDDAMethod"]
 
+#: Dynamic blur factor of the robust variant (the paper's is 0.05).
+ROBUST_BLUR_FACTOR = 0.2
 #: eta_2 / eta_1 lower bound of the robust variant (DA weight <= CE weight).
 ROBUST_RATIO_MIN = 1.0
 
@@ -55,7 +57,8 @@ class SIDDAMethod(DAMethod):
         eta_mode: ``"faithful"`` or ``"clean"`` (:class:`~sidda.losses.SIDDALoss`); the robust
             variant always updates the etas the clean way.
         blur, blur_factor, blur_floor, scaling, backend: The Sinkhorn options of
-            :class:`~sidda.losses.SIDDALoss`.
+            :class:`~sidda.losses.SIDDALoss`; ``blur_factor`` defaults to the variant's
+            (paper 0.05, robust 0.2).
         latent_dim, num_classes: Unused (every method receives them).
         eta_ratio_min: Override of the variant's ``eta_2 / eta_1`` lower bound.
         stationary_init: Override of the variant's eta initialisation (True: at the first
@@ -72,7 +75,7 @@ class SIDDAMethod(DAMethod):
         variant: str = "paper",
         eta_mode: str = "faithful",
         blur: float | None = None,
-        blur_factor: float = 0.05,
+        blur_factor: float | None = None,
         blur_floor: float = 0.01,
         scaling: float = 0.9,
         backend: str = "auto",
@@ -90,6 +93,8 @@ class SIDDAMethod(DAMethod):
         if eta_ratio_min is None:
             eta_ratio_min = ROBUST_RATIO_MIN if robust else 0.25
         self.stationary_init = robust if stationary_init is None else stationary_init
+        if blur_factor is None:
+            blur_factor = ROBUST_BLUR_FACTOR if robust else 0.05
         self.loss = SIDDALoss(
             mode="clean" if robust else eta_mode, blur=blur, blur_factor=blur_factor,
             blur_floor=blur_floor, scaling=scaling, backend=backend,
