@@ -35,7 +35,7 @@ from sidda.step import train_step  # noqa: E402
 
 #: Row label -> the loss config it times.
 METHODS = {
-    "sidda (paper)": LossConfig(method="sidda"),
+    "sidda (paper)": LossConfig(method="sidda", variant="paper"),
     "sidda (robust)": LossConfig(method="sidda", variant="robust"),
     "dan": LossConfig(method="dan"),
     "coral": LossConfig(method="coral"),

@@ -208,7 +208,8 @@ def _calibration(runs: list[_Run]) -> str:
         + _table(head, rows, left=2)
         + _table(["run", "T", "validation images", "val NLL before", "val NLL after", "note"],
                  temps)
-        + "<h3>Paper-compatible (spec 4.2) &mdash; not the standard metrics</h3>"
+        + "<h3>Paper-compatible (the authors' calibration protocol; docs/evaluation.md)"
+        " &mdash; not the standard metrics</h3>"
         "<p class='note'>The authors' protocol: a logistic-regression probe on the 256-d "
         "latents with sigmoid calibration, scored with their per-sample &ldquo;ECE&rdquo; "
         "(mean |confidence &minus; correct|, an upper bound of the binned ECE) and the Brier "
