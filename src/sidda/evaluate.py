@@ -50,13 +50,16 @@ from torch.nn import functional as F
 from sidda import metrics
 from sidda.datasets import ImageSet
 from sidda.models import export_model
+from sidda.errors import InputError, short_repr
 from sidda.runs import atomic_write, write_json
 
 __all__ = [
+    "MAX_BINS",
     "RULES",
     "IsomapEmbedding",
     "Predictions",
     "RiskEstimate",
+    "check_bins",
     "checkpoint_scores",
     "domain_metrics",
     "domain_weights",
@@ -72,6 +75,23 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Most ECE bins an evaluation takes (the reliability diagram draws every bin).
+MAX_BINS = 1000
+
+
+def check_bins(n_bins: object) -> int:
+    """``n_bins`` if it is an integer in 1..:data:`MAX_BINS`, else :class:`InputError`.
+
+    >>> check_bins(15)
+    15
+    """
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or not 1 <= n_bins <= MAX_BINS:
+        raise InputError(
+            f"--bins (n_bins) must be an integer in 1..{MAX_BINS}, got {short_repr(n_bins)}; "
+            "the default is 15"
+        )
+    return n_bins
 
 #: Label-free selection rules: name -> (score key in the candidate dict, "min" or "max").
 RULES: dict[str, tuple[str, str]] = {

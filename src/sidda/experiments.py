@@ -32,8 +32,9 @@ from sidda.datasets import (
     load_domains,
     split_indices,
 )
-from sidda.distributed import DistContext, broadcast_object
-from sidda.evaluate import domain_metrics, predict, save_predictions, write_metrics
+from sidda.distributed import DistContext, broadcast_object, check_device
+from sidda.errors import short_repr
+from sidda.evaluate import check_bins, domain_metrics, predict, save_predictions, write_metrics
 from sidda.methods.domain_bn import load_target_stats
 from sidda.models import build_model
 from sidda.recovery import read_state
@@ -177,6 +178,16 @@ def _write_summary(run_dir: Path, hist: History) -> None:
     })
 
 
+def _class_names(data: DomainData) -> list | None:
+    """The manifest's class names, when there is one per class."""
+    names = data.manifest.get("class_names")
+    if names is not None and (not isinstance(names, list) or len(names) != data.num_classes):
+        logger.warning("the data's manifest.json names %s classes but the labels hold %d; "
+                       "classes are shown by number", short_repr(names), data.num_classes)
+        return None
+    return names
+
+
 def train_run(
     cfg: RunConfig,
     *,
@@ -237,7 +248,7 @@ def train_run(
             "method": cfg.loss.method, "model": cfg.model.name, "in_channels": data.in_channels,
             "num_classes": data.num_classes, "image_size": data.image_size,
             "data_path": str(Path(cfg.data.path).resolve()),
-            "class_names": data.manifest.get("class_names"),
+            "class_names": _class_names(data),
             "sizes": {k: len(v) for k, v in sets.items()},
             "world_size": ctx.world_size,
         })
@@ -399,6 +410,8 @@ def evaluate_run(
     from sidda.models import export_model
 
     run_dir = Path(run_dir)
+    check_bins(n_bins)
+    device = str(check_device(device))
     model, info = load_run_model(run_dir, checkpoint)
     model_t = load_run_model(run_dir, checkpoint, domain="target")[0] if info["domain_bn"] \
         else model
@@ -410,17 +423,26 @@ def evaluate_run(
             f"test images have shape {data.test_s.shape} but the model was trained on "
             f"{(info['in_channels'], info['image_size'], info['image_size'])}"
         )
+    for images in (data.test_s, data.test_t):
+        if images.y is not None and len(images.y) and int(images.y.max()) >= info["num_classes"]:
+            raise DataError(
+                f"{images.name}: label {int(images.y.max())} is outside the model's classes "
+                f"0..{info['num_classes'] - 1}; evaluate on data with the run's "
+                f"{info['num_classes']} classes"
+            )
     report = {
         "method": info["method"], "model": info["model"], "checkpoint": checkpoint,
         "checkpoint_epoch": info["checkpoint_epoch"], "data_path": str(Path(dcfg.path).resolve()),
         "n_bins": n_bins,
     }
     preds = {}
+    names = info.get("class_names")
+    if names is not None and len(names) != info["num_classes"]:
+        names = None  # a run from before run.json checked them: classes by number
     for domain, images, net in (("source", data.test_s, model), ("target", data.test_t, model_t)):
         preds[domain] = pred = predict(net, images, device=device)
         report[domain] = domain_metrics(
-            pred, num_classes=info["num_classes"], class_names=info.get("class_names"),
-            n_bins=n_bins,
+            pred, num_classes=info["num_classes"], class_names=names, n_bins=n_bins,
         )
         save_predictions(run_dir, domain, pred)
     if calibration or selection:

@@ -50,6 +50,9 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
+from sidda.datasets import MAX_IMAGE_SIZE
+from sidda.errors import InputError, short_repr
+
 __all__ = [
     "CNN",
     "EquivariantCNN",
@@ -68,7 +71,10 @@ logger = logging.getLogger(__name__)
 WIDTHS = (8, 16, 32)
 KERNELS = (5, 3, 3)
 N_POOLS = len(WIDTHS)
-_NAME = re.compile(r"^(cnn|[cd](\d+))$")
+_NAME = re.compile(r"^(cnn|[cd](\d{1,6}))$")
+#: Largest group order N of ``c<N>`` and ``d<N>``: escnn's cost grows with N (d1000 takes many
+#: minutes only to build) and the paper goes up to d8.
+MAX_GROUP_ORDER = 16
 
 
 @dataclass(frozen=True)
@@ -102,10 +108,10 @@ def parse_model_name(name: str) -> tuple[str, int]:
     ('cnn', 0)
     """
     m = _NAME.match(str(name).strip().lower())
-    if m is None or (m.group(2) is not None and int(m.group(2)) < 1):
-        raise ValueError(
-            f"unknown model {name!r}; use 'cnn', 'c<N>' (rotations, e.g. c4) or 'd<N>' "
-            "(rotations and flips, e.g. d4) with N >= 1"
+    if m is None or (m.group(2) is not None and not 1 <= int(m.group(2)) <= MAX_GROUP_ORDER):
+        raise InputError(
+            f"unknown model {short_repr(name)}; use 'cnn', 'c<N>' (rotations, e.g. c4) or "
+            f"'d<N>' (rotations and flips, e.g. d4) with 1 <= N <= {MAX_GROUP_ORDER}"
         )
     if m.group(1) == "cnn":
         return "cnn", 0
@@ -127,8 +133,13 @@ def is_exactly_equivariant_size(image_size: int) -> bool:
 
 
 def _check_image_size(image_size: int) -> None:
+    if int(image_size) > MAX_IMAGE_SIZE:
+        raise InputError(
+            f"image size {image_size} is larger than the models take (at most "
+            f"{MAX_IMAGE_SIZE}x{MAX_IMAGE_SIZE}); resize the images (data.image_size)"
+        )
     if int(image_size) < 2**N_POOLS:
-        raise ValueError(
+        raise InputError(
             f"image size {image_size} is too small for the model: it pools by 2 three times, so "
             f"images must be at least {2**N_POOLS}x{2**N_POOLS}; resize them (data.image_size)"
         )

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from sidda.errors import InputError
+
 __all__ = [
     "CHECKPOINTS",
     "RESUME_CHECKPOINT",
@@ -156,7 +158,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a readable checkpoint (truncated or overwritten).
+        InputError: the file is not a readable checkpoint (truncated or overwritten).
     """
     path = Path(path)
     if not path.is_file():
@@ -164,10 +166,10 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as e:
-        raise ValueError(f"{path}: not a readable checkpoint ({e}); it was not written by "
+        raise InputError(f"{path}: not a readable checkpoint ({e}); it was not written by "
                          "sidda, or the file was damaged after it was written") from None
     if not isinstance(ckpt, dict):
-        raise ValueError(f"{path}: not a sidda checkpoint (holds {type(ckpt).__name__})")
+        raise InputError(f"{path}: not a sidda checkpoint (holds {type(ckpt).__name__})")
     return ckpt
 
 
