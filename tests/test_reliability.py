@@ -9,6 +9,7 @@ error messages) are at the end.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from sidda.evaluate import MAX_BINS, check_bins
 from sidda.formats import check_data
 from sidda.models import MAX_GROUP_ORDER, parse_model_name
 from sidda.report import ISOMAP_POINTS, check_isomap_points, needs_evaluation
+from sidda.runs import LOCK_NAME, load_checkpoint, lock_run, save_checkpoint
 
 PROPS = settings(max_examples=40, deadline=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -131,6 +133,98 @@ def test_T5_T6_evaluate_checks_the_device(trained, capsys):
     assert (trained / "metrics.json").read_bytes() == before
 
 
+# ------------------------------------------------------------------ concurrent runs (S1, L1)
+
+def test_S1_a_locked_run_is_refused_and_left_alone(tmp_path, data, capsys):
+    cfg = _config(tmp_path, data, "race")
+    run = tmp_path / "runs" / "race"
+    with lock_run(run, what="train"):
+        assert main(["train", "-q", "--config", str(cfg)]) == 2
+        msg = _one_error_line(capsys)
+        assert "in use by another sidda process" in msg and f"pid {os.getpid()}" in msg
+        assert main(["train", "-q", "--config", str(cfg), "--force"]) == 2
+        assert "in use" in _one_error_line(capsys)
+        assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]
+    assert main(["train", "-q", "--config", str(cfg)]) == 0  # the lock went with its holder
+    with lock_run(run, what="evaluate"):
+        assert main(["evaluate", "-q", str(run)]) == 2
+        assert "in use" in _one_error_line(capsys)
+        assert main(["train", "-q", "--resume", str(run)]) == 0  # finished: nothing to write
+    assert not (run / "metrics.json").exists()
+
+
+def test_S1_two_trainings_into_one_name_never_both_succeed(tmp_path, data):
+    procs = []
+    for seed in (1, 2):
+        cfg = _config(tmp_path, data, "race", seed=seed)
+        cfg = cfg.rename(tmp_path / f"race{seed}.yaml")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "sidda", "train", "-q", "--config", str(cfg)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    codes = sorted(r[0] for r in results)
+    assert codes == [0, 2], results
+    loser = next(r for r in results if r[0] == 2)
+    assert "in use by another sidda process" in loser[2] or "already exists" in loser[2]
+    winner_seed = 1 + [r[0] for r in results].index(0)
+    run = tmp_path / "runs" / "race"
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["seed"] == winner_seed
+    assert (run / "checkpoints" / "final.pt").is_file()
+
+
+def test_S1_locking_never_makes_a_folder_for_a_non_run(tmp_path, data, capsys):
+    assert main(["evaluate", str(tmp_path / "nope")]) == 2
+    assert "not a run directory" in _one_error_line(capsys)
+    assert main(["evaluate", str(data)]) == 2
+    assert not (tmp_path / "nope").exists() and not (data / LOCK_NAME).exists()
+
+
+def test_S1_force_rechecks_under_the_lock_and_keeps_the_lock_file(tmp_path, data):
+    cfg = _config(tmp_path, data, "again")
+    run = tmp_path / "runs" / "again"
+    assert main(["train", "-q", "--config", str(cfg)]) == 0
+    inode = (run / LOCK_NAME).stat().st_ino
+    (run / "precious.txt").write_text("old run")
+    assert main(["train", "-q", "--config", str(cfg), "--force"]) == 0
+    assert not (run / "precious.txt").exists()
+    assert (run / LOCK_NAME).stat().st_ino == inode  # cleared around the held lock
+
+
+# ------------------------------------------------------------------------ checkpoints (S2)
+
+def test_S2_a_damaged_last_pt_is_refused(trained, tmp_path, capsys):
+    run = _copy(trained, tmp_path)
+    last = run / "checkpoints" / "last.pt"
+    raw = bytearray(last.read_bytes())
+    for i in range(len(raw) // 2, len(raw) // 2 + 64):
+        raw[i] ^= 0xFF
+    last.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="damaged checkpoint"):
+        load_checkpoint(last)
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "last.pt: damaged checkpoint" in _one_error_line(capsys)
+
+
+@PROPS
+@given(data=st.data())
+def test_S2_any_flipped_byte_is_detected(tmp_path, data):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"model": {"w": torch.arange(50.0)}, "epoch": 3})
+    raw = bytearray(path.read_bytes())
+    i = data.draw(st.integers(0, len(raw) - 1))
+    raw[i] ^= data.draw(st.integers(1, 255))
+    path.write_bytes(bytes(raw))
+    with pytest.raises(InputError):
+        load_checkpoint(path)
+
+
+def test_S2_checkpoints_without_a_checksum_still_load(tmp_path, caplog):
+    path = tmp_path / "old.pt"
+    torch.save({"model": {}, "epoch": 1}, path)
+    assert load_checkpoint(path)["epoch"] == 1
+    assert "no checksum" in caplog.text
+
+
 # -------------------------------------------------------------------- resources (R1 R2 R3)
 
 def test_R1_bins_are_bounded(trained, tmp_path, capsys):
@@ -208,6 +302,54 @@ def test_U_sidda_own_input_errors_stay_exit_2(tmp_path, data, capsys, args, says
     args = [a.format(t=tmp_path, data=data) for a in args]
     assert main(args) == 2
     assert says in _one_error_line(capsys)
+
+
+def _requeue(tmp_path, cfg, run):
+    """The job script of docs/recovery.md."""
+    if (run / "config.yaml").is_file():
+        return main(["train", "-q", "--resume", str(run)])
+    return main(["train", "-q", "--config", str(cfg)])
+
+
+#: What a run folder holds when a kill hits its setup, in the order train writes it.
+SETUP_STATES = [[], [LOCK_NAME], [LOCK_NAME, "config.yaml"],
+                [LOCK_NAME, "config.yaml", "argv.txt"],
+                [LOCK_NAME, "config.yaml", "argv.txt", "environment.json"],
+                [LOCK_NAME, "config.yaml", "argv.txt", "environment.json",
+                 "data_manifest.json"]]
+
+
+@pytest.mark.parametrize("files", SETUP_STATES, ids=lambda f: f"{len(f)}-files")
+def test_U_requeue_script_works_at_every_setup_kill_point(tmp_path, data, files, trained):
+    cfg = _config(tmp_path, data, "k")
+    run = tmp_path / "runs" / "k"
+    if files:
+        run.mkdir(parents=True)
+        for f in files:
+            src = trained / f
+            if f == "config.yaml":
+                (run / f).write_text(RunConfig.from_yaml(cfg).to_yaml())
+            elif src.is_file():
+                shutil.copy(src, run / f)
+            else:
+                (run / f).write_text("")
+    assert _requeue(tmp_path, cfg, run) == 0
+    assert (run / "checkpoints" / "final.pt").is_file() and (run / "run.json").is_file()
+
+
+def test_U_requeue_after_a_real_kill_during_setup(tmp_path, data):
+    cfg = _config(tmp_path, data, "k0")
+    run = tmp_path / "runs" / "k0"
+    proc = subprocess.Popen([sys.executable, "-m", "sidda", "train", "-q", "--config", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    while not (run / "config.yaml").exists() and proc.poll() is None:
+        assert time.monotonic() - t0 < 120
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert _requeue(tmp_path, cfg, run) == 0
+    assert (run / "checkpoints" / "final.pt").is_file()
 
 
 @pytest.mark.parametrize("key", ["name", "data.path"])
