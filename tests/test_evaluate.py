@@ -184,8 +184,10 @@ def test_temperature_never_reads_target_labels(run, tmp_path, monkeypatch):
     assert len(seen) == 1 and torch.equal(seen[0], prepare_data(cfg)[1]["val_s"].y)
     assert after["temperature"] == before["temperature"]
     assert after["source"] == before["source"]
-    assert not np.array_equal(np.load(copy / "labels_target.npy"),
+    # other data: written beside the run's own results, which stay as they were
+    assert not np.array_equal(np.load(copy / "eval" / "data" / "labels_target.npy"),
                               np.load(run / "labels_target.npy"))
+    assert np.array_equal(np.load(copy / "labels_target.npy"), np.load(run / "labels_target.npy"))
     # ... and without any target label file: same temperature, unlabelled target.
     for split in ("train", "test"):
         (data / split / f"y_{split}_noise.npy").unlink()

@@ -26,7 +26,7 @@ from sidda import ConfigError, DataConfig, DataError, InputError, RunConfig, loa
 from sidda.cli import main
 from sidda.distributed import check_device
 from sidda.errors import MAX_MESSAGE, one_line
-from sidda.evaluate import MAX_BINS, check_bins
+from sidda.evaluate import MAX_BINS, PREDICTION_FILES, check_bins
 from sidda.formats import check_data
 from sidda.models import MAX_GROUP_ORDER, parse_model_name
 from sidda.report import ISOMAP_POINTS, check_isomap_points, needs_evaluation
@@ -223,6 +223,72 @@ def test_S2_checkpoints_without_a_checksum_still_load(tmp_path, caplog):
     torch.save({"model": {}, "epoch": 1}, path)
     assert load_checkpoint(path)["epoch"] == 1
     assert "no checksum" in caplog.text
+
+
+# -------------------------------------------------------------------- evaluation (S3 S4 L2)
+
+def _consistent(folder):
+    """metrics.json describes exactly the arrays beside it (rows = test images)."""
+    m = json.loads((folder / "metrics.json").read_text())
+    for dom in ("source", "target"):
+        n = int(np.load(folder / f"probs_{dom}.npy").shape[0])
+        labels = folder / f"labels_{dom}.npy"
+        assert labels.is_file() == bool(m[dom].get("labelled", True)), dom
+        if labels.is_file():
+            assert np.load(labels).shape == (n,)
+            assert int(np.array(m[dom]["confusion_matrix"]).sum()) == n
+    return m
+
+
+def test_S3_L2_other_data_is_evaluated_beside_the_run(trained, tmp_path, capsys):
+    run = _copy(trained, tmp_path)
+    own = {f: (run / f).read_bytes() for f in ("metrics.json", *PREDICTION_FILES)
+           if (run / f).is_file()}
+    assert "labels_target.npy" in own
+    other = tmp_path / "unlabelled"
+    shutil.copytree(json.loads((run / "run.json").read_text())["data_path"], other)
+    for split in ("train", "test"):
+        (other / split / f"y_{split}_noise.npy").unlink()
+    assert main(["evaluate", "-q", str(run), "--data", str(other)]) == 0
+    assert f"wrote {run / 'eval' / 'unlabelled' / 'metrics.json'}" in capsys.readouterr().out
+    assert {f: (run / f).read_bytes() for f in own} == own  # the run's own results are kept
+    out = run / "eval" / "unlabelled"
+    m = _consistent(out)
+    assert not (out / "labels_target.npy").exists() and m["target"]["labelled"] is False
+    assert m["data_path"] == str(other.resolve())
+    # the run's own data again, now unlabelled there too: the stale labels file goes
+    data_dir = json.loads((run / "run.json").read_text())["data_path"]
+    own_copy = tmp_path / "own"
+    shutil.copytree(data_dir, own_copy)
+    for split in ("train", "test"):
+        (own_copy / split / f"y_{split}_noise.npy").unlink()
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["data"]["path"] = str(own_copy)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["evaluate", "-q", str(run)]) == 0
+    assert not (run / "labels_target.npy").exists()
+    _consistent(run)
+
+
+def test_S4_a_killed_evaluation_never_leaves_a_mixed_state(trained, tmp_path):
+    run = _copy(trained, tmp_path)
+    old = json.loads((run / "metrics.json").read_text())
+    proc = subprocess.Popen([sys.executable, "-m", "sidda", "evaluate", "-q", str(run),
+                             "--bins", "7"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    while not (run / ".evaluation-staging").exists() and proc.poll() is None:
+        assert time.monotonic() - t0 < 120
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    if (run / "metrics.json").is_file():  # the old evaluation, or the new one: whole either way
+        m = _consistent(run)
+        assert m["n_bins"] in (old["n_bins"], 7)
+    else:
+        assert needs_evaluation(run)
+    assert main(["evaluate", "-q", str(run), "--bins", "7"]) == 0
+    assert _consistent(run)["n_bins"] == 7
+    assert not (run / ".evaluation-staging").exists()
 
 
 # -------------------------------------------------------------------- resources (R1 R2 R3)

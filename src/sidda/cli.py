@@ -114,13 +114,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from sidda.experiments import evaluate_run
 
+    from sidda.experiments import evaluation_dir
+
     report = evaluate_run(
         args.run_dir, data_path=args.data, checkpoint=args.checkpoint, device=args.device,
         n_bins=args.bins,
     )
     print(_table({Path(args.run_dir).name: report}))
     print(_calibration_lines(report))
-    print(f"wrote {Path(args.run_dir) / 'metrics.json'}")
+    print(f"wrote {evaluation_dir(args.run_dir, args.data) / 'metrics.json'}")
     return 0
 
 

@@ -35,7 +35,7 @@ from sidda.datasets import (
 )
 from sidda.distributed import DistContext, broadcast_object, check_device
 from sidda.errors import short_repr
-from sidda.evaluate import check_bins, domain_metrics, predict, save_predictions, write_metrics
+from sidda.evaluate import check_bins, domain_metrics, predict, publish_evaluation
 from sidda.methods.domain_bn import load_target_stats
 from sidda.models import build_model
 from sidda.recovery import read_state
@@ -53,6 +53,7 @@ from sidda.train import Callback, History, fit, resolve_device
 __all__ = [
     "data_checksums",
     "evaluate_run",
+    "evaluation_dir",
     "load_run_model",
     "prepare_data",
     "resume_run",
@@ -478,7 +479,10 @@ def evaluate_run(
         calibration: Add temperature scaling and the paper-compatible probe.
         selection: Add the label-free checkpoint selection.
 
-    The run directory is locked while it is evaluated (:func:`~sidda.runs.lock_run`).
+    The run directory is locked while it is evaluated (:func:`~sidda.runs.lock_run`), and the
+    results are written as a whole (:func:`~sidda.evaluate.publish_evaluation`): into the run
+    directory for the run's own data, into ``RUN/eval/<data folder name>`` for other data
+    (:func:`evaluation_dir`).
 
     Raises:
         InputError: a bad option (``n_bins``, ``device``), another process holds the run, a
@@ -489,15 +493,43 @@ def evaluate_run(
     device = str(check_device(device))
     if not (run_dir / "run.json").is_file():  # before the lock, which would make the folder
         raise FileNotFoundError(f"{run_dir}: not a run directory (no run.json); train one first")
+    out_dir = evaluation_dir(run_dir, data_path)
     with lock_run(run_dir, what="evaluate"):
-        return _evaluate_locked(run_dir, data_path=data_path, checkpoint=checkpoint,
+        return _evaluate_locked(run_dir, out_dir, data_path=data_path, checkpoint=checkpoint,
                                 device=device, n_bins=n_bins, calibration=calibration,
                                 selection=selection)
 
 
+def evaluation_dir(run_dir: str | Path, data_path: str | Path | None = None) -> Path:
+    """Where :func:`evaluate_run` writes ``metrics.json`` and the per-image arrays.
+
+    The run directory itself for the data the run was trained on (``data_path`` None or that
+    folder); ``RUN/eval/<folder name>`` for other data, so that evaluating elsewhere never
+    replaces the run's own results.
+
+    >>> evaluation_dir("runs/a")
+    PosixPath('runs/a')
+    """
+    run_dir = Path(run_dir)
+    if data_path is None:
+        return run_dir
+    other = Path(data_path).resolve()
+    own = set()
+    if (run_dir / "run.json").is_file():
+        with contextlib.suppress(ValueError, OSError):
+            own.add(json.loads((run_dir / "run.json").read_text()).get("data_path"))
+    if (run_dir / "config.yaml").is_file():
+        with contextlib.suppress(ValueError, OSError):
+            own.add(str(Path(RunConfig.from_yaml(run_dir / "config.yaml").data.path).resolve()))
+    if str(other) in own:
+        return run_dir
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in other.name).lstrip(".")
+    return run_dir / "eval" / (name or "data")
+
+
 def _evaluate_locked(
-    run_dir: Path, *, data_path: str | Path | None, checkpoint: str, device: str, n_bins: int,
-    calibration: bool, selection: bool,
+    run_dir: Path, out_dir: Path, *, data_path: str | Path | None, checkpoint: str, device: str,
+    n_bins: int, calibration: bool, selection: bool,
 ) -> dict:
     """:func:`evaluate_run` with the run directory locked."""
     from dataclasses import replace
@@ -545,7 +577,6 @@ def _evaluate_locked(
         report[domain] = domain_metrics(
             pred, num_classes=info["num_classes"], class_names=names, n_bins=n_bins,
         )
-        save_predictions(run_dir, domain, pred)
     if calibration or selection:
         # The run's own train/validation split, rebuilt exactly as train_run made it.
         _, sets = prepare_data(replace(cfg, data=dcfg))
@@ -592,5 +623,5 @@ def _evaluate_locked(
     elif selection:
         report["selection"] = {"candidates": {}, "rules": {}, "reason": (
             "no validation images (data.val_fraction = 0): nothing to select with")}
-    write_metrics(run_dir, report)
+    publish_evaluation(out_dir, report, preds, own_folder=out_dir != run_dir)
     return report
