@@ -223,6 +223,11 @@ def test_S2_checkpoints_without_a_checksum_still_load(tmp_path, caplog):
     torch.save({"model": {}, "epoch": 1}, path)
     assert load_checkpoint(path)["epoch"] == 1
     assert "no checksum" in caplog.text
+    caplog.clear()
+    path.write_bytes(b"")  # damaged: an error, and no word about an older sidda
+    with pytest.raises(InputError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+    assert "no checksum" not in caplog.text
 
 
 # -------------------------------------------------------------------- evaluation (S3 S4 L2)

@@ -112,9 +112,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from sidda.experiments import evaluate_run
-
-    from sidda.experiments import evaluation_dir
+    from sidda.experiments import evaluate_run, evaluation_dir
 
     report = evaluate_run(
         args.run_dir, data_path=args.data, checkpoint=args.checkpoint, device=args.device,

@@ -91,9 +91,11 @@ class DataConfig:
         target_suffix: Suffix of the target domain files (``_noise``, ``_PSF``, ``_desi``).
         source_suffix: Suffix of the source files (empty for the paper's sets, ``_sdss`` for GZ).
         val_fraction: Fraction of each domain's training set held out for validation.
-        image_size: Resize images to this size (bilinear), or None to keep them.
+        image_size: Resize images to this size (bilinear, 8 to :data:`MAX_IMAGE_SIZE`), or None
+            to keep them.
         normalize: ``"half"`` maps x to (x - 0.5)/0.5 as the paper; ``"none"`` keeps x.
-        num_classes: Number of classes, or None to infer it from the source labels.
+        num_classes: Number of classes, or None to infer it (1 + the largest label of all label
+            files); set it when classes in 0..K-1 have no image in any split.
         memory_budget_mb: Largest float32 image tensor, in MB, that one file may occupy in
             memory. A file that would convert to more stays memory-mapped and is converted per
             batch (slower: each batch is read from disk, or the page cache, and resized again).

@@ -25,7 +25,7 @@ Where equivariance holds, and where it does not:
 
 Names: ``cnn``; ``c<N>`` (rotations by 2 pi/N, ``c1`` the trivial group); ``d<N>`` (rotations
 and a reflection, order 2N; ``d1`` is the reflection group of order 2, not the trivial group
-that the authors' code builds for N = 1).
+that the authors' code builds for N = 1), with 1 <= N <= 16 (:data:`MAX_GROUP_ORDER`).
 
 Speed on the CPU: the models compute their blocks on a fused channels-last fast path (the
 comment above ``_BlockTail`` says how; ``model.fused = False`` runs the modules one by one),
@@ -56,6 +56,7 @@ from sidda.errors import InputError, short_repr
 __all__ = [
     "CNN",
     "EquivariantCNN",
+    "MAX_GROUP_ORDER",
     "ModelConfig",
     "build_model",
     "export_model",
@@ -82,7 +83,7 @@ class ModelConfig:
     """Model options; channels, classes and image size come from the data.
 
     Attributes:
-        name: ``cnn``, ``c<N>`` or ``d<N>``.
+        name: ``cnn``, ``c<N>`` or ``d<N>`` with 1 <= N <= 16.
         dropout: Dropout probability after each block.
         latent_dim: Width of the latent (LayerNorm) layer.
     """

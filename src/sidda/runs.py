@@ -7,16 +7,20 @@ A run is a self-describing folder::
         argv.txt             the command line that made it (and one line per resume)
         environment.json     package versions, device, seed, data checksums
         data_manifest.json   the data folder's manifest (how the data was made)
+        run.json             model shape and data sizes; written last (setup complete)
         history.csv          one row per epoch (true per-epoch means)
         history_steps.csv    one row per optimisation step
         checkpoints/{final,best_val_acc,best_val_loss}.pt   models
         checkpoints/last.pt  everything `sidda train --resume` needs
-        metrics.json         written by `sidda evaluate`
+        metrics.json         written by `sidda evaluate`, with the per-image *.npy arrays
+        eval/<data>/         `sidda evaluate --data OTHER`: the same files for other data
+        .lock                locked by the process that trains or evaluates (lock_run)
 
 Every file is written atomically (temporary file in the same folder, fsync, rename), so a
 kill at any instant leaves the previous complete version in place; a failed write (full disk,
 a path that is not a folder) raises :class:`OSError` naming the file and leaves no temporary
-file behind.
+file behind. Checkpoints carry the SHA-256 of their bytes (:func:`save_checkpoint`), checked
+when they are loaded (:func:`load_checkpoint`).
 """
 
 from __future__ import annotations
@@ -195,8 +199,6 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
             )
     else:
         body = raw
-        logger.warning("%s has no checksum (written by an older sidda); it cannot be checked "
-                       "for damage", path)
     try:
         ckpt = torch.load(io.BytesIO(body), map_location=map_location, weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as e:
@@ -205,6 +207,9 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
                          "written") from None
     if not isinstance(ckpt, dict):
         raise InputError(f"{path}: not a sidda checkpoint (holds {type(ckpt).__name__})")
+    if body is raw:
+        logger.warning("%s has no checksum (written by an older sidda); it cannot be checked "
+                       "for damage", path)
     return ckpt
 
 

@@ -87,8 +87,8 @@ from sidda.recovery import (
 from sidda.runs import write_csv
 from sidda.step import train_step
 
-__all__ = ["History", "NonFiniteError", "TrainConfig", "TrainingInterrupted", "fit",
-           "resolve_device"]
+__all__ = ["MAX_EPOCHS", "History", "NonFiniteError", "TrainConfig", "TrainingInterrupted",
+           "fit", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class TrainConfig:
     """Optimisation options (the paper's values are the defaults).
 
     Attributes:
-        epochs: Number of epochs.
+        epochs: Number of epochs, 1 to :data:`MAX_EPOCHS`.
         warmup: Epochs of cross-entropy only before the alignment term starts.
         batch_size: Images per domain per step (128 source + 128 target).
         lr: AdamW learning rate.
