@@ -18,6 +18,7 @@ from sidda.evaluate import (
     select_checkpoints,
 )
 from sidda.experiments import evaluate_run, load_run_model, prepare_data, train_run
+from sidda.runs import load_checkpoint
 
 RULES = ("final", "best_val_acc", "best_val_loss", "entropy", "iwv", "dev", "oracle")
 
@@ -183,8 +184,10 @@ def test_temperature_never_reads_target_labels(run, tmp_path, monkeypatch):
     assert len(seen) == 1 and torch.equal(seen[0], prepare_data(cfg)[1]["val_s"].y)
     assert after["temperature"] == before["temperature"]
     assert after["source"] == before["source"]
-    assert not np.array_equal(np.load(copy / "labels_target.npy"),
+    # other data: written beside the run's own results, which stay as they were
+    assert not np.array_equal(np.load(copy / "eval" / "data" / "labels_target.npy"),
                               np.load(run / "labels_target.npy"))
+    assert np.array_equal(np.load(copy / "labels_target.npy"), np.load(run / "labels_target.npy"))
     # ... and without any target label file: same temperature, unlabelled target.
     for split in ("train", "test"):
         (data / split / f"y_{split}_noise.npy").unlink()
@@ -209,7 +212,7 @@ def test_selection_scores_match_a_recomputation(run):
         assert cand["target_accuracy"] == pytest.approx(np.mean(logits.argmax(1) == y_te))
         ent = -np.sum(p * np.log(p), axis=1).mean()
         assert cand["target_val_entropy"] == pytest.approx(ent, abs=1e-5)
-        record = torch.load(run / "checkpoints" / f"{name}.pt", weights_only=False)["record"]
+        record = load_checkpoint(run / "checkpoints" / f"{name}.pt")["record"]
         assert cand["val_acc_s"] == record["val_acc_s"] and cand["epoch"] == record["epoch"]
     rules = m["selection"]["rules"]
     best = max(c["target_accuracy"] for c in m["selection"]["candidates"].values())

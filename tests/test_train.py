@@ -6,6 +6,7 @@ import torch
 
 from sidda import DataConfig, LossConfig, TrainConfig, build_model, fit, load_domains
 from sidda.datasets import ImageSet
+from sidda.runs import load_checkpoint
 
 
 @pytest.fixture
@@ -107,7 +108,7 @@ def test_resume_continues_from_last_checkpoint_and_checks_the_config(tiny_sets, 
     d = tiny_sets
     cfg = TrainConfig(epochs=2, warmup=1, batch_size=16, threads=1)
     fit(_model(), d.train_s, d.train_t, cfg, run_dir=tmp_path)
-    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert last["state"]["finished"] and last["state"]["epoch"] == 2
     assert {"model", "loss", "optimizer", "scheduler", "rng", "history", "config"} <= set(last)
     # a finished run resumes to itself without training again

@@ -14,7 +14,9 @@ The pieces, each usable on its own:
   ``TrainingInterrupted``);
 * :mod:`sidda.datasets`, :mod:`sidda.generators` - data on disk and synthetic data;
 * :mod:`sidda.metrics`, :mod:`sidda.evaluate` - accuracy and calibration;
-* :mod:`sidda.config`, :mod:`sidda.experiments` - whole runs, as the ``sidda`` command runs them.
+* :mod:`sidda.config`, :mod:`sidda.experiments` - whole runs, as the ``sidda`` command runs them;
+* :mod:`sidda.errors` - ``InputError``: input the user can fix (config and data errors are
+  ones), as opposed to a bug.
 """
 
 __version__ = "0.1.0"
@@ -22,6 +24,7 @@ __version__ = "0.1.0"
 from sidda.config import ConfigError, RunConfig
 from sidda.datasets import DataConfig, DataError, ImageSet, load_domains
 from sidda.distributed import DistConfig, DistContext, init_distributed
+from sidda.errors import InputError
 from sidda.losses import (
     SIDDALoss,
     SIDDAOutput,
@@ -44,6 +47,7 @@ __all__ = [
     "DistContext",
     "History",
     "ImageSet",
+    "InputError",
     "LossConfig",
     "ModelConfig",
     "NonFiniteError",

@@ -2,8 +2,9 @@
 ``demo``.
 
 This is the only module that reads argv, loads YAML from the user and configures logging.
-Errors in the input (config, data, paths) print one line ``sidda: error: ...`` and exit with
-status 2; a run that diverges (non-finite) or cannot write its files exits with status 1; a
+Errors in the input (config, data, options, paths, a run in use by another process) print one
+line ``sidda: error: ...`` and exit with status 2; a run that diverges (non-finite) or cannot
+write its files exits with status 1, and so does an internal error (a bug), which says so; a
 run stopped by SIGTERM or SIGINT saves ``last.pt`` and exits with 128 + the signal number
 (143, 130), to be continued with ``sidda train --resume RUN_DIR``.
 
@@ -15,6 +16,7 @@ the results; the other ranks log warnings only, prefixed with their rank.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import shutil
@@ -25,8 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sidda import __version__
-from sidda.config import ConfigError, RunConfig
-from sidda.datasets import DataError
+from sidda.config import RunConfig
+from sidda.errors import InputError, one_line, short_repr
 from sidda.recovery import NonFiniteError, TrainingInterrupted
 
 logger = logging.getLogger("sidda")
@@ -73,7 +75,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume is not None:
         if args.set or args.force:
-            raise ValueError(
+            raise InputError(
                 "--resume continues with the run's own config.yaml; drop --set and --force (to "
                 "change settings, start a new run with --config)"
             )
@@ -110,7 +112,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from sidda.experiments import evaluate_run
+    from sidda.experiments import evaluate_run, evaluation_dir
 
     report = evaluate_run(
         args.run_dir, data_path=args.data, checkpoint=args.checkpoint, device=args.device,
@@ -118,7 +120,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print(_table({Path(args.run_dir).name: report}))
     print(_calibration_lines(report))
-    print(f"wrote {Path(args.run_dir) / 'metrics.json'}")
+    print(f"wrote {evaluation_dir(args.run_dir, args.data) / 'metrics.json'}")
     return 0
 
 
@@ -228,12 +230,37 @@ def _cmd_data_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remove_stale_staging(out: Path) -> None:
+    """Remove the staging folders that killed ``data make`` runs left beside ``out``.
+
+    A staging folder is named ``.NAME.staging-PID-...``; one whose process no longer exists is
+    left over from a kill.
+    """
+    for p in out.parent.glob(".*.staging-*"):
+        pid = p.name.rsplit(".staging-", 1)[1].split("-", 1)[0]
+        if not pid.isdigit() or not p.is_dir() or _alive(int(pid)):
+            continue
+        logger.info("removing %s, left by a `data make` that was stopped", p)
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but another user's
+        return True
+    return True
+
+
 def _write_atomically(out: Path, splits, suffix: str) -> None:  # noqa: ANN001
     """Write a generated data set into a temporary sibling folder, then rename it into place."""
     from sidda.datasets import write_layout
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    _remove_stale_staging(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=out.parent))
     try:
         arrays = {k: getattr(splits, k) for k in (
             "x_train_s", "y_train_s", "x_test_s", "y_test_s",
@@ -270,7 +297,7 @@ def _need_matplotlib() -> None:
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:
-        raise ValueError("figures need matplotlib; install it with: pip install 'sidda[plot]'")
+        raise InputError("figures need matplotlib; install it with: pip install 'sidda[plot]'")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -291,8 +318,8 @@ def _split_list(text: str, kind: type = str) -> list:
     try:
         return [kind(t) for t in items]
     except ValueError:
-        raise ValueError(
-            f"expected a comma-separated list of {kind.__name__}, got {text!r}"
+        raise InputError(
+            f"expected a comma-separated list of {kind.__name__}, got {short_repr(text)}"
         ) from None
 
 
@@ -581,27 +608,41 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+def _error(e: BaseException) -> None:
+    print(f"sidda: error: {one_line(e)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``sidda`` console script."""
+    """Entry point of the ``sidda`` console script.
+
+    Exit statuses: 0 done; 2 bad input (:class:`~sidda.errors.InputError`, which config and
+    data errors are, and a missing or existing path); 1 a diverged run, a failed write, or an
+    internal error (a bug: any other exception, reported as such); 128 + N stopped by signal N.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = ["sidda", *(sys.argv[1:] if argv is None else argv)]  # recorded in argv.txt
     _setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileExistsError, FileNotFoundError, ValueError) as e:
-        print(f"sidda: error: {_one_line(e)}", file=sys.stderr)
+    except (InputError, FileExistsError, FileNotFoundError) as e:
+        _error(e)
         return EXIT_USAGE
     except TrainingInterrupted as e:  # last.pt is written; schedulers read 128 + signal
         print(f"sidda: {e}", file=sys.stderr)
         return e.exit_status
-    except (NonFiniteError, OSError) as e:  # diverged, or a write failed (full disk ...)
-        print(f"sidda: error: {_one_line(e)}", file=sys.stderr)
+    except OSError as e:  # a write failed (full disk ...), or a path the system refuses
+        _error(e)
+        return EXIT_USAGE if e.errno == errno.ENAMETOOLONG else EXIT_FAILURE
+    except NonFiniteError as e:  # diverged
+        _error(e)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("sidda: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - not the input's fault: say so, in one line
+        logger.debug("internal error", exc_info=True)
+        print(f"sidda: internal error (a bug in sidda, or a computation that diverged): "
+              f"{type(e).__name__}: {one_line(e)}; rerun with -v for the traceback",
+              file=sys.stderr)
+        return EXIT_FAILURE

@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from sidda.datasets import DataConfig
+from sidda.errors import InputError, short_repr
 from sidda.distributed import DistConfig
 from sidda.methods.config import LossConfig, method_loss
 from sidda.models import ModelConfig
@@ -35,8 +36,10 @@ from sidda.train import TrainConfig
 
 __all__ = ["ConfigError", "RunConfig"]
 
+_MAX_NAME_BYTES = 255  # NAME_MAX of Linux, macOS and Windows file systems
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A configuration that cannot be used, with a message that says how to fix it."""
 
 
@@ -68,10 +71,26 @@ class RunConfig:
         if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
             raise ValueError(
                 f"name must be a plain folder name (no '/', not empty, '.' or '..'), got "
-                f"{self.name!r}; the run directory is out_dir/name"
+                f"{short_repr(self.name)}; the run directory is out_dir/name"
             )
         if not self.out_dir.strip() or "\0" in self.out_dir:
-            raise ValueError(f"out_dir must be a folder path, got {self.out_dir!r}; e.g. 'runs'")
+            raise ValueError(
+                f"out_dir must be a folder path, got {short_repr(self.out_dir)}; e.g. 'runs'"
+            )
+        for key, text in (("name", self.name), ("out_dir", self.out_dir),
+                          ("data.path", self.data.path)):
+            try:  # config.yaml and run.json are UTF-8: a path that is not cannot be recorded
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"{key} is not valid UTF-8 text, got {short_repr(text)}; rename the folder "
+                    "(or use a link to it) with a UTF-8 name"
+                ) from None
+        if len(self.name.encode()) > _MAX_NAME_BYTES:
+            raise ValueError(
+                f"name is {len(self.name.encode())} bytes long; folder names may have at most "
+                f"{_MAX_NAME_BYTES}; choose a shorter name"
+            )
 
     @property
     def run_dir(self) -> Path:
@@ -93,7 +112,7 @@ class RunConfig:
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            d = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
         except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
             raise ConfigError(f"{path}: not valid YAML ({_one_line(e)})") from None
         except OSError as e:
@@ -119,17 +138,22 @@ class RunConfig:
         old_loss, set_loss = dict(d["loss"]), {}
         for item in assignments:
             if not isinstance(item, str) or "=" not in item:
-                raise ConfigError(f"override {item!r} must look like section.key=value")
+                raise ConfigError(
+                    f"override {short_repr(item)} must look like section.key=value"
+                )
             key, raw = item.split("=", 1)
             parts = key.strip().split(".")
             node = d
             for p in parts[:-1]:
                 if not isinstance(node.get(p), dict):
-                    raise ConfigError(f"unknown config section {p!r} in override {item!r}")
+                    raise ConfigError(
+                        f"unknown config section {short_repr(p)} in override {short_repr(item)}"
+                    )
                 node = node[p]
             if parts[-1] not in node:
                 raise ConfigError(
-                    f"unknown config key {key!r}; known keys here: {', '.join(sorted(node))}"
+                    f"unknown config key {short_repr(key)}; known keys here: "
+                    f"{', '.join(sorted(node))}"
                 )
             node[parts[-1]] = _parse_value(raw.strip())
             if parts[0] == "loss" and len(parts) == 2:
@@ -146,6 +170,24 @@ class RunConfig:
     def to_yaml(self) -> str:
         """YAML text of :meth:`to_dict`."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the constructor below reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {short_repr(key)}", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _one_line(e: Exception) -> str:
@@ -199,17 +241,18 @@ def _coerce(value: object, tp: object, where: str) -> object:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(
-            f"{where} must be {' or '.join(_type_name(a) for a in args)}, got {value!r}"
+            f"{where} must be {' or '.join(_type_name(a) for a in args)}, got "
+            f"{short_repr(value)}"
             f" ({type(value).__name__})"
         )
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
+            raise ConfigError(f"{where} must be a list, got {short_repr(value)}")
         (inner, *_rest) = typing.get_args(tp)
         return tuple(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"section {where!r} must be a mapping, got {value!r}")
+            raise ConfigError(f"section {where!r} must be a mapping, got {short_repr(value)}")
         return _build(tp, value, where)
     if tp is bool:
         if isinstance(value, bool):
@@ -231,7 +274,9 @@ def _coerce(value: object, tp: object, where: str) -> object:
             return value
     else:  # pragma: no cover - every field type is handled above
         return value
-    raise ConfigError(f"{where} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    raise ConfigError(
+        f"{where} must be {_type_name(tp)}, got {short_repr(value)} ({type(value).__name__})"
+    )
 
 
 def _build(cls: type, d: dict, prefix: str) -> object:
@@ -241,7 +286,8 @@ def _build(cls: type, d: dict, prefix: str) -> object:
     if unknown:
         where = f"section {prefix!r}" if prefix else "the top level"
         raise ConfigError(
-            f"unknown config key(s) {unknown} in {where}; valid keys: {', '.join(names)}"
+            f"unknown config key(s) {short_repr(unknown)} in {where}; valid keys: "
+            f"{', '.join(names)}"
         )
     kwargs = {
         k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in d.items()

@@ -24,11 +24,13 @@ are never needed for training; evaluation uses them when present.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import math
 import os
+import stat
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,7 +42,10 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from sidda.errors import InputError, one_line, short_repr
+
 __all__ = [
+    "MAX_IMAGE_SIZE",
     "LAYOUTS",
     "DataConfig",
     "DataError",
@@ -66,10 +71,12 @@ logger = logging.getLogger(__name__)
 
 LAYOUTS = ("zenodo", "mrssc2")
 _CHUNK_BYTES = 64 << 20  # float32 bytes converted or scanned at once
+#: Largest image side the models take (a bigger one would allocate tens of GB at once).
+MAX_IMAGE_SIZE = 1024
 _MAX_LABEL = 2**20  # larger "labels" are not class indices (and would not fit a model)
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Input data that cannot be used, with a message naming the file and the fix."""
 
 
@@ -84,9 +91,11 @@ class DataConfig:
         target_suffix: Suffix of the target domain files (``_noise``, ``_PSF``, ``_desi``).
         source_suffix: Suffix of the source files (empty for the paper's sets, ``_sdss`` for GZ).
         val_fraction: Fraction of each domain's training set held out for validation.
-        image_size: Resize images to this size (bilinear), or None to keep them.
+        image_size: Resize images to this size (bilinear, 8 to :data:`MAX_IMAGE_SIZE`), or None
+            to keep them.
         normalize: ``"half"`` maps x to (x - 0.5)/0.5 as the paper; ``"none"`` keeps x.
-        num_classes: Number of classes, or None to infer it from the source labels.
+        num_classes: Number of classes, or None to infer it (1 + the largest label of all label
+            files); set it when classes in 0..K-1 have no image in any split.
         memory_budget_mb: Largest float32 image tensor, in MB, that one file may occupy in
             memory. A file that would convert to more stays memory-mapped and is converted per
             batch (slower: each batch is read from disk, or the page cache, and resized again).
@@ -115,8 +124,11 @@ class DataConfig:
             )
         if self.normalize not in ("half", "none"):
             raise ValueError(f"data.normalize must be 'half' or 'none', got {self.normalize!r}")
-        if self.image_size is not None and self.image_size < 8:
-            raise ValueError(f"data.image_size must be >= 8 or null, got {self.image_size}")
+        if self.image_size is not None and not 8 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(
+                f"data.image_size must lie in 8..{MAX_IMAGE_SIZE} or be null, got "
+                f"{self.image_size}"
+            )
         if self.memory_budget_mb < 0:
             raise ValueError(
                 f"data.memory_budget_mb must be >= 0 (0: always memory-map), got "
@@ -129,14 +141,78 @@ class DataConfig:
             )
 
 
+def _not_a_file(path: Path) -> str | None:
+    """What ``path`` is when it is not a readable regular file, or None when it is one."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"is a broken symbolic link (to {os.readlink(path)}, which does not exist)"
+        return "file not found"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symbolic link loop (it points back to itself)"
+        return f"cannot be read ({e.strerror or e})"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a folder, not a .npy file"
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else
+                "a character device" if stat.S_ISCHR(st.st_mode) else
+                "a block device" if stat.S_ISBLK(st.st_mode) else
+                "a socket" if stat.S_ISSOCK(st.st_mode) else "a special file")
+        return f"is {kind}, not a regular .npy file"
+    return None
+
+
+def _check_npy_header(path: Path) -> None:
+    """Refuse a .npy header whose shape is negative or larger than the file, before numpy
+    maps (or allocates) anything."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:  # pragma: no cover - numpy refuses other versions in read_magic
+                return
+            offset = f.tell()
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+        if zipfile.is_zipfile(path):
+            return  # a .npz archive: np.load names it below
+        raise DataError(
+            f"{path}: not a readable .npy array ({one_line(e, limit=200)}); re-save it with "
+            "numpy.save"
+        ) from None
+    if not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise DataError(
+            f"{path}: not a readable .npy array: its header gives the shape "
+            f"{short_repr(shape)}, with negative dimensions; the file is damaged, re-save it "
+            "with numpy.save"
+        )
+    need = math.prod(shape) * max(dtype.itemsize, 1)
+    have = path.stat().st_size - offset
+    if dtype.hasobject:
+        return  # np.load refuses pickled data with a clear message
+    if need > have:
+        raise DataError(
+            f"{path}: not a readable .npy array: its header gives the shape "
+            f"{short_repr(shape)} ({need} bytes of {dtype}) but the file holds {max(have, 0)} "
+            "bytes of data; the file is truncated or damaged, re-save it with numpy.save"
+        )
+
+
 def _open_npy(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    problem = _not_a_file(path)
+    if problem is not None:
+        raise DataError(f"{path}: {problem}")
+    _check_npy_header(path)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    except (ValueError, OSError, EOFError, OverflowError, zipfile.BadZipFile) as e:
         raise DataError(
-            f"{path}: not a readable .npy array ({e}); re-save it with numpy.save"
+            f"{path}: not a readable .npy array ({one_line(e, limit=200)}); re-save it with "
+            "numpy.save"
         ) from None
     if not isinstance(arr, np.ndarray):  # a .npz archive (zip) loads as a lazy NpzFile
         arr.close()
@@ -173,12 +249,21 @@ def _check_labels(y: np.ndarray, path: Path, n: int, num_classes: int | None) ->
 
 
 def _as_nchw(x: np.ndarray, path: Path) -> np.ndarray:
+    """NHW, NHWC or NCHW images -> an NCHW view.
+
+    With 4-D images whose first and last axes could both hold the channels (both <= 4), the
+    reading with square images wins, and NHWC (the documented layout) when both are square.
+    """
     if x.ndim == 3:
         return x[:, None, :, :]
     if x.ndim == 4:
-        if x.shape[-1] <= 4 < x.shape[1]:
+        nhwc, nchw = x.shape[-1] <= 4, x.shape[1] <= 4
+        if nhwc and nchw:
+            nchw = x.shape[2] == x.shape[3] and x.shape[1] != x.shape[2]
+            nhwc = not nchw
+        if nhwc:
             return np.moveaxis(x, -1, 1)
-        if x.shape[1] <= 4:
+        if nchw:
             return x
         raise DataError(
             f"{path}: cannot tell the channel axis of images of shape {x.shape}; "
@@ -422,9 +507,17 @@ def load_split(
         raise DataError(f"{images}: images have no channels (shape {x.shape}); store them as "
                         "NHW or NHWC with C >= 1")
     if min(x.shape[2:]) < 8:
+        fix = ("data.image_size only resizes images of at least 8x8; make them larger" if
+               image_size else "resize them (data.image_size resizes images of at least 8x8)")
         raise DataError(
-            f"{images}: images of {x.shape[2]}x{x.shape[3]} pixels are too small for the "
-            "models (at least 8x8); resize them"
+            f"{images}: images of {x.shape[2]}x{x.shape[3]} pixels ({x.shape[1]} channel(s)) "
+            f"are too small for the models (at least 8x8); {fix}"
+        )
+    if max(x.shape[2:]) > MAX_IMAGE_SIZE and image_size is None:
+        raise DataError(
+            f"{images}: images of {x.shape[2]}x{x.shape[3]} pixels are larger than the models "
+            f"take (at most {MAX_IMAGE_SIZE}x{MAX_IMAGE_SIZE}); set data.image_size to resize "
+            "them"
         )
     if x.shape[2] != x.shape[3] and image_size is None:
         raise DataError(
@@ -445,7 +538,7 @@ def load_split(
     else:
         t = _convert(x, normalize=normalize, image_size=image_size, name=images)
     y = None
-    if labels is not None and Path(labels).is_file():
+    if labels is not None and os.path.lexists(labels):
         y = torch.from_numpy(_check_labels(_open_npy(Path(labels)), Path(labels), n,
                                            num_classes))
     elif require_labels:
@@ -552,6 +645,45 @@ def _read_manifest(root: Path, cfg: DataConfig, sets: dict[str, ImageSet | None]
     }
 
 
+def _count_classes(
+    paths: dict[str, tuple[Path, Path]], sets: dict[str, ImageSet | None], cfg: DataConfig
+) -> int:
+    """K = 1 + the largest label of every label file of the folder (all four splits).
+
+    Training and ``sidda data check`` count the same K, whatever splits they load. Without
+    ``data.num_classes``, classes that no image of any split holds are taken as a stray label
+    (an error); ``data.num_classes`` declares them real.
+    """
+    labels: dict[Path, np.ndarray] = {}
+    for key, (_, y_path) in paths.items():
+        if sets.get(key) is not None:
+            if sets[key].y is not None:
+                labels[y_path] = sets[key].y.numpy()
+        elif os.path.lexists(y_path):  # a split not loaded: its labels only, checked alike
+            y = _open_npy(y_path)
+            labels[y_path] = _check_labels(y, y_path, len(y), cfg.num_classes)
+    labels = {p: y for p, y in labels.items() if len(y)}
+    if not labels:
+        raise DataError(f"{cfg.path}: no labelled images; the source training labels are "
+                        "required")
+    top = max(labels, key=lambda p: int(labels[p].max()))
+    k = int(labels[top].max()) + 1
+    if cfg.num_classes is not None:
+        return k
+    seen = np.zeros(k, dtype=bool)
+    for y in labels.values():
+        seen[np.unique(y)] = True
+    if not seen.all():
+        empty = np.flatnonzero(~seen).tolist()
+        count = int((labels[top] == k - 1).sum())
+        raise DataError(
+            f"{top}: label {k - 1} ({count} image(s)) makes {k} classes, but no image of any "
+            f"split has class(es) {short_repr(empty)}; fix the stray label(s), or set "
+            f"data.num_classes: {k} if those classes are real"
+        )
+    return k
+
+
 def load_domains(cfg: DataConfig, *, splits: tuple[str, ...] = ("train", "test")) -> DomainData:
     """Load a data folder (module docstring layouts) and check that the domains agree.
 
@@ -578,7 +710,7 @@ def load_domains(cfg: DataConfig, *, splits: tuple[str, ...] = ("train", "test")
         if key.split("_")[0] not in splits:
             sets[key] = None
             continue
-        if not x_path.is_file():
+        if not os.path.lexists(x_path):
             raise _missing_file(x_path, root, cfg)
         sets[key] = load_split(x_path, y_path, require_labels=key.endswith("_s"), **kw)
     present = [s for s in sets.values() if s is not None]
@@ -589,8 +721,7 @@ def load_domains(cfg: DataConfig, *, splits: tuple[str, ...] = ("train", "test")
             + ", ".join(f"{Path(k).name} {v}" for k, v in shapes.items())
             + "; give them the same channels and size (data.image_size resizes)"
         )
-    labelled = [s.y for s in present if s.y is not None]
-    num_classes = int(max(int(y.max()) for y in labelled)) + 1
+    num_classes = _count_classes(paths, sets, cfg)
     if num_classes < 2:
         raise DataError(f"{root}: the labels hold a single class; classification needs >= 2")
     return DomainData(

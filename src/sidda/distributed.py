@@ -62,6 +62,7 @@ import inspect
 import logging
 import math
 import os
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -72,16 +73,19 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from sidda.errors import InputError, short_repr
 from sidda.losses import SIDDALoss, SIDDAOutput, max_cross_distance, sinkhorn_divergence
 
 __all__ = [
     "DA_SCOPES",
+    "DEVICE_PATTERN",
     "DistConfig",
     "DistContext",
     "all_reduce_with_grad",
     "autocast_context",
     "average_gradients",
     "broadcast_object",
+    "check_device",
     "convert_sync_batchnorm",
     "distributed_cross_entropy",
     "distributed_sidda_loss",
@@ -166,35 +170,62 @@ def _env_int(name: str) -> int:
     try:
         return int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ValueError(
+        raise InputError(
             f"environment variable {name}={value!r} is not an integer; start the run with "
             "torchrun --nproc_per_node=N -m sidda train ..., which sets it"
         ) from None
 
 
+#: The device names sidda accepts (``train.device``, ``--device``).
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]{1,4})?")
+
+
+def check_device(name: str | torch.device) -> torch.device:
+    """The device ``name`` stands for, checked against this machine.
+
+    ``"auto"`` is cuda when a GPU is visible, else cpu. Any other name than ``cpu``, ``cuda``,
+    ``cuda:<i>`` and ``auto``, and a GPU that this torch build or machine does not have, raise
+    :class:`~sidda.errors.InputError` with what to use instead.
+
+    >>> check_device("cpu")
+    device(type='cpu')
+    """
+    text = str(name)
+    if not DEVICE_PATTERN.fullmatch(text):
+        raise InputError(
+            f"unknown device {short_repr(str(name))} (train.device or --device); use 'cpu', "
+            "'cuda', 'cuda:<i>' or 'auto'"
+        )
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(text)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(
+                f"device {text!r} (train.device or --device) but CUDA is not available to this "
+                f"torch {torch.__version__}; use 'cpu' or 'auto', or install a CUDA build of torch"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(
+                f"device {text!r} but only {torch.cuda.device_count()} GPU(s) are visible "
+                f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); pick one of them"
+            )
+    return dev
+
+
 def _resolve_device(name: str | torch.device, *, local_rank: int, world_size: int) -> torch.device:
-    name = str(name)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:<i>' or 'auto', got {name!r}")
+    dev = check_device(name)
     if dev.type == "cpu":
         return dev
-    if not torch.cuda.is_available():
-        raise ValueError(
-            f"device {name!r} (train.device or --device) but CUDA is not available to this "
-            f"torch {torch.__version__}; use 'cpu' or 'auto', or install a CUDA build of torch"
-        )
     if world_size == 1:
         return dev
     if dev.index is not None:
-        raise ValueError(
+        raise InputError(
             f"device {name!r} names one GPU, but torchrun started {world_size} processes; use "
             "'cuda' (rank r takes cuda:LOCAL_RANK) and pick GPUs with CUDA_VISIBLE_DEVICES"
         )
     if local_rank >= torch.cuda.device_count():
-        raise ValueError(
+        raise InputError(
             f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} GPUs are visible; "
             "start at most one process per GPU (--nproc_per_node)"
         )
@@ -224,18 +255,18 @@ def init_distributed(
                            backend=str(dist.get_backend()))
     world_size = _env_int("WORLD_SIZE") if "WORLD_SIZE" in os.environ else 1
     if world_size < 1:
-        raise ValueError(f"WORLD_SIZE must be >= 1, got {world_size}")
+        raise InputError(f"WORLD_SIZE must be >= 1, got {world_size}")
     if world_size == 1:
         return DistContext(device=_resolve_device(device, local_rank=0, world_size=1))
     missing = [v for v in _TORCHRUN_VARS if v not in os.environ]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"WORLD_SIZE={world_size} but {', '.join(missing)} not set; start the run with "
             "torchrun --nproc_per_node=N -m sidda train ..."
         )
     rank, local_rank = _env_int("RANK"), _env_int("LOCAL_RANK")
     if not 0 <= rank < world_size or local_rank < 0:
-        raise ValueError(
+        raise InputError(
             f"RANK={rank} and LOCAL_RANK={local_rank} do not fit WORLD_SIZE={world_size}"
         )
     dev = _resolve_device(device, local_rank=local_rank, world_size=world_size)

@@ -37,6 +37,8 @@ import csv
 import io
 import logging
 import math
+import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,14 +52,19 @@ from torch.nn import functional as F
 from sidda import metrics
 from sidda.datasets import ImageSet
 from sidda.models import export_model
-from sidda.runs import atomic_write, write_json
+from sidda.errors import InputError, short_repr
+from sidda.runs import atomic_write, fsync_dir, write_json
 
 __all__ = [
+    "MAX_BINS",
+    "PREDICTION_FILES",
     "RULES",
     "IsomapEmbedding",
     "Predictions",
     "RiskEstimate",
+    "check_bins",
     "checkpoint_scores",
+    "clean_staging",
     "domain_metrics",
     "domain_weights",
     "fit_source_temperature",
@@ -67,11 +74,29 @@ __all__ = [
     "paper_compatible",
     "predict",
     "prediction_entropy",
+    "publish_evaluation",
     "select_checkpoints",
     "temperature_metrics",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Most ECE bins an evaluation takes (the reliability diagram draws every bin).
+MAX_BINS = 1000
+
+
+def check_bins(n_bins: object) -> int:
+    """``n_bins`` if it is an integer in 1..:data:`MAX_BINS`, else :class:`InputError`.
+
+    >>> check_bins(15)
+    15
+    """
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or not 1 <= n_bins <= MAX_BINS:
+        raise InputError(
+            f"--bins (n_bins) must be an integer in 1..{MAX_BINS}, got {short_repr(n_bins)}; "
+            "the default is 15"
+        )
+    return n_bins
 
 #: Label-free selection rules: name -> (score key in the candidate dict, "min" or "max").
 RULES: dict[str, tuple[str, str]] = {
@@ -484,21 +509,100 @@ def isomap_embedding(
 # --------------------------------------------------------------------------- files
 
 
-def save_predictions(run_dir: Path, domain: str, pred: Predictions) -> None:
-    """Write ``logits_``, ``probs_``, ``labels_`` and ``latents_<domain>.npy`` atomically."""
+def _prediction_arrays(pred: Predictions) -> dict[str, np.ndarray]:
     arrays = {"logits": pred.logits.numpy(), "probs": pred.probs.numpy(),
               "latents": pred.latents.numpy()}
     if pred.labels is not None:
         arrays["labels"] = pred.labels.numpy()
-    for kind, arr in arrays.items():
-        buf = io.BytesIO()
-        np.save(buf, arr)
-        atomic_write(run_dir / f"{kind}_{domain}.npy", buf.getvalue())
+    return arrays
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    atomic_write(path, buf.getvalue())
+
+
+def save_predictions(run_dir: Path, domain: str, pred: Predictions) -> None:
+    """Write ``logits_``, ``probs_``, ``labels_`` and ``latents_<domain>.npy`` atomically.
+
+    Each file on its own; :func:`publish_evaluation` writes a whole evaluation.
+    """
+    for kind, arr in _prediction_arrays(pred).items():
+        _save_npy(run_dir / f"{kind}_{domain}.npy", arr)
 
 
 def write_metrics(run_dir: Path, report: dict) -> Path:
     """Atomically write ``metrics.json``."""
     return write_json(run_dir / "metrics.json", report)
+
+
+#: Per-image arrays of an evaluation: ``<kind>_<domain>.npy``.
+PREDICTION_FILES = tuple(f"{k}_{d}.npy" for k in ("logits", "probs", "latents", "labels")
+                         for d in ("source", "target"))
+_STAGING = ".evaluation-staging"
+
+
+def clean_staging(out_dir: Path) -> None:
+    """Remove what an evaluation killed while writing into ``out_dir`` left behind."""
+    out_dir = Path(out_dir)
+    for p in (out_dir / _STAGING, out_dir.parent / f".{out_dir.name}{_STAGING}",
+              out_dir.parent / f".{out_dir.name}.old"):
+        if p.is_dir():
+            shutil.rmtree(p)
+
+
+def publish_evaluation(
+    out_dir: str | Path, report: dict, preds: dict[str, Predictions], *, own_folder: bool
+) -> Path:
+    """Write one evaluation (``metrics.json`` and the per-image arrays) as a whole.
+
+    Everything is first written into a staging folder. ``own_folder=True`` (``out_dir`` holds
+    nothing else, e.g. ``RUN/eval/<data>``): the staging folder is renamed into place, so a
+    reader sees the old evaluation or the new one. ``own_folder=False`` (the run directory):
+    ``metrics.json`` is removed first and put back last, and arrays the new evaluation does
+    not write (``labels_target.npy`` for an unlabelled target) are removed, so that a
+    ``metrics.json`` always describes the arrays beside it; a kill in between leaves no
+    ``metrics.json`` (the run counts as not evaluated).
+
+    Returns:
+        The path of the new ``metrics.json``.
+    """
+    out_dir = Path(out_dir)
+    clean_staging(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if own_folder:
+        staging = out_dir.parent / f".{out_dir.name}{_STAGING}"
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = out_dir / _STAGING
+    staging.mkdir()
+    names = []
+    for domain, pred in preds.items():
+        for kind, arr in _prediction_arrays(pred).items():
+            names.append(f"{kind}_{domain}.npy")
+            _save_npy(staging / names[-1], arr)
+    write_metrics(staging, report)
+    if own_folder:
+        old = out_dir.parent / f".{out_dir.name}.old"
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(staging, out_dir)
+        fsync_dir(out_dir.parent)
+        shutil.rmtree(old, ignore_errors=True)
+        return out_dir / "metrics.json"
+    (out_dir / "metrics.json").unlink(missing_ok=True)
+    fsync_dir(out_dir)
+    for name in PREDICTION_FILES:
+        if name not in names:
+            (out_dir / name).unlink(missing_ok=True)  # stale: not part of this evaluation
+    for name in names:
+        os.replace(staging / name, out_dir / name)
+    fsync_dir(out_dir)
+    os.replace(staging / "metrics.json", out_dir / "metrics.json")
+    fsync_dir(out_dir)
+    staging.rmdir()
+    return out_dir / "metrics.json"
 
 
 def load_history(path: str | Path) -> list[dict]:

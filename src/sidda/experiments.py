@@ -12,6 +12,7 @@ alone touches the run directory, and an error it meets there is raised on every 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -32,17 +33,27 @@ from sidda.datasets import (
     load_domains,
     split_indices,
 )
-from sidda.distributed import DistContext, broadcast_object
-from sidda.evaluate import domain_metrics, predict, save_predictions, write_metrics
+from sidda.distributed import DistContext, broadcast_object, check_device
+from sidda.errors import short_repr
+from sidda.evaluate import check_bins, domain_metrics, predict, publish_evaluation
 from sidda.methods.domain_bn import load_target_stats
 from sidda.models import build_model
 from sidda.recovery import read_state
-from sidda.runs import CHECKPOINTS, atomic_write, environment_info, load_checkpoint, write_json
+from sidda.runs import (
+    CHECKPOINTS,
+    LOCK_NAME,
+    atomic_write,
+    environment_info,
+    load_checkpoint,
+    lock_run,
+    write_json,
+)
 from sidda.train import Callback, History, fit, resolve_device
 
 __all__ = [
     "data_checksums",
     "evaluate_run",
+    "evaluation_dir",
     "load_run_model",
     "prepare_data",
     "resume_run",
@@ -177,6 +188,81 @@ def _write_summary(run_dir: Path, hist: History) -> None:
     })
 
 
+def _run_lock(run_dir: Path, ctx: DistContext, what: str) -> contextlib.AbstractContextManager:
+    """:func:`~sidda.runs.lock_run` taken by rank 0 (an error it meets raised on every rank)."""
+    stack = contextlib.ExitStack()
+    try:
+        _on_rank0(lambda: stack.enter_context(lock_run(run_dir, what=what)), ctx)
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+#: What a run directory holds before ``run.json`` is written (killed or failed during setup).
+_SETUP_FILES = {LOCK_NAME, "config.yaml", "argv.txt", "environment.json", "data_manifest.json"}
+
+
+def _unfinished_setup(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds only what :func:`train_run` writes before ``run.json``.
+
+    Such a folder was never trained: killed (or failed) while being set up. It may be
+    started again without ``--force``, or resumed (which completes the setup).
+    """
+    if not run_dir.is_dir() or (run_dir / "run.json").exists():
+        return False
+    return all(p.name in _SETUP_FILES or (p.name.startswith(".") and ".tmp" in p.name)
+               for p in run_dir.iterdir())
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    """Remove everything in ``run_dir`` but the lock file (held by this process)."""
+    for p in run_dir.iterdir():
+        if p.name == LOCK_NAME:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def _write_setup(run_dir: Path, cfg: RunConfig, data: DomainData, sets: dict, argv: Sequence[str],
+                 ctx: DistContext, *, resuming: bool = False) -> None:
+    """The files of a new run, ``run.json`` last: a folder without it is an unfinished setup.
+
+    ``resuming``: complete the setup of a run killed before ``run.json``; its own
+    ``config.yaml`` stays, and ``argv`` is appended to ``argv.txt``.
+    """
+    checksums = data_checksums(cfg)
+    if resuming:
+        with open(run_dir / "argv.txt", "a") as f:
+            f.write(" ".join(argv) + "\n")
+    else:
+        atomic_write(run_dir / "config.yaml", cfg.to_yaml())
+        atomic_write(run_dir / "argv.txt", " ".join(argv) + "\n")
+    write_json(run_dir / "environment.json", environment_info() | {
+        "seed": cfg.train.seed, "data_files": checksums})
+    write_json(run_dir / "data_manifest.json", data.manifest)
+    write_json(run_dir / "run.json", {
+        "method": cfg.loss.method, "model": cfg.model.name, "in_channels": data.in_channels,
+        "num_classes": data.num_classes, "image_size": data.image_size,
+        "data_path": str(Path(cfg.data.path).resolve()),
+        "class_names": _class_names(data),
+        "sizes": {k: len(v) for k, v in sets.items()},
+        "world_size": ctx.world_size,
+    })
+
+
+def _class_names(data: DomainData) -> list | None:
+    """The manifest's class names, when there is one per class."""
+    names = data.manifest.get("class_names")
+    if names is not None and (not isinstance(names, list) or len(names) != data.num_classes):
+        logger.warning("the data's manifest.json names %s classes but the labels hold %d; "
+                       "classes are shown by number", short_repr(names), data.num_classes)
+        return None
+    return names
+
+
 def train_run(
     cfg: RunConfig,
     *,
@@ -186,6 +272,11 @@ def train_run(
     ctx: DistContext | None = None,
 ) -> Path:
     """Train one run into ``cfg.run_dir`` and return that directory.
+
+    The run directory is locked (:func:`~sidda.runs.lock_run`) from its setup to the end of
+    training: a second ``train``, ``--resume`` or ``evaluate`` of the same run is refused.
+    A folder left by a run killed during its setup (no ``run.json``) is started again without
+    ``force``.
 
     Args:
         cfg: The experiment.
@@ -199,13 +290,14 @@ def train_run(
     Raises:
         ConfigError, DataError: before anything is written.
         FileExistsError: the run directory exists and ``force`` is False.
+        InputError: another process holds the run directory.
         TrainingInterrupted: SIGTERM or SIGINT; continue with :func:`resume_run`.
         NonFiniteError: training diverged (see the message for the settings to change).
     """
     run_dir, ctx = cfg.run_dir, _context(cfg, ctx)
 
     def refuse_existing() -> None:
-        if run_dir.exists() and not force:
+        if run_dir.exists() and not force and not _unfinished_setup(run_dir):
             raise FileExistsError(
                 f"{run_dir} already exists; continue it with `sidda train --resume {run_dir}`, "
                 "choose another name (--set name=...), or pass --force to replace it"
@@ -226,33 +318,26 @@ def train_run(
         )
     model = _build_model(cfg, data)
 
-    def write_run() -> None:  # everything is valid: only now touch the disk
-        checksums = data_checksums(cfg)
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
-        atomic_write(run_dir / "config.yaml", cfg.to_yaml())
-        atomic_write(run_dir / "argv.txt", " ".join(argv) + "\n")
-        write_json(run_dir / "run.json", {
-            "method": cfg.loss.method, "model": cfg.model.name, "in_channels": data.in_channels,
-            "num_classes": data.num_classes, "image_size": data.image_size,
-            "data_path": str(Path(cfg.data.path).resolve()),
-            "class_names": data.manifest.get("class_names"),
-            "sizes": {k: len(v) for k, v in sets.items()},
-            "world_size": ctx.world_size,
-        })
-        write_json(run_dir / "environment.json", environment_info() | {
-            "seed": cfg.train.seed, "data_files": checksums})
-        write_json(run_dir / "data_manifest.json", data.manifest)
+    def write_run() -> None:  # everything is valid and the folder is ours: only now write
+        refuse_existing()  # again, under the lock: another process may have made it meanwhile
+        if _unfinished_setup(run_dir) and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+            logger.info("%s holds an unfinished setup (no run.json); starting it again", run_dir)
+        _clear_run_dir(run_dir)
+        try:
+            _write_setup(run_dir, cfg, data, sets, argv, ctx)
+        except BaseException:
+            _clear_run_dir(run_dir)  # no half-made run: the next try starts cleanly
+            raise
 
-    _on_rank0(write_run, ctx)
-    hist = fit(
-        model, sets["train_s"], sets["train_t"], cfg.train, loss=cfg.loss,
-        val_s=sets["val_s"], val_t=sets["val_t"], run_dir=run_dir, callbacks=callbacks,
-        dist_cfg=cfg.dist, ctx=ctx,
-    )
-    if ctx.is_main:
-        _write_summary(run_dir, hist)
+    with _run_lock(run_dir, ctx, "train"):
+        _on_rank0(write_run, ctx)
+        hist = fit(
+            model, sets["train_s"], sets["train_t"], cfg.train, loss=cfg.loss,
+            val_s=sets["val_s"], val_t=sets["val_t"], run_dir=run_dir, callbacks=callbacks,
+            dist_cfg=cfg.dist, ctx=ctx,
+        )
+        if ctx.is_main:
+            _write_summary(run_dir, hist)
     return run_dir
 
 
@@ -267,9 +352,11 @@ def resume_run(
     """Continue an interrupted run from ``run_dir/checkpoints/last.pt`` with its own config.
 
     On the CPU the result is bit-identical to a run that was never interrupted. A run with
-    no ``last.pt`` yet starts from the beginning; a finished run is left as it is. Under
-    torchrun every rank reads the run's ``config.yaml`` and ``last.pt``: the run directory must
-    be visible to all of them (one machine, or a shared file system).
+    no ``last.pt`` yet starts from the beginning (a run killed during its setup, with only
+    ``config.yaml``, gets the rest of its files first); a finished run is left as it is. The
+    run directory is locked while training (:func:`~sidda.runs.lock_run`). Under torchrun every
+    rank reads the run's ``config.yaml`` and ``last.pt``: the run directory must be visible to
+    all of them (one machine, or a shared file system).
 
     Args:
         run_dir: The run directory.
@@ -281,13 +368,14 @@ def resume_run(
     Raises:
         FileNotFoundError: ``run_dir`` is not a run directory.
         ConfigError, DataError: the config no longer loads, or the training data changed.
+        InputError: another process holds the run directory, or ``last.pt`` is damaged.
         TrainingInterrupted, NonFiniteError: as :func:`train_run`.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "run.json").is_file():
+    if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(
-            f"{run_dir}: not a run directory (no config.yaml or run.json), so there is nothing "
-            "to resume; start the run with `sidda train --config ... --force`"
+            f"{run_dir}: not a run directory (no config.yaml), so there is nothing to resume; "
+            "start the run with `sidda train --config ...`"
         )
     cfg = RunConfig.from_yaml(run_dir / "config.yaml")
     if device is not None:
@@ -301,25 +389,31 @@ def resume_run(
     model = _build_model(cfg, data)
 
     def prepare_dir() -> None:
+        for stale in [*run_dir.glob(".*.tmp*"), *run_dir.glob("checkpoints/.*.tmp*")]:
+            stale.unlink()  # a write that SIGKILL cut short; the complete file is in place
+        if not (run_dir / "run.json").is_file():  # killed while being set up: finish that
+            logger.info("%s was stopped during its setup; completing it and starting from the "
+                        "beginning", run_dir)
+            _write_setup(run_dir, cfg, data, sets, argv, ctx, resuming=True)
+            return
         _check_same_data(run_dir, cfg)
         if not (run_dir / "environment.json").is_file():  # killed while being set up
             write_json(run_dir / "environment.json", environment_info() | {
                 "seed": cfg.train.seed, "data_files": data_checksums(cfg)})
         if not (run_dir / "data_manifest.json").is_file():
             write_json(run_dir / "data_manifest.json", data.manifest)
-        for stale in [*run_dir.glob(".*.tmp*"), *run_dir.glob("checkpoints/.*.tmp*")]:
-            stale.unlink()  # a write that SIGKILL cut short; the complete file is in place
         with open(run_dir / "argv.txt", "a") as f:  # one line per resume, after the original
             f.write(" ".join(argv) + "\n")
 
-    _on_rank0(prepare_dir, ctx)
-    hist = fit(
-        model, sets["train_s"], sets["train_t"], cfg.train, loss=cfg.loss,
-        val_s=sets["val_s"], val_t=sets["val_t"], run_dir=run_dir, callbacks=callbacks,
-        resume=True, dist_cfg=cfg.dist, ctx=ctx,
-    )
-    if ctx.is_main:
-        _write_summary(run_dir, hist)
+    with _run_lock(run_dir, ctx, "train --resume"):
+        _on_rank0(prepare_dir, ctx)
+        hist = fit(
+            model, sets["train_s"], sets["train_t"], cfg.train, loss=cfg.loss,
+            val_s=sets["val_s"], val_t=sets["val_t"], run_dir=run_dir, callbacks=callbacks,
+            resume=True, dist_cfg=cfg.dist, ctx=ctx,
+        )
+        if ctx.is_main:
+            _write_summary(run_dir, hist)
     return run_dir
 
 
@@ -384,7 +478,60 @@ def evaluate_run(
         n_bins: Bins of the ECE.
         calibration: Add temperature scaling and the paper-compatible probe.
         selection: Add the label-free checkpoint selection.
+
+    The run directory is locked while it is evaluated (:func:`~sidda.runs.lock_run`), and the
+    results are written as a whole (:func:`~sidda.evaluate.publish_evaluation`): into the run
+    directory for the run's own data, into ``RUN/eval/<data folder name>`` for other data
+    (:func:`evaluation_dir`).
+
+    Raises:
+        InputError: a bad option (``n_bins``, ``device``), another process holds the run, a
+            damaged checkpoint; :class:`~sidda.datasets.DataError` for unusable data.
     """
+    run_dir = Path(run_dir)
+    check_bins(n_bins)
+    device = str(check_device(device))
+    if not (run_dir / "run.json").is_file():  # before the lock, which would make the folder
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no run.json); train one first")
+    out_dir = evaluation_dir(run_dir, data_path)
+    with lock_run(run_dir, what="evaluate"):
+        return _evaluate_locked(run_dir, out_dir, data_path=data_path, checkpoint=checkpoint,
+                                device=device, n_bins=n_bins, calibration=calibration,
+                                selection=selection)
+
+
+def evaluation_dir(run_dir: str | Path, data_path: str | Path | None = None) -> Path:
+    """Where :func:`evaluate_run` writes ``metrics.json`` and the per-image arrays.
+
+    The run directory itself for the data the run was trained on (``data_path`` None or that
+    folder); ``RUN/eval/<folder name>`` for other data, so that evaluating elsewhere never
+    replaces the run's own results.
+
+    >>> evaluation_dir("runs/a")
+    PosixPath('runs/a')
+    """
+    run_dir = Path(run_dir)
+    if data_path is None:
+        return run_dir
+    other = Path(data_path).resolve()
+    own = set()
+    if (run_dir / "run.json").is_file():
+        with contextlib.suppress(ValueError, OSError):
+            own.add(json.loads((run_dir / "run.json").read_text()).get("data_path"))
+    if (run_dir / "config.yaml").is_file():
+        with contextlib.suppress(ValueError, OSError):
+            own.add(str(Path(RunConfig.from_yaml(run_dir / "config.yaml").data.path).resolve()))
+    if str(other) in own:
+        return run_dir
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in other.name).lstrip(".")
+    return run_dir / "eval" / (name or "data")
+
+
+def _evaluate_locked(
+    run_dir: Path, out_dir: Path, *, data_path: str | Path | None, checkpoint: str, device: str,
+    n_bins: int, calibration: bool, selection: bool,
+) -> dict:
+    """:func:`evaluate_run` with the run directory locked."""
     from dataclasses import replace
 
     from sidda.datasets import ImageSet
@@ -398,7 +545,6 @@ def evaluate_run(
     )
     from sidda.models import export_model
 
-    run_dir = Path(run_dir)
     model, info = load_run_model(run_dir, checkpoint)
     model_t = load_run_model(run_dir, checkpoint, domain="target")[0] if info["domain_bn"] \
         else model
@@ -410,19 +556,27 @@ def evaluate_run(
             f"test images have shape {data.test_s.shape} but the model was trained on "
             f"{(info['in_channels'], info['image_size'], info['image_size'])}"
         )
+    for images in (data.test_s, data.test_t):
+        if images.y is not None and len(images.y) and int(images.y.max()) >= info["num_classes"]:
+            raise DataError(
+                f"{images.name}: label {int(images.y.max())} is outside the model's classes "
+                f"0..{info['num_classes'] - 1}; evaluate on data with the run's "
+                f"{info['num_classes']} classes"
+            )
     report = {
         "method": info["method"], "model": info["model"], "checkpoint": checkpoint,
         "checkpoint_epoch": info["checkpoint_epoch"], "data_path": str(Path(dcfg.path).resolve()),
         "n_bins": n_bins,
     }
     preds = {}
+    names = info.get("class_names")
+    if names is not None and len(names) != info["num_classes"]:
+        names = None  # a run from before run.json checked them: classes by number
     for domain, images, net in (("source", data.test_s, model), ("target", data.test_t, model_t)):
         preds[domain] = pred = predict(net, images, device=device)
         report[domain] = domain_metrics(
-            pred, num_classes=info["num_classes"], class_names=info.get("class_names"),
-            n_bins=n_bins,
+            pred, num_classes=info["num_classes"], class_names=names, n_bins=n_bins,
         )
-        save_predictions(run_dir, domain, pred)
     if calibration or selection:
         # The run's own train/validation split, rebuilt exactly as train_run made it.
         _, sets = prepare_data(replace(cfg, data=dcfg))
@@ -469,5 +623,5 @@ def evaluate_run(
     elif selection:
         report["selection"] = {"candidates": {}, "rules": {}, "reason": (
             "no validation images (data.val_fraction = 0): nothing to select with")}
-    write_metrics(run_dir, report)
+    publish_evaluation(out_dir, report, preds, own_folder=out_dir != run_dir)
     return report

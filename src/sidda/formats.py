@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from sidda.datasets import (
+    MAX_IMAGE_SIZE,
     DataConfig,
     DataError,
     DomainData,
@@ -44,6 +45,7 @@ from sidda.datasets import (
     write_layout,
     zenodo_suffixes,
 )
+from sidda.errors import InputError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -212,13 +214,16 @@ def import_image_folders(
             that differ between source and target, images too small for the models.
     """
     if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}; e.g. 0.2")
+        raise InputError(f"test_fraction must lie in (0, 1), got {test_fraction}; e.g. 0.2")
     if fit not in ("crop", "stretch"):
-        raise ValueError(f"fit must be 'crop' or 'stretch', got {fit!r}")
+        raise InputError(f"fit must be 'crop' or 'stretch', got {fit!r}")
     if channels not in (None, 1, 3):
-        raise ValueError(f"channels must be 1, 3 or None (automatic), got {channels!r}")
-    if image_size is not None and image_size < 8:
-        raise ValueError(f"image_size must be >= 8 (the models pool three times), got {image_size}")
+        raise InputError(f"channels must be 1, 3 or None (automatic), got {channels!r}")
+    if image_size is not None and not 8 <= image_size <= MAX_IMAGE_SIZE:
+        raise InputError(
+            f"--image-size must lie in 8..{MAX_IMAGE_SIZE} (the models pool three times and "
+            f"take at most {MAX_IMAGE_SIZE}x{MAX_IMAGE_SIZE}), got {image_size}"
+        )
     source, target, out = Path(source), Path(target), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not empty; choose another --out")
@@ -546,9 +551,9 @@ def sample_grid(
     except ImportError as e:  # pragma: no cover - matplotlib is installed with the plot extra
         raise ImportError("drawing needs matplotlib: pip install 'sidda[plot]'") from e
     if scale not in ("domain", "image"):
-        raise ValueError(f"scale must be 'domain' or 'image', got {scale!r}")
+        raise InputError(f"scale must be 'domain' or 'image', got {scale!r}")
     if per_class < 1:
-        raise ValueError(f"per_class must be >= 1, got {per_class}")
+        raise InputError(f"per_class must be >= 1, got {per_class}")
     rng = np.random.default_rng(random_state)
     k = data.num_classes
     names = class_names or [str(i) for i in range(k)]

@@ -53,6 +53,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from sidda.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -133,22 +135,29 @@ class DomainSplits:
 # --------------------------------------------------------------------------- validation
 
 
-def _check_int(value: Any, name: str, *, minimum: int, hint: str) -> int:
+#: Largest image side a generator draws (the models take at most this; sidda.datasets).
+_MAX_IMAGE_SIZE = 1024
+
+
+def _check_int(value: Any, name: str, *, minimum: int, hint: str,
+               maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}; {hint}")
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}; {hint}")
+    if maximum is not None and value > maximum:
+        raise InputError(f"{name} must be an integer <= {maximum}, got {value!r}; {hint}")
     return int(value)
 
 
 def _check_open_unit(value: Any, name: str, *, hint: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
-        raise ValueError(f"{name} must be a number in the open interval (0, 1), got {value!r}; "
+        raise InputError(f"{name} must be a number in the open interval (0, 1), got {value!r}; "
                          f"{hint}")
     return float(value)
 
 
 def _check_protocol(protocol: Any) -> str:
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}; use 'clean' "
+        raise InputError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}; use 'clean' "
                          "for disjoint base images (F15) or 'paper' to reproduce the paper")
     return protocol
 
@@ -156,7 +165,7 @@ def _check_protocol(protocol: Any) -> str:
 def _check_images(images: Any, name: str) -> np.ndarray:
     arr = np.asarray(images)
     if arr.ndim != 4 or not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"{name} expects a numeric NHWC array (N, H, W, C), got dtype "
+        raise InputError(f"{name} expects a numeric NHWC array (N, H, W, C), got dtype "
                          f"{arr.dtype} and shape {arr.shape}; add axes with x[None] for one "
                          "image or x[..., None] for a missing channel axis")
     return arr.astype(np.float64, copy=False)
@@ -167,10 +176,10 @@ def _check_random_state(random_state: Any) -> np.random.Generator:
         return np.random.default_rng(random_state)
     if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
         if random_state < 0:
-            raise ValueError(f"random_state must be a non-negative int, got {random_state}; "
+            raise InputError(f"random_state must be a non-negative int, got {random_state}; "
                              "pass e.g. random_state=0")
         return np.random.default_rng(int(random_state))
-    raise ValueError(f"random_state must be an int, a np.random.Generator or None, got "
+    raise InputError(f"random_state must be an int, a np.random.Generator or None, got "
                      f"{type(random_state).__name__}; pass an int seed or "
                      "np.random.default_rng(seed)")
 
@@ -189,7 +198,7 @@ def _split_sizes(n_per_class: int, test_fraction: float) -> tuple[int, int]:
     # ceil like sklearn's train_test_split; the epsilon keeps 0.1 * 30 from becoming 4.
     n_test = math.ceil(test_fraction * n_per_class - 1e-9)
     if n_test >= n_per_class:
-        raise ValueError(f"test_fraction={test_fraction} leaves no training image with "
+        raise InputError(f"test_fraction={test_fraction} leaves no training image with "
                          f"n_per_class={n_per_class} ({n_test} test images per class); lower "
                          "test_fraction or raise n_per_class")
     return n_per_class - n_test, n_test
@@ -251,7 +260,7 @@ def poisson_snr_noise(
     invalid = ~np.isfinite(lam) | (lam < 0)  # (N,)
     if invalid.any():
         bad = int(np.flatnonzero(invalid)[0])
-        raise ValueError(f"poisson_snr_noise needs finite images with non-negative mean; image "
+        raise InputError(f"poisson_snr_noise needs finite images with non-negative mean; image "
                          f"{bad} has mean {x[bad].mean()!r}; shift or clip the images first")
     noise = rng.poisson(lam[:, None, None, None], size=x.shape)  # (N, H, W, C)
     return np.clip(x + noise, 0.0, 255.0).astype(np.float32)
@@ -288,7 +297,7 @@ def shot_noise(
     """
     x = _check_images(images, "shot_noise")
     if isinstance(peak, bool) or not isinstance(peak, numbers.Real) or not 0 < peak < math.inf:
-        raise ValueError(f"peak must be a positive finite number of counts, got {peak!r}; the "
+        raise InputError(f"peak must be a positive finite number of counts, got {peak!r}; the "
                          "paper uses 0.05 * 255 = 12.75")
     rng = _check_random_state(random_state)
     counts = rng.poisson(np.clip(x, 0.0, 1.0) * peak)  # (N, H, W, C)
@@ -322,7 +331,7 @@ def gaussian_psf(images: np.ndarray, *, sigma: float = _PSF_SIGMA) -> np.ndarray
     """
     x = _check_images(images, "gaussian_psf")
     if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not 0 < sigma < math.inf:
-        raise ValueError(f"sigma must be a positive finite number of pixels, got {sigma!r}; "
+        raise InputError(f"sigma must be a positive finite number of pixels, got {sigma!r}; "
                          "the paper uses 2.0")
     blurred = ndimage.gaussian_filter(x, sigma=(0, sigma, sigma, 0), mode="reflect", truncate=4.0)
     return np.clip(blurred, 0.0, 1.0).astype(np.float32)
@@ -526,7 +535,8 @@ def make_shapes(
     protocol = _check_protocol(protocol)
     test_fraction = _check_open_unit(test_fraction, "test_fraction", hint="e.g. 0.2")
     snr = _check_open_unit(snr, "snr", hint="the paper uses 0.05 for shapes")
-    image_size = _check_int(image_size, "image_size", minimum=20, hint="the paper uses 100")
+    image_size = _check_int(image_size, "image_size", minimum=20, hint="the paper uses 100",
+                            maximum=_MAX_IMAGE_SIZE)
     seed = _resolve_seed(random_state)
     params = _common_params("shapes", "noise", n_per_class, test_fraction, image_size)
     ranges = _shape_ranges(image_size)
@@ -546,7 +556,7 @@ def make_shapes(
                     seen.add(key)
                     break
             else:
-                raise ValueError(
+                raise InputError(
                     f"could not draw {2 * n_per_class} distinct {class_names[label]} images of "
                     f"{image_size} px for protocol='clean' ({_MAX_REDRAWS} duplicates in a "
                     "row); lower n_per_class, raise image_size or use protocol='paper'")
@@ -690,7 +700,8 @@ def make_astro(
     protocol = _check_protocol(protocol)
     test_fraction = _check_open_unit(test_fraction, "test_fraction", hint="e.g. 0.2")
     snr = _check_open_unit(snr, "snr", hint="the paper uses 0.2 for astro")
-    image_size = _check_int(image_size, "image_size", minimum=20, hint="the paper uses 100")
+    image_size = _check_int(image_size, "image_size", minimum=20, hint="the paper uses 100",
+                            maximum=_MAX_IMAGE_SIZE)
     seed = _resolve_seed(random_state)
     params = _common_params("astro", "noise", n_per_class, test_fraction, image_size)
     ranges = _astro_ranges(image_size)
@@ -799,17 +810,17 @@ def make_mnist_m(
     n_per_class = _check_int(n_per_class, "n_per_class", minimum=2,
                              hint="each class needs one train and one test image")
     if shift not in SHIFTS["mnist-m"]:
-        raise ValueError(f"shift must be one of {SHIFTS['mnist-m']} for mnist-m, got {shift!r}; "
+        raise InputError(f"shift must be one of {SHIFTS['mnist-m']} for mnist-m, got {shift!r}; "
                          "'noise' is shot noise, 'psf' a sigma-2 Gaussian blur")
     protocol = _check_protocol(protocol)
     test_fraction = _check_open_unit(test_fraction, "test_fraction", hint="e.g. 0.2")
     image_size = _check_int(image_size, "image_size", minimum=8, hint="the paper uses 32")
     if image_size > 128:
-        raise ValueError(f"image_size must be <= 128 for mnist-m, got {image_size}; the digits "
+        raise InputError(f"image_size must be <= 128 for mnist-m, got {image_size}; the digits "
                          "are 28 px and the paper uses 32")
     available = _MNIST_PER_CLASS if protocol == "paper" else _MNIST_PER_CLASS // 2
     if n_per_class > available:
-        raise ValueError(f"n_per_class={n_per_class} exceeds the {available} real MNIST digits per "
+        raise InputError(f"n_per_class={n_per_class} exceeds the {available} real MNIST digits per "
                          f"class available to each domain under protocol={protocol!r} (500 per "
                          "class in total; 'clean' needs disjoint digits for source and target); "
                          f"use n_per_class <= {available}")
@@ -880,17 +891,17 @@ def make_dataset(
     key = str(name).lower().replace("_", "-")
     key = _ALIASES.get(key, key)
     if key not in _MAKERS:
-        raise ValueError(f"unknown dataset name {name!r}; valid names are {DATASET_NAMES}")
+        raise InputError(f"unknown dataset name {name!r}; valid names are {DATASET_NAMES}")
     valid_shifts = SHIFTS[key]
     if shift is not None and shift not in valid_shifts:
-        raise ValueError(f"shift {shift!r} is not available for {key!r}; valid shifts are "
+        raise InputError(f"shift {shift!r} is not available for {key!r}; valid shifts are "
                          f"{valid_shifts} (or None for {valid_shifts[0]!r})")
     maker = _MAKERS[key]
     allowed = set(inspect.signature(maker).parameters) - {"n_per_class", "protocol", "shift",
                                                           "random_state"}
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for {key!r}; valid options are "
+        raise InputError(f"unknown option(s) {unknown} for {key!r}; valid options are "
                          f"{sorted(allowed)}")
     if key == "mnist-m":
         options["shift"] = shift or valid_shifts[0]

@@ -25,7 +25,7 @@ Where equivariance holds, and where it does not:
 
 Names: ``cnn``; ``c<N>`` (rotations by 2 pi/N, ``c1`` the trivial group); ``d<N>`` (rotations
 and a reflection, order 2N; ``d1`` is the reflection group of order 2, not the trivial group
-that the authors' code builds for N = 1).
+that the authors' code builds for N = 1), with 1 <= N <= 16 (:data:`MAX_GROUP_ORDER`).
 
 Speed on the CPU: the models compute their blocks on a fused channels-last fast path (the
 comment above ``_BlockTail`` says how; ``model.fused = False`` runs the modules one by one),
@@ -50,9 +50,13 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
+from sidda.datasets import MAX_IMAGE_SIZE
+from sidda.errors import InputError, short_repr
+
 __all__ = [
     "CNN",
     "EquivariantCNN",
+    "MAX_GROUP_ORDER",
     "ModelConfig",
     "build_model",
     "export_model",
@@ -68,7 +72,10 @@ logger = logging.getLogger(__name__)
 WIDTHS = (8, 16, 32)
 KERNELS = (5, 3, 3)
 N_POOLS = len(WIDTHS)
-_NAME = re.compile(r"^(cnn|[cd](\d+))$")
+_NAME = re.compile(r"^(cnn|[cd](\d{1,6}))$")
+#: Largest group order N of ``c<N>`` and ``d<N>``: escnn's cost grows with N (d1000 takes many
+#: minutes only to build) and the paper goes up to d8.
+MAX_GROUP_ORDER = 16
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ class ModelConfig:
     """Model options; channels, classes and image size come from the data.
 
     Attributes:
-        name: ``cnn``, ``c<N>`` or ``d<N>``.
+        name: ``cnn``, ``c<N>`` or ``d<N>`` with 1 <= N <= 16.
         dropout: Dropout probability after each block.
         latent_dim: Width of the latent (LayerNorm) layer.
     """
@@ -102,10 +109,10 @@ def parse_model_name(name: str) -> tuple[str, int]:
     ('cnn', 0)
     """
     m = _NAME.match(str(name).strip().lower())
-    if m is None or (m.group(2) is not None and int(m.group(2)) < 1):
-        raise ValueError(
-            f"unknown model {name!r}; use 'cnn', 'c<N>' (rotations, e.g. c4) or 'd<N>' "
-            "(rotations and flips, e.g. d4) with N >= 1"
+    if m is None or (m.group(2) is not None and not 1 <= int(m.group(2)) <= MAX_GROUP_ORDER):
+        raise InputError(
+            f"unknown model {short_repr(name)}; use 'cnn', 'c<N>' (rotations, e.g. c4) or "
+            f"'d<N>' (rotations and flips, e.g. d4) with 1 <= N <= {MAX_GROUP_ORDER}"
         )
     if m.group(1) == "cnn":
         return "cnn", 0
@@ -127,8 +134,13 @@ def is_exactly_equivariant_size(image_size: int) -> bool:
 
 
 def _check_image_size(image_size: int) -> None:
+    if int(image_size) > MAX_IMAGE_SIZE:
+        raise InputError(
+            f"image size {image_size} is larger than the models take (at most "
+            f"{MAX_IMAGE_SIZE}x{MAX_IMAGE_SIZE}); resize the images (data.image_size)"
+        )
     if int(image_size) < 2**N_POOLS:
-        raise ValueError(
+        raise InputError(
             f"image size {image_size} is too small for the model: it pools by 2 three times, so "
             f"images must be at least {2**N_POOLS}x{2**N_POOLS}; resize them (data.image_size)"
         )

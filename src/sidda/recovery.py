@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from sidda.distributed import DistContext, gather_object, max_over_ranks
+from sidda.errors import InputError
 from sidda.methods.config import LossConfig
 from sidda.models import model_state
 from sidda.runs import RESUME_CHECKPOINT, load_checkpoint, save_checkpoint
@@ -336,7 +337,7 @@ def read_last(run_dir: str | Path, config: dict) -> dict | None:
         return None
     ckpt = load_checkpoint(path)
     if ckpt.get("format") != FORMAT or "state" not in ckpt:
-        raise ValueError(f"{path}: not a resumable checkpoint of this sidda version")
+        raise InputError(f"{path}: not a resumable checkpoint of this sidda version")
     _check_same_config(ckpt["config"], config, path)
     return ckpt
 
@@ -357,7 +358,7 @@ def _check_same_config(saved: dict, now: dict, path: Path) -> None:
         if k not in _MAY_DIFFER and saved[section].get(k) != v
     ]
     if diffs:
-        raise ValueError(
+        raise InputError(
             f"{path} was written with another config ({'; '.join(diffs)}); resume with the "
             "run's own config.yaml (sidda train --resume RUN_DIR), or start a new run"
         )

@@ -26,9 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from sidda.errors import InputError, short_repr
+from sidda.evaluate import MAX_BINS, check_bins
 from sidda.runs import atomic_write
 
-__all__ = ["build_report", "figure_to_data_uri", "needs_evaluation", "write_report"]
+__all__ = ["ISOMAP_POINTS", "build_report", "check_isomap_points", "figure_to_data_uri",
+           "needs_evaluation", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,21 @@ def figure_to_data_uri(fig: Any, *, dpi: int = 90) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+#: Points per domain that the Isomap takes (a neighbour graph needs some; it costs O(n^2)).
+ISOMAP_POINTS = (10, 5000)
+
+
+def check_isomap_points(n: object) -> int:
+    """``n`` if it is an integer in :data:`ISOMAP_POINTS`, else :class:`InputError`."""
+    lo, hi = ISOMAP_POINTS
+    if isinstance(n, bool) or not isinstance(n, int) or not lo <= n <= hi:
+        raise InputError(
+            f"--isomap-points must be an integer in {lo}..{hi}, got {short_repr(n)}; the default "
+            "600 is the paper's"
+        )
+    return n
+
+
 def needs_evaluation(run_dir: str | Path) -> bool:
     """True when ``metrics.json`` or a per-image array that the report draws is missing."""
     run_dir = Path(run_dir)
@@ -63,6 +81,9 @@ def needs_evaluation(run_dir: str | Path) -> bool:
     m = json.loads(path.read_text())
     if "selection" not in m or "temperature" not in m:
         return True
+    bins = m.get("n_bins", 15)
+    if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= MAX_BINS:
+        return True  # e.g. written by an older sidda with --bins 100000000: too many to draw
     return not all((run_dir / f"{k}_{d}.npy").is_file() for k in _ARRAYS
                    for d in ("source", "target"))
 
@@ -358,6 +379,7 @@ def build_report(
     """
     if not run_dirs:
         raise ValueError("build_report needs at least one run directory")
+    check_isomap_points(isomap_points)
     paths = [Path(p) for p in run_dirs]
     for p in paths:
         if not (p / "metrics.json").is_file():
@@ -411,6 +433,8 @@ def write_report(
     """
     if evaluate not in ("missing", "always", "never"):
         raise ValueError(f"evaluate must be 'missing', 'always' or 'never', got {evaluate!r}")
+    check_bins(n_bins)
+    check_isomap_points(isomap_points)
     for p in map(Path, run_dirs):
         if evaluate == "always" or (evaluate == "missing" and needs_evaluation(p)):
             from sidda.experiments import evaluate_run

@@ -56,9 +56,11 @@ from torch.nn import functional as F
 from sidda.alignment import fixed_blur_sinkhorn, paper_js_distance
 from sidda.datasets import ImageSet, batches, cycle_batches
 from sidda.distributed import (
+    DEVICE_PATTERN,
     DistConfig,
     DistContext,
     broadcast_object,
+    check_device,
     max_over_ranks,
     prepare_model,
     shard_indices,
@@ -66,6 +68,7 @@ from sidda.distributed import (
     unwrap,
     use_channels_last,
 )
+from sidda.errors import InputError, short_repr
 from sidda.losses import sinkhorn_divergence
 from sidda.methods import DAMethod, LossConfig, StepOutputs, build_method
 from sidda.methods.sidda import SIDDAMethod
@@ -84,10 +87,13 @@ from sidda.recovery import (
 from sidda.runs import write_csv
 from sidda.step import train_step
 
-__all__ = ["History", "NonFiniteError", "TrainConfig", "TrainingInterrupted", "fit",
-           "resolve_device"]
+__all__ = ["MAX_EPOCHS", "History", "NonFiniteError", "TrainConfig", "TrainingInterrupted",
+           "fit", "resolve_device"]
 
 logger = logging.getLogger(__name__)
+
+#: Most epochs a run may ask for (a typo such as 10**10 would otherwise run for ever).
+MAX_EPOCHS = 100_000
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,7 @@ class TrainConfig:
     """Optimisation options (the paper's values are the defaults).
 
     Attributes:
-        epochs: Number of epochs.
+        epochs: Number of epochs, 1 to :data:`MAX_EPOCHS`.
         warmup: Epochs of cross-entropy only before the alignment term starts.
         batch_size: Images per domain per step (128 source + 128 target).
         lr: AdamW learning rate.
@@ -131,8 +137,13 @@ class TrainConfig:
     max_bad_steps: int = 5
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
+        if not 1 <= self.epochs <= MAX_EPOCHS:
+            raise ValueError(f"train.epochs must lie in 1..{MAX_EPOCHS}, got {self.epochs}")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise ValueError(
+                f"train.device must be 'cpu', 'cuda', 'cuda:<i>' or 'auto', got "
+                f"{short_repr(self.device)}"
+            )
         if not 0 <= self.warmup < self.epochs:
             raise ValueError(
                 f"train.warmup must be >= 0 and shorter than train.epochs ({self.epochs}), got "
@@ -160,7 +171,8 @@ class TrainConfig:
                 m < 1 for m in self.milestones
             ):
                 raise ValueError(
-                    f"train.milestones must be increasing positive epochs, got {self.milestones}"
+                    "train.milestones must be increasing positive epochs, got "
+                    f"{short_repr(self.milestones)}"
                 )
         if not 0 <= self.seed < 2**63 - 1:
             raise ValueError(f"train.seed must lie in [0, 2**63 - 1), got {self.seed}")
@@ -182,13 +194,13 @@ class TrainConfig:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> cuda if available else cpu; anything else is checked and returned."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but CUDA is not available; use 'cpu' or 'auto'")
-    return dev
+    """``"auto"`` -> cuda if available else cpu; anything else is checked and returned.
+
+    Raises:
+        InputError: an unknown device name, or a GPU that is not there
+            (:func:`~sidda.distributed.check_device`).
+    """
+    return check_device(name)
 
 
 @dataclass
@@ -283,6 +295,17 @@ def _forward_all(
     return torch.cat(zs), torch.cat(ls)  # (N, D), (N, K)
 
 
+def _check_finite(z: Tensor, logits: Tensor, domain: str) -> None:
+    """Stop a run whose validation outputs are NaN or inf: the weights have diverged, or the
+    images hold values the network cannot take (e.g. pixels of 1e30)."""
+    if not (torch.isfinite(z).all() and torch.isfinite(logits).all()):
+        raise NonFiniteError(
+            f"the {domain} validation latents or logits are NaN or inf: training diverged, or "
+            "the images hold values far outside the usual range (check them with `sidda data "
+            "check`); lower train.lr, tighten train.grad_clip, or rescale the images"
+        )
+
+
 @torch.no_grad()
 def _validate(
     model: nn.Module,
@@ -299,6 +322,7 @@ def _validate(
     Draws no random numbers (``eval()`` mode; a fixed-seed batch pairing)."""
     model.eval()
     z_s, logits = _forward_all(model, val_s, batch_size, device)
+    _check_finite(z_s, logits, "source")
     y_s = val_s.y.to(device)
     out = {
         "val_acc_s": float((logits.argmax(1) == y_s).float().mean()),
@@ -309,6 +333,7 @@ def _validate(
         stats = getattr(criterion, "domain_stats", None)
         with stats.target() if stats is not None else contextlib.nullcontext():
             z_t, logits_t = _forward_all(model, val_t, batch_size, device)
+        _check_finite(z_t, logits_t, "target")
         if with_da and criterion is not None:
             # the training objective's DA term on (source batch i, target batch i) pairs
             da = []
@@ -413,7 +438,7 @@ def fit(
         raise ValueError("resume=True needs the run_dir that holds checkpoints/last.pt")
     n = ctx.world_size
     if cfg.batch_size < n or len(train_s) < n or (criterion is not None and len(train_t) < n):
-        raise ValueError(
+        raise InputError(
             f"{n} processes need train.batch_size and both training sets of at least {n} "
             f"images (each rank takes a shard of every batch), got batch_size "
             f"{cfg.batch_size}; use fewer processes (--nproc_per_node) or more images"
