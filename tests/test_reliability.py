@@ -54,6 +54,18 @@ def _one_error_line(capsys):
     return err[0]
 
 
+def _kill_when(args, path):
+    """Run ``sidda ARGS`` in a process and SIGKILL it as soon as ``path`` exists (or it ended)."""
+    proc = subprocess.Popen([sys.executable, "-m", "sidda", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    while not path.exists() and proc.poll() is None:
+        assert time.monotonic() - t0 < 120
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return write_tiny_data(tmp_path_factory.mktemp("rel") / "data")
@@ -278,14 +290,7 @@ def test_S3_L2_other_data_is_evaluated_beside_the_run(trained, tmp_path, capsys)
 def test_S4_a_killed_evaluation_never_leaves_a_mixed_state(trained, tmp_path):
     run = _copy(trained, tmp_path)
     old = json.loads((run / "metrics.json").read_text())
-    proc = subprocess.Popen([sys.executable, "-m", "sidda", "evaluate", "-q", str(run),
-                             "--bins", "7"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    t0 = time.monotonic()
-    while not (run / ".evaluation-staging").exists() and proc.poll() is None:
-        assert time.monotonic() - t0 < 120
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    _kill_when(["evaluate", "-q", str(run), "--bins", "7"], run / ".evaluation-staging")
     if (run / "metrics.json").is_file():  # the old evaluation, or the new one: whole either way
         m = _consistent(run)
         assert m["n_bins"] in (old["n_bins"], 7)
@@ -411,14 +416,7 @@ def test_U_requeue_script_works_at_every_setup_kill_point(tmp_path, data, files,
 def test_U_requeue_after_a_real_kill_during_setup(tmp_path, data):
     cfg = _config(tmp_path, data, "k0")
     run = tmp_path / "runs" / "k0"
-    proc = subprocess.Popen([sys.executable, "-m", "sidda", "train", "-q", "--config", str(cfg)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    t0 = time.monotonic()
-    while not (run / "config.yaml").exists() and proc.poll() is None:
-        assert time.monotonic() - t0 < 120
-        time.sleep(0.001)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    _kill_when(["train", "-q", "--config", str(cfg)], run / "config.yaml")
     assert _requeue(tmp_path, cfg, run) == 0
     assert (run / "checkpoints" / "final.pt").is_file()
 
