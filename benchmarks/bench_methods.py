@@ -11,7 +11,7 @@ The last column times the objective alone (forward, backward and the AdamW step 
 own parameters, on random B + B latents), interleaved with the steps: the part of a step that
 differs between methods, far less noisy on a shared machine than a ratio of whole steps.
 
-    python benchmarks/bench_methods.py            # S=100, B=128, R=5
+    python benchmarks/bench_methods.py            # S=100, B=128, R=15
     python benchmarks/bench_methods.py --quick    # tiny sizes, for the smoke test
 """
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--size", type=int, default=100, help="image side S")
     p.add_argument("--batch", type=int, default=128, help="images per domain B")
-    p.add_argument("--reps", type=int, default=5, help="repetitions R")
+    p.add_argument("--reps", type=int, default=15, help="repetitions R")
     a = p.parse_args(argv)
     torch.set_num_threads(1 if a.quick else a.threads)  # tiny work: thread hand-offs dominate
     if a.quick:
