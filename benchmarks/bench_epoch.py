@@ -1,7 +1,7 @@
 """Item 2: DA epoch time of the ``cnn`` and step time of ``d4`` against a faithful plain model.
 
 ``cnn``: one SIDDA epoch on shapes, 100 x 100, 2,400 source + 2,400 target images, batches of
-128 + 128 (19 steps), 2 threads: :class:`workloads.FaithfulCNN` (spec 2.1 written plainly,
+128 + 128 (19 steps), 2 threads: :class:`workloads.FaithfulCNN` (the paper's CNN written plainly,
 float32, NCHW, glibc's default malloc) against sidda's ``CNN`` after ``prepare_for_training``
 (fused channels-last blocks, tuned malloc), same weights, same data, same loop. Each variant
 runs in its own worker process (malloc settings hold per process); the parent alternates

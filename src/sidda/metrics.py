@@ -10,7 +10,8 @@ Every function also accepts NumPy arrays (converted with :func:`torch.as_tensor`
 0-d tensors, a ``NamedTuple`` or, for reports, plain Python objects. Scalars come back in the
 floating dtype of the input (``probs`` or ``logits``) but are accumulated in float64.
 
-Two families of calibration numbers live here (spec 4.2, flaws F2-F4):
+Two families of calibration numbers live here (see docs/evaluation.md, "The paper-compatible
+numbers"):
 
 * **Standard** - :func:`expected_calibration_error` (equal-width binned ECE),
   :func:`brier_score` (multiclass Brier), :func:`negative_log_likelihood`, and temperature
@@ -351,8 +352,8 @@ def expected_calibration_error(probs: ArrayLike, labels: ArrayLike, *, n_bins: i
     .. math:: \mathrm{ECE} = \sum_{b=0}^{n-1} \frac{n_b}{N}\,|\mathrm{acc}_b - \mathrm{conf}_b|
 
     over the equal-width, right-closed confidence bins of :func:`reliability_bins` (empty bins
-    contribute 0). This is the network-level ECE to report (fix for flaw F3); the SIDDA
-    paper's number is :func:`paper_ece`, which upper-bounds this one.
+    contribute 0). This is the network-level ECE to report; the SIDDA paper's number is
+    :func:`paper_ece`, which upper-bounds this one.
 
     Args:
         probs: (N, K) probabilities.
@@ -379,8 +380,8 @@ def brier_score(probs: ArrayLike, labels: ArrayLike, *, reduction: str = "mean")
     r"""Multiclass Brier score :math:`\frac1N\sum_i\sum_k (p_{ik} - 1[y_i = k])^2`.
 
     Ranges over [0, 2]: 0 for confident correct one-hot predictions and 2 for confident wrong
-    ones. This is the standard definition (fix for flaw F4); the SIDDA paper divides it by K,
-    see :func:`paper_brier`.
+    ones. This is the standard definition; the SIDDA paper divides it by K, see
+    :func:`paper_brier`.
 
     Args:
         probs: (N, K) probabilities.
@@ -430,11 +431,11 @@ def negative_log_likelihood(probs: ArrayLike, labels: ArrayLike, *, eps: float =
 def paper_ece(probs: ArrayLike, labels: ArrayLike) -> Tensor:
     r"""The SIDDA authors' "ECE": :math:`\frac1N\sum_i |\max_k p_{ik} - 1[\hat y_i = y_i]|`.
 
-    Paper-compatible only (spec 4.2, flaw F3). The reference code bins samples but adds the
-    per-sample gap, so the bins cancel and the value does not depend on them. By the triangle
-    inequality it is an upper bound of :func:`expected_calibration_error` for any binning, and
-    it is not zero for a perfectly calibrated model. Report it next to the standard ECE, never
-    instead of it.
+    Paper-compatible only (the authors' ``test_calibration.py``). Their code bins samples but
+    adds the per-sample gap, so the bins cancel and the value does not depend on them. By the
+    triangle inequality it is an upper bound of :func:`expected_calibration_error` for any
+    binning, and it is not zero for a perfectly calibrated model. Report it next to the
+    standard ECE, never instead of it.
 
     Args:
         probs: (N, K) probabilities.
@@ -456,8 +457,8 @@ def paper_brier(probs: ArrayLike, labels: ArrayLike) -> Tensor:
 
     .. math:: \frac1K\sum_k \frac1N\sum_i (p_{ik} - 1[y_i=k])^2 = \mathrm{Brier}/K
 
-    Paper-compatible only (spec 4.2, flaw F4): it equals :func:`brier_score` divided by K, so
-    it shrinks with the number of classes.
+    Paper-compatible only (the authors' ``test_calibration.py``): it equals :func:`brier_score`
+    divided by K, so it shrinks with the number of classes.
 
     Args:
         probs: (N, K) probabilities.
@@ -522,7 +523,8 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *, max_iter: int = 200
     lies at a bound (e.g. perfectly separated logits, whose NLL falls as T -> 0).
 
     Fit on **source validation** logits only. Fitting on target data or on test labels turns
-    the calibration numbers into a probe of the evaluated set (flaw F2).
+    the calibration numbers into a probe of the evaluated set, as the authors'
+    ``test_calibration.py`` does.
 
     Args:
         logits: (N, K) validation logits.
@@ -586,7 +588,7 @@ def paper_probe_calibration(
     n_splits: int = 5,
     random_state: int | np.random.Generator | None = 0,
 ) -> ProbeResult:
-    r"""The authors' logistic-regression probe protocol (spec 4.2), cross-fitted.
+    r"""The authors' logistic-regression probe protocol (``test_calibration.py``), cross-fitted.
 
     Paper-compatible only. This measures a **probe fitted on the latents with the labels of
     the evaluated domain** (target labels for the target domain), not the network's own
@@ -594,7 +596,7 @@ def paper_probe_calibration(
     :func:`expected_calibration_error` and :func:`brier_score` of the network as the result.
 
     The reference fits ``CalibratedClassifierCV(LogisticRegression(max_iter=1000),
-    method="sigmoid")`` on the test latents and scores the same latents (in-sample, flaw F2).
+    method="sigmoid")`` on the test latents and labels and scores the same latents (in-sample).
     Here the data are split into ``n_splits`` stratified folds; each fold is scored by a probe
     fitted on the other folds, so no sample is scored by a probe that saw its label. The
     probe uses sklearn's inner 5-fold Platt calibration (``cv=5, ensemble=True``), which needs

@@ -2,7 +2,7 @@
 
 Every model maps images (B, C, H, W) to ``(latent, logits)``: ``latent`` (B, 256) is the
 LayerNorm output of the first fully connected layer, the space in which SIDDA aligns the
-domains, and ``logits`` (B, K) the classifier output. Architecture (spec section 2)::
+domains, and ``logits`` (B, K) the classifier output. Architecture (the authors' ``models.py``)::
 
     conv k5 p2 -> BN -> ReLU -> maxpool 2 -> dropout 0.2        8 fields
     conv k3 p1 -> BN -> ReLU -> maxpool 2 -> dropout 0.2       16 fields
@@ -519,7 +519,7 @@ class _Classifier(nn.Module):
 
 
 class CNN(_Classifier):
-    """The paper's plain CNN baseline (spec 2.1)."""
+    """The paper's plain CNN baseline."""
 
     def __init__(
         self,
@@ -565,7 +565,7 @@ def _escnn():
 
 
 class EquivariantCNN(_Classifier):
-    """The paper's escnn classifier for the group C_N (``dihedral=False``) or D_N (spec 2.2).
+    """The paper's escnn classifier for the group C_N (``dihedral=False``) or D_N.
 
     Args:
         n: Group order parameter N >= 1.

@@ -1,4 +1,4 @@
-"""One training loop for the source-only baseline and for SIDDA (spec section 1).
+"""One training loop for the source-only baseline and for SIDDA (docs/method.md, "Training").
 
 Per epoch, the source defines the steps (every source image once, shuffled); the target
 stream cycles independently, so the two domains may have any sizes. During the ``warmup``
