@@ -589,8 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="source-only vs SIDDA (paper and robust) on a small simulated set",
                         description="Generate a small simulated set (clean source, Poisson-noise "
                         "target), train the source-only model and SIDDA's paper and robust "
-                        "variants, evaluate them and print the table. The default data are the paper's astronomical objects; "
-                        "docs/demo.md says why, and what happens on shapes.")
+                        "variants, evaluate them and print the table. The default data are the "
+                        "paper's astronomical objects; docs/demo.md says why, and what happens "
+                        "on shapes.")
     de.add_argument("--out", default=None, help="keep data and runs here (default: temporary)")
     de.add_argument("--dataset", choices=("astro", "shapes"), default="astro",
                     help="astronomical objects (default) or geometric shapes")

@@ -19,9 +19,10 @@ and then writes, into ``OUT``:
 A method token is ``METHOD`` or ``METHOD:VARIANT`` (only sidda has variants: ``sidda:paper``,
 ``sidda:robust``; a plain ``sidda`` is the default variant, ``robust``). Each run's ``loss``
 section is the method (and variant) plus the base config's options of that method that differ
-from the base method's defaults (:func:`sidda.methods.config.method_loss`). Every run config is validated before anything is trained,
-and finished runs are reused (:func:`sidda.sweep.ensure_run`), so an interrupted comparison
-continues where it stopped when it is run again.
+from the base method's defaults (:func:`sidda.methods.config.method_loss`). Every run config is
+validated before anything is trained, and finished runs are reused
+(:func:`sidda.sweep.ensure_run`), so an interrupted comparison continues where it stopped when it
+is run again.
 """
 
 from __future__ import annotations

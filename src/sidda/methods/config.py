@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from sidda.losses import BACKENDS
 from sidda.methods.sidda import ROBUST_BLUR_FACTOR
+
 #: The sidda variant a config gets when it names none (docs/method.md, "Which method and
 #: variant by default"); the paper's experiments in configs/ name ``variant: paper``.
 DEFAULT_VARIANT = "robust"
