@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -230,48 +229,17 @@ def _cmd_data_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _remove_stale_staging(out: Path) -> None:
-    """Remove the staging folders that killed ``data make`` runs left beside ``out``.
-
-    A staging folder is named ``.NAME.staging-PID-...``; one whose process no longer exists is
-    left over from a kill.
-    """
-    for p in out.parent.glob(".*.staging-*"):
-        pid = p.name.rsplit(".staging-", 1)[1].split("-", 1)[0]
-        if not pid.isdigit() or not p.is_dir() or _alive(int(pid)):
-            continue
-        logger.info("removing %s, left by a `data make` that was stopped", p)
-        shutil.rmtree(p, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, but another user's
-        return True
-    return True
-
-
 def _write_atomically(out: Path, splits, suffix: str) -> None:  # noqa: ANN001
-    """Write a generated data set into a temporary sibling folder, then rename it into place."""
+    """Write a generated data set into a staging sibling folder, then rename it into place."""
     from sidda.datasets import write_layout
+    from sidda.runs import atomic_dir
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=out.parent))
-    try:
-        arrays = {k: getattr(splits, k) for k in (
-            "x_train_s", "y_train_s", "x_test_s", "y_test_s",
-            "x_train_t", "y_train_t", "x_test_t", "y_test_t")}
-        manifest = dict(splits.params, class_names=list(splits.class_names))
-        write_layout(tmp / "d", arrays, target_suffix=suffix, manifest=manifest)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp / "d", out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    arrays = {k: getattr(splits, k) for k in (
+        "x_train_s", "y_train_s", "x_test_s", "y_test_s",
+        "x_train_t", "y_train_t", "x_test_t", "y_test_t")}
+    manifest = dict(splits.params, class_names=list(splits.class_names))
+    with atomic_dir(out) as tmp:
+        write_layout(tmp, arrays, target_suffix=suffix, manifest=manifest)
 
 
 def _fmt(v: object) -> str:

@@ -44,6 +44,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from sidda.errors import InputError, one_line, short_repr
+from sidda.runs import atomic_write
 
 __all__ = [
     "MAX_IMAGE_SIZE",
@@ -790,12 +791,7 @@ def file_checksum(path: str | Path) -> str:
 
 
 def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, arr)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.save(f, arr))
 
 
 def write_manifest(
@@ -829,10 +825,7 @@ def write_manifest(
     info = dict(extra or {})
     info.update(layout=layout, source_suffix=source_suffix, target_suffix=target_suffix,
                 counts_per_class=counts, shapes=shapes, dtypes=dtypes, sha256=sums)
-    tmp = root / "manifest.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
-    os.replace(tmp, root / "manifest.json")
-    return root / "manifest.json"
+    return atomic_write(root / "manifest.json", json.dumps(info, indent=2, sort_keys=True))
 
 
 def write_layout(

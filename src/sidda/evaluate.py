@@ -33,7 +33,6 @@ Three kinds of numbers, kept apart (docs/evaluation.md explains each):
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 import math
@@ -53,7 +52,7 @@ from sidda import metrics
 from sidda.datasets import ImageSet
 from sidda.models import export_model
 from sidda.errors import InputError, short_repr
-from sidda.runs import atomic_write, fsync_dir, write_json
+from sidda.runs import atomic_write, fsync_dir, load_history, write_json
 
 __all__ = [
     "MAX_BINS",
@@ -603,33 +602,3 @@ def publish_evaluation(
     fsync_dir(out_dir)
     staging.rmdir()
     return out_dir / "metrics.json"
-
-
-def load_history(path: str | Path) -> list[dict]:
-    """Rows of ``history.csv`` (or ``history_steps.csv``): numbers as floats, blanks as None.
-
-    Args:
-        path: The CSV file, or a run directory (reads its ``history.csv``).
-
-    Returns:
-        One dict per row; an absent file gives ``[]``.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "history.csv"
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, newline="") as f:
-        for raw in csv.DictReader(f):
-            row: dict = {}
-            for k, v in raw.items():
-                if v is None or v == "":
-                    row[k] = None
-                    continue
-                try:
-                    row[k] = float(v)
-                except ValueError:
-                    row[k] = v
-            rows.append(row)
-    return rows

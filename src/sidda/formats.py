@@ -22,9 +22,6 @@ import csv
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +43,7 @@ from sidda.datasets import (
     zenodo_suffixes,
 )
 from sidda.errors import InputError
+from sidda.runs import atomic_dir
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -292,20 +290,13 @@ def import_image_folders(
         "fit": fit, "resample": "bicubic", "test_fraction": test_fraction, "seed": random_state,
         "scale": "8-bit / 255, 16-bit / 65535, float kept",
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        (tmp / "d").mkdir()
-        with open(tmp / "d" / "index.csv", "w", newline="") as f:
+    with atomic_dir(out) as tmp:
+        tmp.mkdir()
+        with open(tmp / "index.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=["domain", "split", "index", "label", "file"])
             w.writeheader()
             w.writerows(rows)
-        write_layout(tmp / "d", arrays, target_suffix="_target", manifest=manifest)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp / "d", out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        write_layout(tmp, arrays, target_suffix="_target", manifest=manifest)
     return out
 
 

@@ -35,9 +35,13 @@ import logging
 import os
 import pickle
 import platform
+import shutil
 import sys
-from collections.abc import Iterable, Iterator
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -46,12 +50,17 @@ from sidda.errors import InputError, one_line
 __all__ = [
     "CHECKPOINTS",
     "CHECKPOINT_MAGIC",
+    "HISTORY",
+    "HISTORY_STEPS",
+    "History",
     "LOCK_NAME",
     "RESUME_CHECKPOINT",
+    "atomic_dir",
     "atomic_write",
     "environment_info",
     "fsync_dir",
     "load_checkpoint",
+    "load_history",
     "lock_run",
     "save_checkpoint",
     "write_csv",
@@ -66,23 +75,28 @@ CHECKPOINTS = ("final", "best_val_acc", "best_val_loss")
 RESUME_CHECKPOINT = "last"
 
 
-def atomic_write(path: str | Path, data: bytes | str) -> Path:
+def atomic_write(path: str | Path, data: bytes | str | Callable[[BinaryIO], object]) -> Path:
     """Write ``data`` to ``path`` via a temporary file, fsync and rename.
 
-    The temporary file sits in the same folder (so the rename is atomic); the folder is
-    fsynced after the rename, so the new name survives a power cut. On any failure the
-    temporary file is removed and ``path`` keeps its previous content.
+    ``data`` is bytes, text, or a function that writes into the open binary file (e.g.
+    ``lambda f: np.save(f, arr)``, which streams a large array without a copy in memory). The
+    temporary file sits in the same folder (so the rename is atomic); the folder is fsynced
+    after the rename, so the new name survives a power cut. On any failure the temporary file
+    is removed and ``path`` keeps its previous content. This is the only function in sidda
+    that writes a file in place of another.
 
     Raises:
         OSError: with the path and the cause (full disk, not a folder, no permission) in the
             message, and the original ``errno``.
     """
     path = Path(path)
-    raw = data.encode() if isinstance(data, str) else data
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write(raw)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -99,6 +113,57 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
         raise
     fsync_dir(path.parent)
     return path
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | Path) -> Iterator[Path]:
+    """Build a folder in a staging sibling and rename it to ``out`` when the block succeeds.
+
+    Yields the staging path (not yet created: the block creates it, e.g. with
+    ``write_layout``). ``out`` must not exist, or be an empty folder. If the block raises, or
+    the process is killed, ``out`` is untouched; staging folders that killed processes left
+    beside ``out`` (``.NAME.staging-PID-...``) are removed on the next call.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> with atomic_dir(root / "data") as tmp:
+    ...     tmp.mkdir()
+    ...     _ = (tmp / "a.txt").write_text("a")
+    >>> sorted(p.name for p in root.iterdir()), (root / "data" / "a.txt").read_text()
+    (['data'], 'a')
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(out.parent)
+    holder = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=out.parent))
+    try:
+        yield holder / "d"
+        if out.exists():
+            out.rmdir()  # an empty folder only; anything else raises OSError
+        os.replace(holder / "d", out)
+        fsync_dir(out.parent)
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
+
+
+def _remove_stale_staging(parent: Path) -> None:
+    """Remove the ``.NAME.staging-PID-...`` folders whose process no longer exists."""
+    for p in parent.glob(".*.staging-*"):
+        pid = p.name.rsplit(".staging-", 1)[1].split("-", 1)[0]
+        if not pid.isdigit() or not p.is_dir() or _alive(int(pid)):
+            continue
+        logger.info("removing %s, left by a sidda process that was stopped", p)
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but another user's
+        return True
+    return True
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -147,6 +212,67 @@ def write_csv(path: str | Path, rows: Iterable[dict]) -> Path:
     for r in rows:
         w.writerow({k: ("" if v is None else v) for k, v in r.items()})
     return atomic_write(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------------------ history
+
+#: The per-epoch and per-step history files of a run.
+HISTORY, HISTORY_STEPS = "history.csv", "history_steps.csv"
+
+
+@dataclass
+class History:
+    """What a run logged: one dict per epoch and one per step.
+
+    Written by training (:meth:`write`) and read back by evaluation, plots and reports
+    (:meth:`read`, :func:`load_history`): the one place that knows the file names.
+    """
+
+    epochs: list[dict] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=dict)
+    stopped_early: bool = False
+
+    def write(self, run_dir: str | Path) -> None:
+        """Write ``history.csv`` and ``history_steps.csv`` atomically."""
+        write_csv(Path(run_dir) / HISTORY, self.epochs)
+        write_csv(Path(run_dir) / HISTORY_STEPS, self.steps)
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> History:
+        """The epochs and steps a run wrote (empty lists for absent files)."""
+        run_dir = Path(run_dir)
+        return cls(load_history(run_dir / HISTORY), load_history(run_dir / HISTORY_STEPS))
+
+
+def load_history(path: str | Path) -> list[dict]:
+    """Rows of ``history.csv`` (or ``history_steps.csv``): numbers as floats, blanks as None.
+
+    Args:
+        path: The CSV file, or a run directory (reads its ``history.csv``).
+
+    Returns:
+        One dict per row; an absent file gives ``[]``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / HISTORY
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for raw in csv.DictReader(f):
+            row: dict = {}
+            for k, v in raw.items():
+                if v is None or v == "":
+                    row[k] = None
+                    continue
+                try:
+                    row[k] = float(v)
+                except ValueError:
+                    row[k] = v
+            rows.append(row)
+    return rows
 
 
 #: First bytes of a checkpoint file: this tag, then the SHA-256 of the rest (torch.save bytes).

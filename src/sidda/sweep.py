@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sidda.config import ConfigError, RunConfig
-from sidda.methods.config import METHOD_NAMES, OPTIONS, method_loss
+from sidda.methods.config import METHOD_NAMES, method_loss
 from sidda.runs import atomic_write, write_csv, write_json
 
 __all__ = [

@@ -84,7 +84,7 @@ from sidda.recovery import (
     restore_rng,
     resume_path,
 )
-from sidda.runs import write_csv
+from sidda.runs import History
 from sidda.step import train_step
 
 __all__ = ["MAX_EPOCHS", "History", "NonFiniteError", "TrainConfig", "TrainingInterrupted",
@@ -201,21 +201,6 @@ def resolve_device(name: str) -> torch.device:
             (:func:`~sidda.distributed.check_device`).
     """
     return check_device(name)
-
-
-@dataclass
-class History:
-    """What a run logged: one dict per epoch and one per step."""
-
-    epochs: list[dict] = field(default_factory=list)
-    steps: list[dict] = field(default_factory=list)
-    best: dict = field(default_factory=dict)
-    stopped_early: bool = False
-
-    def write(self, run_dir: Path) -> None:
-        """Write ``history.csv`` and ``history_steps.csv`` atomically."""
-        write_csv(run_dir / "history.csv", self.epochs)
-        write_csv(run_dir / "history_steps.csv", self.steps)
 
 
 Callback = Callable[[str, dict], None]
