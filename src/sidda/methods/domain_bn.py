@@ -15,9 +15,12 @@ copies are swapped into the layers, so the target pass normalises with target ba
 and updates the target running statistics, and evaluation of target images uses them. The
 affine parameters (gamma, beta) and all weights stay shared.
 
-The swap copies values in place, so it works for every layer that keeps its statistics in a
-``torch.nn.modules.batchnorm._BatchNorm`` (``nn.BatchNorm2d``, escnn's ``InnerBatchNorm``, and
-sidda's fused blocks, which read and update those same buffers).
+The swap exchanges which tensors the layers' buffer slots hold (no value is copied), so it works
+for every layer that keeps its statistics in a ``torch.nn.modules.batchnorm._BatchNorm``
+(``nn.BatchNorm2d``, escnn's ``InnerBatchNorm``, and sidda's fused blocks, which look the
+buffers up at every call), and the source pass's autograd graph keeps the tensors it saved: an
+in-place copy would change tensors that ``nn.BatchNorm``'s backward still needs ("modified by an
+inplace operation").
 
 >>> from sidda.models import build_model
 >>> model = build_model("cnn", in_channels=1, num_classes=3, image_size=16, latent_dim=8)
@@ -74,13 +77,10 @@ class DomainStats(nn.Module):
         return bool(self.layers)
 
     def _swap(self) -> None:
-        with torch.no_grad():
-            for i, bn in enumerate(self.layers):
-                for name in _BUFFERS:
-                    mine, theirs = getattr(self, f"t{i}_{name}"), getattr(bn, name)
-                    tmp = theirs.clone()
-                    theirs.copy_(mine)
-                    mine.copy_(tmp)
+        for i, bn in enumerate(self.layers):
+            for name in _BUFFERS:
+                key = f"t{i}_{name}"
+                self._buffers[key], bn._buffers[name] = bn._buffers[name], self._buffers[key]
 
     @contextmanager
     def target(self) -> Iterator[None]:
