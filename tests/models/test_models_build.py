@@ -1,0 +1,65 @@
+"""Building models by name, their outputs, export and the training setup."""
+
+import pytest
+import torch
+
+from sidda import build_model, export_model
+from sidda.models import parse_model_name
+
+
+def _params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("name", ["cnn", "c1", "c4", "d1", "d2"])
+def test_outputs_latent_and_logits(name):
+    m = build_model(name, in_channels=3, num_classes=5, image_size=32).eval()
+    z, logits = m(torch.randn(2, 3, 32, 32))
+    assert z.shape == (2, 256) and logits.shape == (2, 5)
+    # the latent is the LayerNorm output: zero mean, unit variance per row (affine at init)
+    assert torch.allclose(z.mean(1), torch.zeros(2), atol=1e-5)
+
+
+def test_cnn_parameter_counts_match_the_paper_layout():
+    # docs/method.md "Models" (by arithmetic): shapes/astro 1,187,315; MNIST-M 140,938
+    assert _params(build_model("cnn", in_channels=1, num_classes=3, image_size=100)) == 1187315
+    assert _params(build_model("cnn", in_channels=3, num_classes=10, image_size=32)) == 140938
+
+
+@pytest.mark.parametrize("name", ["cnn", "d4"])
+def test_export_computes_the_same_function(name):
+    m = build_model(name, in_channels=1, num_classes=3, image_size=32)
+    m.train()
+    for _ in range(2):  # move the BatchNorm running stats away from their init
+        m(torch.randn(8, 1, 32, 32))
+    m.eval()
+    e = export_model(m)
+    from escnn.nn import EquivariantModule
+
+    assert not any(isinstance(mod, EquivariantModule) for mod in e.modules())
+    x = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        for a, b in zip(m(x), e(x), strict=True):
+            assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_bad_names_and_sizes():
+    with pytest.raises(ValueError, match="unknown model"):
+        parse_model_name("resnet")
+    with pytest.raises(ValueError, match="unknown model"):
+        parse_model_name("d0")
+    with pytest.raises(ValueError, match="too small"):
+        build_model("cnn", in_channels=1, num_classes=3, image_size=4)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's imports
+def test_prepare_for_training():
+    from sidda.models import model_state, prepare_for_training, tune_cpu_allocator
+
+    m = build_model("cnn", in_channels=1, num_classes=3, image_size=32)
+    assert prepare_for_training(m, device="cpu", fused=False) is m and m.fused is False
+    assert isinstance(tune_cpu_allocator(), bool)
+    assert prepare_for_training(m).fused is False  # None keeps the model's setting
+    wrapped = prepare_for_training(m, fused=True, compile=True)  # lazy: nothing compiles yet
+    assert wrapped is not m and m.fused is True
+    assert list(model_state(wrapped)) == list(m.state_dict())
