@@ -63,3 +63,33 @@ def test_prepare_for_training():
     wrapped = prepare_for_training(m, fused=True, compile=True)  # lazy: nothing compiles yet
     assert wrapped is not m and m.fused is True
     assert list(model_state(wrapped)) == list(m.state_dict())
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's imports
+def test_unwrap_takes_off_every_wrapper_and_nothing_else(tmp_path):
+    import torch.distributed as dist
+    from torch import nn
+
+    from sidda.models import model_state, unwrap
+
+    m = build_model("cnn", in_channels=1, num_classes=3, image_size=16)
+    assert unwrap(m) is m
+    assert unwrap(nn.DataParallel(m)) is m
+    assert unwrap(torch.compile(m)) is m  # lazy: nothing compiles
+    assert unwrap(nn.DataParallel(torch.compile(nn.DataParallel(m)))) is m
+
+    class Holder(nn.Module):  # a model whose submodule happens to be called `module`
+        def __init__(self):
+            super().__init__()
+            self.module = nn.Linear(2, 2)
+
+    h = Holder()
+    assert unwrap(h) is h
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0,
+                            world_size=1)
+    try:
+        ddp = nn.parallel.DistributedDataParallel(m)
+        assert unwrap(ddp) is m and unwrap(torch.compile(ddp)) is m
+        assert list(model_state(ddp)) == list(m.state_dict())  # no "module." prefix
+    finally:
+        dist.destroy_process_group()

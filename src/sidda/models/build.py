@@ -1,9 +1,11 @@
 """Building models by name, and what every model goes through: export, state, training setup.
 
 Names: ``cnn`` (:class:`~sidda.models.cnn.CNN`); ``c<N>`` and ``d<N>``
-(:class:`~sidda.models.equivariant.EquivariantCNN`, 1 <= N <= 16). :func:`unwrap` is the one
-place that takes a model out of its DataParallel, DistributedDataParallel and
-``torch.compile`` wrappers.
+(:class:`~sidda.models.equivariant.EquivariantCNN`, 1 <= N <= 16); ``package.module:callable``,
+a custom backbone (:mod:`sidda.models.custom`). A run stores the name, and evaluating,
+resuming or exporting it rebuilds the model from the name. :func:`unwrap` is the one place
+that takes a model out of its DataParallel, DistributedDataParallel and ``torch.compile``
+wrappers.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import Tensor, nn
 from sidda.errors import InputError, short_repr
 from sidda.models._cpu import tune_cpu_allocator
 from sidda.models.cnn import CNN
+from sidda.models.custom import build_custom, is_custom_name
 from sidda.models.equivariant import MAX_GROUP_ORDER, EquivariantCNN, _Exported
 
 __all__ = [
@@ -38,9 +41,11 @@ class ModelConfig:
     """Model options; channels, classes and image size come from the data.
 
     Attributes:
-        name: ``cnn``, ``c<N>`` or ``d<N>`` with 1 <= N <= 16.
-        dropout: Dropout probability after each block.
-        latent_dim: Width of the latent (LayerNorm) layer.
+        name: ``cnn``, ``c<N>`` or ``d<N>`` with 1 <= N <= 16, or ``package.module:callable``
+            for a custom backbone (only the form is checked here; the module is imported when
+            the model is built).
+        dropout: Dropout probability after each block (passed on to a custom backbone).
+        latent_dim: Width of the latent (LayerNorm) layer (passed on to a custom backbone).
     """
 
     name: str = "cnn"
@@ -56,18 +61,26 @@ class ModelConfig:
 
 
 def parse_model_name(name: str) -> tuple[str, int]:
-    """Split a model name into its kind (``cnn``, ``c``, ``d``) and group order parameter N.
+    """Split a model name into its kind and group order parameter N.
+
+    The kind is ``cnn``, ``c``, ``d`` or ``custom`` (``package.module:callable``, N = 0; the
+    module is not imported here).
 
     >>> parse_model_name("d4")
     ('d', 4)
     >>> parse_model_name("cnn")
     ('cnn', 0)
+    >>> parse_model_name("mypkg.nets:make_net")
+    ('custom', 0)
     """
+    if is_custom_name(name):
+        return "custom", 0
     m = _NAME.match(str(name).strip().lower())
     if m is None or (m.group(2) is not None and not 1 <= int(m.group(2)) <= MAX_GROUP_ORDER):
         raise InputError(
             f"unknown model {short_repr(name)}; use 'cnn', 'c<N>' (rotations, e.g. c4) or "
-            f"'d<N>' (rotations and flips, e.g. d4) with 1 <= N <= {MAX_GROUP_ORDER}"
+            f"'d<N>' (rotations and flips, e.g. d4) with 1 <= N <= {MAX_GROUP_ORDER}, or "
+            "'package.module:callable' for your own network (docs/models.md)"
         )
     if m.group(1) == "cnn":
         return "cnn", 0
@@ -169,21 +182,37 @@ def build_model(
     dropout: float = 0.2,
     latent_dim: int = 256,
 ) -> nn.Module:
-    """Build a classifier by name: ``cnn``, ``c<N>`` or ``d<N>``.
+    """Build a classifier by name: ``cnn``, ``c<N>``, ``d<N>`` or ``package.module:callable``.
+
+    Args:
+        name: The model (:class:`ModelConfig`).
+        in_channels: Image bands C >= 1.
+        num_classes: Number of classes K >= 2.
+        image_size: Input height = width.
+        dropout: Dropout probability.
+        latent_dim: Width of the latent layer.
+
+    Returns:
+        A module mapping images (B, C, H, W) to ``(latent, logits)``, (B, D) and (B, K), in
+        training mode. A custom backbone is called with these keyword arguments and checked
+        (:func:`~sidda.models.custom.build_custom`).
 
     >>> m = build_model("cnn", in_channels=1, num_classes=3, image_size=32)
     >>> [t.shape for t in m(torch.zeros(2, 1, 32, 32))]
     [torch.Size([2, 256]), torch.Size([2, 3])]
     """
     kind, n = parse_model_name(name)
-    if in_channels < 1 or num_classes < 2:
-        raise ValueError(
-            f"need in_channels >= 1 and num_classes >= 2, got {in_channels} and {num_classes}"
+    if in_channels < 1 or num_classes < 2 or image_size < 1:
+        raise InputError(
+            f"need in_channels >= 1, num_classes >= 2 and image_size >= 1, got {in_channels}, "
+            f"{num_classes} and {image_size}"
         )
     kw = dict(
         in_channels=in_channels, num_classes=num_classes, image_size=image_size,
         dropout=dropout, latent_dim=latent_dim,
     )
+    if kind == "custom":
+        return build_custom(name, **kw)
     if kind == "cnn":
         return CNN(**kw)
     return EquivariantCNN(n, dihedral=kind == "d", **kw)
