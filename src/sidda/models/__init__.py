@@ -7,7 +7,10 @@ num_classes=..., image_size=...)`` builds one by name:
 
 * ``cnn`` - the paper's plain CNN (:mod:`sidda.models.cnn`, which has the architecture);
 * ``c<N>``, ``d<N>`` - the escnn models for the rotation group C_N and the dihedral group D_N,
-  1 <= N <= 16 (:mod:`sidda.models.equivariant`, which says where equivariance holds).
+  1 <= N <= 16 (:mod:`sidda.models.equivariant`, which says where equivariance holds);
+* ``package.module:callable`` - your own network (:mod:`sidda.models.custom` has the contract).
+
+The built-in models take any number C >= 1 of input bands. docs/models.md is the user's guide.
 
 The modules:
 
@@ -15,6 +18,7 @@ The modules:
   ``export_model`` (escnn -> plain PyTorch for evaluation), ``model_state``,
   ``prepare_for_training`` and ``unwrap`` (DDP, DataParallel, ``torch.compile``);
 * :mod:`sidda.models.cnn`, :mod:`sidda.models.equivariant` - the networks;
+* :mod:`sidda.models.custom` - importing, calling and checking a custom backbone;
 * :mod:`sidda.models._cpu` - the fused channels-last CPU blocks that the networks run on the
   CPU (same function, far fewer passes over the activation maps; ``model.fused = False`` runs
   the modules one by one) and ``tune_cpu_allocator`` (glibc malloc). Figures:
