@@ -93,3 +93,14 @@ def test_unwrap_takes_off_every_wrapper_and_nothing_else(tmp_path):
         assert list(model_state(ddp)) == list(m.state_dict())  # no "module." prefix
     finally:
         dist.destroy_process_group()
+
+
+def test_the_package_keeps_every_name_importers_use():
+    import sidda.models
+
+    assert all(hasattr(sidda.models, n) for n in sidda.models.__all__)
+    # names imported from sidda.models elsewhere (src/, tests/, benchmarks/)
+    for name in ("build_model", "export_model", "model_state", "tune_cpu_allocator",
+                 "prepare_for_training", "parse_model_name", "MAX_GROUP_ORDER", "ModelConfig",
+                 "is_exactly_equivariant_size", "unwrap", "_channels_last"):
+        assert hasattr(sidda.models, name), name
