@@ -130,9 +130,9 @@ def test_validation_errors():
 @pytest.mark.parametrize(("n", "m", "d", "blur"), [(40, 30, 8, 0.1), (7, 9, 3, 2.0),
                                                    (33, 33, 5, 0.01)])
 def test_own_backends_match_geomloss_with_gradients(backend, n, m, d, blur, monkeypatch):
-    import sidda.losses
+    import sidda._sinkhorn
 
-    monkeypatch.setattr(sidda.losses, "BLOCK_BYTES", 3 * 5 * 8 * max(n, m))  # 5-row blocks
+    monkeypatch.setattr(sidda._sinkhorn, "BLOCK_BYTES", 3 * 5 * 8 * max(n, m))  # 5-row blocks
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(n, d, dtype=torch.float64, generator=gen).requires_grad_()
     y = (torch.randn(m, d, dtype=torch.float64, generator=gen) + 0.5).requires_grad_()
