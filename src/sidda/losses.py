@@ -407,11 +407,14 @@ class SIDDALoss(nn.Module):
 
         ``max_distance`` is the largest source-target distance, ``blur`` the Sinkhorn blur
         (:meth:`SinkhornLoss.blur_for`) and ``da`` the divergence at it. When the distances
-        overflow, ``max_distance`` is not finite and ``da`` is NaN (no exception).
+        overflow, ``max_distance`` is not finite and ``da`` is NaN, with a fixed blur too (no
+        exception: with several ranks, every rank must reach the next collective).
         """
         max_distance = max_cross_distance(z_s, z_t)
         sk = self.sinkhorn
         blur = sk.blur_for(max_distance)
+        if not math.isfinite(max_distance):
+            return z_s.new_tensor(math.nan, dtype=torch.float32), blur, max_distance
         return sk.divergence(z_s.float(), z_t.float(), blur), blur, max_distance
 
     def output(self, ce: Tensor, da: Tensor, blur: float, max_distance: float) -> SIDDAOutput:

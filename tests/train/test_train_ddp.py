@@ -23,6 +23,7 @@ design on the CPU; the resume and run-directory scenarios use the paper's CNN as
 from __future__ import annotations
 
 import contextlib
+import math
 import csv
 import multiprocessing
 import os
@@ -124,6 +125,25 @@ def _rank_steps(ctx):
     }
 
 
+def _overflow_batch():
+    """Finite latents whose source-target distances overflow float32."""
+    return (torch.randn(7, 3), torch.zeros(7).long(), torch.full((7, 8), 3e38),
+            torch.full((9, 8), -3e38))
+
+
+def _rank_overflow(ctx):
+    """The loss on an overflowing batch, both scopes, with a dynamic and a fixed blur."""
+    logits, y, z_s, z_t = _overflow_batch()
+    i_s, i_t = shard_indices(torch.arange(7), ctx), shard_indices(torch.arange(9), ctx)
+    out = {}
+    for scope in ("global", "local"):
+        for blur in (None, 0.1):
+            res = distributed_sidda_loss(SIDDALoss(blur=blur), logits[i_s], y[i_s], z_s[i_s],
+                                         z_t[i_t], ctx, da_scope=scope)
+            out[scope, blur] = (res.max_distance, res.blur, res.da.item(), res.ce.item())
+    return out
+
+
 class RankFlaky(NoBatchNorm):
     """Infinite latents on one rank only, at one training forward pass (1-based; the default
     is step 4's target pass under robust SIDDA: 3 warm-up passes, then 2 per step)."""
@@ -212,6 +232,7 @@ def _worker(rank, port, out_dir, data):
         for name, (n_s, n_t, scope) in SCENARIOS.items():
             res[name] = _rank_gradients(ctx, n_s, n_t, scope)
         res["steps"] = _rank_steps(ctx)
+        res["overflow"] = _rank_overflow(ctx)
         with warnings.catch_warnings():  # per-rank BatchNorm on the CPU: known, tested above
             warnings.simplefilter("ignore", UserWarning)
             res["fits"] = _rank_fits(ctx, data, Path(out_dir))
@@ -311,6 +332,22 @@ def test_ddp_gradients_equal_single_process(ddp_results, name):
     assert all(torch.equal(r0["grads"][k], r1["grads"][k]) for k in r0["grads"])
     assert torch.equal(r0["eta_grads"], r1["eta_grads"])
     assert r0["blur"] == r1["blur"]
+
+
+@pytest.mark.slow
+def test_overflow_is_reported_alike_by_one_process_and_two_ranks(ddp_results):
+    """Overflowing latent distances: one process and both ranks report a non-finite max
+    distance and a NaN DA term (no ValueError anywhere), with the same CE."""
+    logits, y, z_s, z_t = _overflow_batch()
+    for blur in (None, 0.1):
+        one = SIDDALoss(blur=blur)(logits, y, z_s, z_t)
+        assert not math.isfinite(one.max_distance) and math.isnan(one.da.item())
+        for res in ddp_results:
+            for scope in ("global", "local"):
+                max_distance, got_blur, da, ce = res["overflow"][scope, blur]
+                assert not math.isfinite(max_distance) and math.isnan(da), (scope, blur)
+                assert not math.isfinite(got_blur) if blur is None else got_blur == pytest.approx(blur)
+                assert ce == pytest.approx(one.ce.item(), rel=1e-6)
 
 
 @pytest.mark.slow

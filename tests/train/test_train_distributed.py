@@ -4,13 +4,18 @@ collectives' single-process identities, SyncBatchNorm conversion and the per-ran
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
+from train_nets import params
 
 from sidda.losses import SIDDALoss, sinkhorn_divergence
+from sidda.methods.sidda import SIDDAMethod
 from sidda.models import build_model
+from sidda.train import train_step
 from sidda.train.device import autocast_context
 from sidda.train.distributed import (
     DistContext,
@@ -154,3 +159,34 @@ def test_restore_rng_gives_each_rank_its_state_or_a_derived_seed():
         restore_rng(ckpt, DistContext(rank=2, world_size=3), seed=0)
         derived.append(torch.get_rng_state())
     assert torch.equal(*derived) and not torch.equal(derived[0], states[0]["torch"])
+
+
+class Overflow(nn.Module):
+    """Finite latents of +-3e38 (the sign of the image): source-target distances overflow."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        s = x.flatten(1)[:, :4]  # (B, 4)
+        return s.sign() * 3e38, self.head(s)
+
+
+@pytest.mark.parametrize("blur", [None, 0.1])
+def test_overflowing_distances_skip_the_step_in_one_process(blur):
+    """One process reports the overflow as several ranks do (a non-finite max distance, no
+    ValueError), and the step is skipped: nothing moves."""
+    model, method = Overflow(), SIDDAMethod(blur=blur)
+    opt = torch.optim.AdamW([{"params": model.parameters()}, *method.param_groups()], lr=1e-2)
+    before = params(model)
+    out = train_step(model, torch.ones(4, 1, 2, 2), torch.zeros(4).long(),
+                     -torch.ones(5, 1, 2, 2), criterion=method, optimizer=opt, grad_clip=10.0)
+    assert out["skipped"] == "max distance" and not math.isfinite(out["max_distance"])
+    assert math.isfinite(out["ce"]) and out["da"] is None and out["total"] is None
+    assert all(torch.equal(before[k], p) for k, p in model.named_parameters())
+    assert method.loss.eta_1.item() == 1.0
+    res = distributed_sidda_loss(method.loss, torch.randn(4, 3), torch.zeros(4).long(),
+                                 torch.full((4, 8), 3e38), torch.full((5, 8), -3e38),
+                                 DistContext())
+    assert not math.isfinite(res.max_distance) and math.isnan(res.da.item())

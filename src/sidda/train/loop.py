@@ -76,6 +76,7 @@ from sidda.train.recovery import (
     TrainingInterrupted,
     TrainState,
     count_bad_step,
+    epoch_checkpoint,
     read_last,
     restore_rng,
     resume_path,
@@ -135,7 +136,7 @@ class _Run:
         self.save_last()
         logger.info("state saved to %s", resume_path(self.run_dir))
         raise TrainingInterrupted(
-            signum, run_dir=self.run_dir, epoch=self.state.epoch, epochs=self.cfg.epochs,
+            signum, run_dir=self.run_dir, epoch=self.state.epoch + 1, epochs=self.cfg.epochs,
             step=self.state.step, n_steps=n_steps)
 
 
@@ -312,7 +313,7 @@ def _loop(run: _Run, train_s: ImageSet, train_t: ImageSet | None, val_s: ImageSe
             my_s = shard_indices(idx_s, ctx)
             x_s, y_s = load(train_s, my_s), to_device(train_s.y[my_s], ctx.device)
             x_t = load(train_t, shard_indices(idx_t, ctx)) if aligning else None
-            row = {"epoch": epoch, "step": epoch * n_steps + step, "phase": phase, "lr": lr}
+            row = {"epoch": epoch + 1, "step": epoch * n_steps + step, "phase": phase, "lr": lr}
             progress = ((epoch - cfg.warmup) * n_steps + step) / align_steps if aligning else 0.0
             row.update(train_step(run.net, x_s, y_s, x_t, criterion=criterion,
                                   optimizer=run.optimizer, grad_clip=cfg.grad_clip, ctx=ctx,
@@ -349,13 +350,17 @@ def _end_epoch(run: _Run, rows: list[dict], *, epoch: int, phase: str, lr: float
                val_s: ImageSet | None, val_t: ImageSet | None) -> None:
     """Epoch means, validation, model selection, logging and early stopping.
 
+    ``epoch`` is the 0-based index of the epoch that ends (``TrainState.epoch``); the record,
+    ``History.best`` and the checkpoints number it from 1 (``epoch + 1``).
+
     Rank 0 validates alone, on the unwrapped model (a forward pass of the DDP wrapper may start
     collectives), and sends the result to the other ranks: every rank then takes the same
     selection and early-stopping decisions, so all of them stop together.
     """
     cfg, state, hist, criterion = run.cfg, run.state, run.hist, run.criterion
     good = [r for r in rows if not r["skipped"]]
-    rec = {"epoch": epoch, "phase": phase, "lr": lr}
+    number = epoch + 1  # what users see: history.csv, the checkpoints, the log
+    rec = {"epoch": number, "phase": phase, "lr": lr}
     logged = ["total", "ce", "da", "eta_1", "eta_2", "blur", "max_distance"]
     logged += sorted({k for r in good for k, v in r.items()
                       if k not in logged and k not in _STEP_BOOK and isinstance(v, float)})
@@ -379,15 +384,17 @@ def _end_epoch(run: _Run, rows: list[dict], *, epoch: int, phase: str, lr: float
     if eligible and "val_acc_s" in rec:
         if rec["val_acc_s"] > state.best_acc:
             state.best_acc = rec["val_acc_s"]
-            hist.best["best_val_acc"] = epoch
-            run.ckpt.save_model("best_val_acc", epoch=epoch, record=rec)
+            hist.best["best_val_acc"] = number
+            run.ckpt.save_model("best_val_acc", epoch=number, record=rec)
         if rec["val_total"] < state.best_loss:
             state.best_loss, improved_loss = rec["val_total"], True
-            hist.best["best_val_loss"] = epoch
-            run.ckpt.save_model("best_val_loss", epoch=epoch, record=rec)
+            hist.best["best_val_loss"] = number
+            run.ckpt.save_model("best_val_loss", epoch=number, record=rec)
+    if cfg.keep_epoch_checkpoints:
+        run.ckpt.save_model(epoch_checkpoint(number), epoch=number, record=rec)
     logger.info(
         "epoch %d/%d %s  loss %s  ce %s  da %s  val_acc %s  (%.1fs)%s",
-        epoch + 1, cfg.epochs, phase, _fmt(rec["train_total"]), _fmt(rec["train_ce"]),
+        number, cfg.epochs, phase, _fmt(rec["train_total"]), _fmt(rec["train_ce"]),
         _fmt(rec["train_da"], ".4g"), _fmt(rec.get("val_acc_s")), rec["seconds"],
         f"  {rec['skipped_steps']} steps skipped" if rec["skipped_steps"] else "",
     )
@@ -397,5 +404,5 @@ def _end_epoch(run: _Run, rows: list[dict], *, epoch: int, phase: str, lr: float
         state.patience_left = cfg.early_stopping if improved_loss else state.patience_left - 1
         if state.patience_left <= 0:
             logger.info("early stopping after epoch %d: no improvement in %d epochs",
-                        epoch + 1, cfg.early_stopping)
+                        number, cfg.early_stopping)
             hist.stopped_early = True

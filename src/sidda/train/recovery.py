@@ -59,6 +59,7 @@ __all__ = [
     "TrainState",
     "TrainingInterrupted",
     "count_bad_step",
+    "epoch_checkpoint",
     "read_last",
     "read_state",
     "restore_rng",
@@ -79,7 +80,9 @@ class TrainState:
     """Where a run stands, at a step boundary.
 
     Attributes:
-        epoch: The epoch in progress (0-based); ``train.epochs`` once every epoch is done.
+        epoch: Epochs done: the 0-based index of the epoch in progress (whose 1-based number,
+            in the histories and checkpoints, is ``epoch + 1``); ``train.epochs`` once every
+            epoch is done.
         step: Steps of ``epoch`` already taken (0 at an epoch boundary).
         stream_t: Target batches drawn so far (the target stream restarts here).
         best_acc: Best source validation accuracy after the warm-up.
@@ -97,6 +100,16 @@ class TrainState:
     patience_left: int | None = None
     bad_steps: int = 0
     finished: bool = False
+
+
+def epoch_checkpoint(epoch: int) -> str:
+    """The name of the model checkpoint of ``epoch`` (1-based) that
+    ``train.keep_epoch_checkpoints`` keeps: ``checkpoints/<name>.pt``.
+
+    >>> epoch_checkpoint(7)
+    'epoch_0007'
+    """
+    return f"epoch_{epoch:04d}"
 
 
 def resume_path(run_dir: str | Path) -> Path:
@@ -159,7 +172,7 @@ class TrainingInterrupted(Exception):
     Attributes:
         signum: The signal.
         run_dir: The run directory to resume.
-        epoch: The epoch in progress (0-based).
+        epoch: The epoch in progress (1-based, as in ``history.csv``).
         step: Steps of that epoch already taken.
     """
 
@@ -168,8 +181,8 @@ class TrainingInterrupted(Exception):
         n_steps: int,
     ) -> None:
         self.signum, self.run_dir, self.epoch, self.step = signum, run_dir, epoch, step
-        where = (f"epoch {epoch + 1}/{epochs} after step {step} of {n_steps}" if step else
-                 f"the start of epoch {epoch + 1}/{epochs}")
+        where = (f"epoch {epoch}/{epochs} after step {step} of {n_steps}" if step else
+                 f"the start of epoch {epoch}/{epochs}")
         hint = f"; resume with: sidda train --resume {run_dir}" if run_dir is not None else ""
         super().__init__(f"interrupted by {signal.Signals(signum).name} at {where}{hint}")
 
@@ -202,7 +215,7 @@ def count_bad_step(
         state.bad_steps = 0
         return
     state.bad_steps += 1
-    where = f"epoch {row['epoch'] + 1} step {row['step']}"
+    where = f"epoch {row['epoch']} step {row['step']}"
     logger.warning(
         "%s: non-finite %s (ce %s, da %s, total %s, grad norm %s; blur %s, max latent distance "
         "%s); step skipped, %d in a row (the run stops at %d)", where, row["skipped"],
@@ -282,7 +295,9 @@ class Checkpointer:
             )
 
     def save_model(self, name: str, *, epoch: int, record: dict) -> None:
-        """Write ``checkpoints/<name>.pt`` (``final``, ``best_val_acc``, ``best_val_loss``)."""
+        """Write ``checkpoints/<name>.pt`` (``final``, ``best_val_acc``, ``best_val_loss``, or
+        :func:`epoch_checkpoint`): the model, the loss state, ``epoch`` (1-based) and the
+        epoch's record."""
         if self.run_dir is None:
             return
         self.check_finite()
