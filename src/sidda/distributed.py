@@ -1,22 +1,25 @@
 """Several processes and the GPU: moved to :mod:`sidda.train.distributed` (and
-:mod:`sidda.train.device`, :mod:`sidda.train.config`); this module only re-exports them."""
+:mod:`sidda.train.collectives`, :mod:`sidda.train.device`, :mod:`sidda.train.config`); this
+module only re-exports them."""
 
 from sidda.train.config import DA_SCOPES, DEVICE_PATTERN, DistConfig
 from sidda.train.device import autocast_context, check_device, to_device, use_channels_last
-from sidda.train.distributed import (
+from sidda.train.collectives import (
     DistContext,
     all_reduce_with_grad,
     average_gradients,
     broadcast_object,
+    gather_object,
+    gather_with_grad,
+    max_over_ranks,
+    shard_indices,
+)
+from sidda.train.distributed import (
     convert_sync_batchnorm,
     distributed_cross_entropy,
     distributed_sidda_loss,
-    gather_object,
-    gather_with_grad,
     init_distributed,
-    max_over_ranks,
     prepare_model,
-    shard_indices,
     shutdown,
     unwrap,
 )

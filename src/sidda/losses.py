@@ -43,15 +43,12 @@ size, it never hands the choice to geomloss):
 ``"tensorized"``
     geomloss with full B_s x B_t cost matrices (four of them, plus log-sum-exp temporaries).
 ``"dense"``
-    sidda's own implementation with full matrices, the four problems (xy, yx, xx, yy) stacked
-    into one batched tensor so that each epsilon step is a handful of tensor operations: about
-    twice as fast as geomloss at SIDDA's batch of 128, no faster from 256 on.
+    sidda's own solver (:mod:`sidda._sinkhorn`) with full matrices, the four problems batched:
+    about twice as fast as geomloss at SIDDA's batch of 128, no faster from 256 on.
 ``"blocked"``
-    sidda's own implementation of the same algorithm (debiased, symmetric updates,
-    epsilon-scaling) that never holds a B x B matrix: every soft-min recomputes its cost block
-    by block, ``LSE_j(h_j - |y_j|^2/(2 eps) + x_i.y_j/eps)`` from one matrix product, and the
-    gradient of the last iteration is written out (:mod:`sidda._sinkhorn`). Memory O((B_s + B_t) D
-    + block), time about twice the tensorized one when both fit.
+    sidda's own solver that never holds a B x B matrix (cost blocks recomputed, the last
+    gradient written out): memory O((B_s + B_t) D + block), time about twice the tensorized
+    one when both fit.
 ``"auto"``
     ``"dense"`` up to :data:`AUTO_DENSE_MAX` points, then ``"tensorized"`` while its matrices
     fit in :data:`AUTO_TENSORIZED_BYTES`, else ``"blocked"`` (:func:`resolve_backend`; the
@@ -62,7 +59,6 @@ size, it never hands the choice to geomloss):
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Literal, NamedTuple
 
@@ -85,8 +81,6 @@ __all__ = [
     "resolve_backend",
     "sinkhorn_divergence",
 ]
-
-logger = logging.getLogger(__name__)
 
 EtaMode = Literal["faithful", "clean"]
 ETA_1_MIN = 1e-3
@@ -152,7 +146,7 @@ def sinkhorn_divergence(
     if backend == "blocked":
         return _sinkhorn_blocked(z_s, z_t, blur=blur, scaling=scaling)
     if backend == "dense":
-        with _torch_single_threaded():  # hundreds of tiny operations: thread hand-offs cost more than work
+        with _torch_single_threaded():  # hundreds of tiny operations: hand-offs cost more
             return _sinkhorn_dense(z_s, z_t, blur=blur, scaling=scaling)
     if backend in ("online", "multiscale"):
         try:
@@ -248,8 +242,8 @@ class SinkhornLoss(nn.Module):
     >>> z_s, z_t = torch.randn(8, 4), torch.randn(8, 4)
     >>> bool(SinkhornLoss(blur=0.05)(z_s, z_t) == sinkhorn_divergence(z_s, z_t, blur=0.05))
     True
-    >>> SinkhornLoss().blur_for(5.0), SinkhornLoss().blur_for(0.0), SinkhornLoss(blur=0.1).blur_for(5.0)
-    (0.25, 0.01, 0.1)
+    >>> [SinkhornLoss().blur_for(d) for d in (5.0, 0.0, math.inf)]
+    [0.25, 0.01, inf]
     """
 
     def __init__(

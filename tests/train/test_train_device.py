@@ -19,7 +19,8 @@ from sidda.models import build_model
 from sidda.train import train_step
 from sidda.train.config import DistConfig
 from sidda.train.device import autocast_context, to_device, use_channels_last
-from sidda.train.distributed import DistContext, distributed_sidda_loss, prepare_model, unwrap
+from sidda.train.collectives import DistContext
+from sidda.train.distributed import distributed_sidda_loss, prepare_model, unwrap
 
 
 def test_autocast_context_logic(monkeypatch):

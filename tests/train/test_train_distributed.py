@@ -1,6 +1,6 @@
-"""Tests of sidda.train.distributed in one process: the torchrun environment, shards, the
-collectives' single-process identities, SyncBatchNorm conversion and the per-rank random states.
-(Two gloo ranks against one process: test_train_ddp.py.)"""
+"""Tests of sidda.train.distributed and .collectives in one process: the torchrun environment,
+shards, the collectives' single-process identities, SyncBatchNorm conversion and the per-rank
+random states. (Two gloo ranks against one process: test_train_ddp.py.)"""
 
 from __future__ import annotations
 
@@ -17,17 +17,19 @@ from sidda.methods.sidda import SIDDAMethod
 from sidda.models import build_model
 from sidda.train import train_step
 from sidda.train.device import autocast_context
-from sidda.train.distributed import (
+from sidda.train.collectives import (
     DistContext,
     all_reduce_with_grad,
     average_gradients,
     broadcast_object,
+    gather_with_grad,
+    shard_indices,
+)
+from sidda.train.distributed import (
     convert_sync_batchnorm,
     distributed_cross_entropy,
     distributed_sidda_loss,
-    gather_with_grad,
     init_distributed,
-    shard_indices,
 )
 from sidda.train.recovery import restore_rng
 

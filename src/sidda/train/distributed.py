@@ -7,9 +7,10 @@ model gradients over the ranks. The backend is nccl on the GPU and gloo on the C
 
 **Global batch.** ``train.batch_size`` stays the *global* batch per domain: every rank draws the
 same index batches (same seed, same epoch; :func:`sidda.datasets.batches` and
-:func:`~sidda.datasets.cycle_batches`) and keeps its contiguous slice (:func:`shard_indices`),
-so N ranks see exactly the images that one process sees. Each rank concatenates its source and
-target shards into one forward pass, so its BatchNorm keeps the paper's source/target mix.
+:func:`~sidda.datasets.cycle_batches`) and keeps its contiguous slice
+(:func:`~sidda.train.collectives.shard_indices`), so N ranks see exactly the images that one
+process sees. Each rank concatenates its source and target shards into one forward pass, so its
+BatchNorm keeps the paper's source/target mix.
 
 **One objective on every rank.** Write :math:`L_r` for the loss that rank r backpropagates. DDP
 averages gradients, so the model descends :math:`\frac1N \sum_r L_r`. Every collective below
@@ -22,14 +23,16 @@ gather), which is what makes that average come out right. :func:`distributed_sid
     \mathrm{CE} = \frac{1}{n_s} \sum_r \sum_{i \in r} \mathrm{ce}_i, \qquad
     L = \frac{\mathrm{CE}}{2\eta_1^2} + \frac{\mathrm{DA}}{2\eta_2^2} + \log(\eta_1\eta_2),
 
-where the summed cross-entropy is all-reduced (:func:`all_reduce_with_grad`), so the CE is the
-mean over the global batch whatever the shard sizes, and the DA term depends on ``da_scope``
+where the summed cross-entropy is all-reduced
+(:func:`~sidda.train.collectives.all_reduce_with_grad`), so the CE is the mean over the global
+batch whatever the shard sizes, and the DA term depends on ``da_scope``
 (:class:`~sidda.train.config.DistConfig`):
 
 ``"global"`` (the default)
-    The latents of all ranks are gathered (:func:`gather_with_grad`; each rank gets back the
-    gradient of its own rows) and every rank computes the dynamic blur and the Sinkhorn
-    divergence of the whole global batch. This is the single-process objective, exactly: same
+    The latents of all ranks are gathered (:func:`~sidda.train.collectives.gather_with_grad`;
+    each rank gets back the gradient of its own rows) and every rank computes the dynamic blur
+    and the Sinkhorn divergence of the whole global batch (``SIDDALoss.alignment``, as one
+    process does). This is the single-process objective, exactly: same
     blur, same divergence, same gradients (up to float rounding). It costs one all-gather of
     ``(B_s + B_t, D)`` latents and one all-reduce of their gradient per step, and every rank
     solves the full ``B_s x B_t`` transport problem (the same work as one process).
@@ -45,14 +48,14 @@ run's outcome independent of how many processes computed it); choose ``"local"``
 global transport problem is the bottleneck.
 
 **The etas.** The loss coefficients of :class:`~sidda.losses.SIDDALoss` live outside DDP. Since
-every rank evaluates the same :math:`L` on the same all-reduced CE and DA values, their
-gradients are the single-process gradients on every rank. :func:`average_gradients` then
-all-reduces them anyway, so that rounding differences between devices can never make the ranks'
-etas drift apart.
+every rank evaluates the same :math:`L` on the same all-reduced CE and DA values, their gradients
+are the single-process gradients on every rank. :func:`~sidda.train.collectives.average_gradients`
+then all-reduces them anyway, so that rounding differences between devices can never make the
+ranks' etas drift apart.
 
-**Precision.** :func:`~sidda.train.device.autocast_context` gives bf16 autocast on CUDA; the loss functions here
-turn autocast off and cast the latents to float32, so the Sinkhorn iterations, the blur and the
-cross-entropy always run in float32.
+**Precision.** :func:`~sidda.train.device.autocast_context` gives bf16 autocast on CUDA; the loss
+functions here turn autocast off and cast the latents to float32, so the Sinkhorn iterations, the
+blur and the cross-entropy always run in float32.
 """
 
 from __future__ import annotations
@@ -62,9 +65,6 @@ import inspect
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -73,55 +73,28 @@ from torch.nn import functional as F
 
 from sidda.errors import InputError
 from sidda.losses import SIDDALoss, SIDDAOutput
+from sidda.train.collectives import (
+    DistContext,
+    _gather_counts,
+    all_reduce_with_grad,
+    gather_with_grad,
+)
 from sidda.train.config import DA_SCOPES
 from sidda.train.device import _no_autocast, _resolve_device
 
 __all__ = [
-    "DistContext",
-    "all_reduce_with_grad",
-    "average_gradients",
-    "broadcast_object",
     "convert_sync_batchnorm",
     "distributed_cross_entropy",
     "distributed_sidda_loss",
-    "gather_object",
-    "gather_with_grad",
     "init_distributed",
-    "max_over_ranks",
     "prepare_model",
-    "shard_indices",
     "shutdown",
     "unwrap",
 ]
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 _TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
-@dataclass(frozen=True)
-class DistContext:
-    """Where this process stands: its rank among ``world_size`` and its device.
-
-    ``backend`` is None when no process group exists (a single process).
-    """
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-    backend: str | None = None
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0: the only rank that logs to files and writes the run directory."""
-        return self.rank == 0
-
-    @property
-    def is_distributed(self) -> bool:
-        """More than one rank, so the collectives of this module communicate."""
-        return self.world_size > 1
 
 
 def _env_int(name: str) -> int:
@@ -189,109 +162,6 @@ def shutdown() -> None:
     """Leave the process group, if one exists (call once, at the end, on every rank)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def shard_indices(idx: Tensor, ctx: DistContext) -> Tensor:
-    """This rank's contiguous slice of a global batch of indices.
-
-    The shard sizes differ by at most one (lower ranks get the larger ones) and are empty when
-    the batch holds fewer than ``world_size`` indices. Concatenating the shards in rank order
-    gives ``idx`` back, so gathered latents keep the single-process order. The same rule
-    applies to the source and the target stream.
-
-    >>> shard_indices(torch.arange(5), DistContext(rank=1, world_size=2))
-    tensor([3, 4])
-    """
-    if ctx.world_size == 1:
-        return idx
-    return idx.tensor_split(ctx.world_size)[ctx.rank]
-
-
-class _GatherWithGrad(torch.autograd.Function):
-    """All-gather along dim 0 (rows of unequal counts allowed); backward: sum the gradient
-    over the ranks, keep this rank's rows."""
-
-    @staticmethod
-    def forward(ctx, z: Tensor, sizes: list[int], rank: int) -> Tensor:  # noqa: D102
-        ctx.sizes, ctx.rank = sizes, rank
-        n_max = max(sizes)
-        z = z.contiguous()
-        if len(z) < n_max:  # all_gather needs equal shapes: pad, then drop the padding
-            z = torch.cat([z, z.new_zeros((n_max - len(z), *z.shape[1:]))])
-        parts = [torch.empty_like(z) for _ in sizes]
-        dist.all_gather(parts, z)
-        return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])  # (sum(sizes), ...)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # noqa: D102
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        start = sum(ctx.sizes[: ctx.rank])
-        return grad[start : start + ctx.sizes[ctx.rank]], None, None
-
-
-class _AllReduceWithGrad(torch.autograd.Function):
-    """Sum over the ranks; backward: sum the gradient over the ranks."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # noqa: D102
-        y = x.contiguous().clone()
-        dist.all_reduce(y, op=dist.ReduceOp.SUM)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # noqa: D102
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad
-
-
-def _gather_counts(counts: Sequence[int], device: torch.device) -> list[list[int]]:
-    """Every rank's ``counts``, in rank order (one small all-gather)."""
-    t = torch.tensor(list(counts), dtype=torch.int64, device=device)
-    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, t)
-    return [p.tolist() for p in parts]
-
-
-def gather_with_grad(z: Tensor, ctx: DistContext, *, sizes: Sequence[int] | None = None) -> Tensor:
-    r"""Concatenate every rank's ``z`` along dim 0, in rank order, keeping the gradient.
-
-    The backward sums the incoming gradient over the ranks and returns this rank's rows. With
-    DDP averaging the model gradients, that is the gradient of the mean over the ranks of
-    their losses: when every rank computes the same loss of the gathered tensor, rank r's rows
-    get N times its gradient and DDP's 1/N brings it back to the single-process value.
-
-    Args:
-        z: This rank's rows, shape (n_r, ...). Ranks may hold different counts.
-        ctx: The distributed context.
-        sizes: Every rank's row count, if known (saves one small all-gather).
-
-    Returns:
-        Shape (sum_r n_r, ...); ``z`` itself for a single process.
-    """
-    if not ctx.is_distributed:
-        return z
-    if sizes is None:
-        sizes = [c[0] for c in _gather_counts([len(z)], z.device)]
-    sizes = [int(s) for s in sizes]
-    if len(sizes) != ctx.world_size or sizes[ctx.rank] != len(z):
-        raise ValueError(
-            f"sizes {sizes} do not match world_size {ctx.world_size} and this rank's "
-            f"{len(z)} rows; pass sizes=None to gather them"
-        )
-    return _GatherWithGrad.apply(z, sizes, ctx.rank)
-
-
-def all_reduce_with_grad(x: Tensor, ctx: DistContext) -> Tensor:
-    """Sum ``x`` over the ranks, keeping the gradient (backward: the summed gradient).
-
-    >>> all_reduce_with_grad(torch.tensor([1.0, 2.0]), DistContext())
-    tensor([1., 2.])
-    """
-    if not ctx.is_distributed:
-        return x
-    return _AllReduceWithGrad.apply(x)
 
 
 def distributed_cross_entropy(logits_s: Tensor, y_s: Tensor, ctx: DistContext) -> Tensor:
@@ -382,68 +252,6 @@ def distributed_sidda_loss(
             ce, da = s[0] / n_s, s[1] / ctx.world_size
             blur, max_distance = (float(v) / ctx.world_size for v in s[2:].detach())
         return criterion.output(ce, da, blur, max_distance)
-
-
-def average_gradients(params: Iterable[nn.Parameter], ctx: DistContext) -> None:
-    """Average the gradients of parameters that DDP does not manage (the etas) over the ranks.
-
-    Call after ``backward()`` and before the optimiser step. Parameters without a gradient
-    (the warm-up) are skipped; every rank must hold gradients for the same parameters.
-    """
-    grads = [p.grad for p in params if p.grad is not None]
-    if not ctx.is_distributed or not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= ctx.world_size
-    for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
-        g.copy_(part.view_as(g))
-
-
-def max_over_ranks(value: int, ctx: DistContext) -> int:
-    """The largest of every rank's ``value``: a decision that all ranks must take together.
-
-    A flag (``1`` if anything is wrong on this rank) or a signal number (one rank received
-    SIGTERM): every rank gets the same answer, so all of them skip a step or stop together.
-
-    >>> max_over_ranks(3, DistContext())
-    3
-    """
-    if not ctx.is_distributed:
-        return int(value)
-    t = torch.tensor([int(value)], dtype=torch.int64, device=ctx.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
-
-
-def gather_object(obj: T, ctx: DistContext) -> list[T]:
-    """Every rank's ``obj`` (picklable), in rank order, on every rank.
-
-    For small state that differs between ranks, such as their random-number generators,
-    which rank 0 saves for all of them.
-
-    >>> gather_object("state", DistContext())
-    ['state']
-    """
-    if not ctx.is_distributed:
-        return [obj]
-    out: list = [None] * ctx.world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def broadcast_object(obj: T, ctx: DistContext) -> T:
-    """Rank 0's ``obj`` (picklable) on every rank: a decision only rank 0 takes (early
-    stopping after its validation) or a name only it chooses (the run directory).
-
-    >>> broadcast_object(True, DistContext())
-    True
-    """
-    if not ctx.is_distributed:
-        return obj
-    box = [obj if ctx.is_main else None]
-    dist.broadcast_object_list(box, src=0, device=ctx.device)
-    return box[0]
 
 
 def convert_sync_batchnorm(model: nn.Module) -> nn.Module:

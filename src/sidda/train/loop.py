@@ -59,16 +59,10 @@ from sidda.errors import InputError
 from sidda.methods import DAMethod, LossConfig, build_method
 from sidda.models import tune_cpu_allocator
 from sidda.runs import History
+from sidda.train.collectives import DistContext, broadcast_object, max_over_ranks, shard_indices
 from sidda.train.config import DistConfig, TrainConfig
 from sidda.train.device import resolve_device, to_device, use_channels_last
-from sidda.train.distributed import (
-    DistContext,
-    broadcast_object,
-    max_over_ranks,
-    prepare_model,
-    shard_indices,
-    unwrap,
-)
+from sidda.train.distributed import prepare_model, unwrap
 from sidda.train.recovery import (
     Checkpointer,
     NonFiniteError,

@@ -49,8 +49,8 @@ from sidda.errors import InputError
 from sidda.methods.config import LossConfig
 from sidda.models import model_state
 from sidda.runs import RESUME_CHECKPOINT, load_checkpoint, save_checkpoint
+from sidda.train.collectives import DistContext, gather_object, max_over_ranks
 from sidda.train.config import TrainConfig
-from sidda.train.distributed import DistContext, gather_object, max_over_ranks
 
 __all__ = [
     "Checkpointer",

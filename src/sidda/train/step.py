@@ -1,13 +1,14 @@
 """One optimisation step of a domain-adaptation method or of the source-only baseline.
 
 :func:`train_step` is what :func:`sidda.train.loop.fit` runs for every batch, and what
-``benchmarks/gpu_step.py`` times. A SIDDA step makes one forward pass on ``cat([x_s, x_t])``
-(bf16 autocast on CUDA, :func:`~sidda.train.device.autocast_context`), computes
-:class:`~sidda.losses.SIDDALoss` in float32 (:func:`~sidda.train.distributed.distributed_sidda_loss`),
-backpropagates, averages the etas' gradients over the ranks, clips the model gradients and
-steps. Any other method (:mod:`sidda.methods`) gets the split latents and logits of the same
-forward pass (:func:`method_loss`, gathered over the ranks). A warm-up or baseline step does
-the same with the cross-entropy alone.
+``benchmarks/gpu_step.py`` times. A SIDDA step makes one forward pass on ``cat([x_s, x_t])`` (bf16
+autocast on CUDA, :func:`~sidda.train.device.autocast_context`), computes
+:class:`~sidda.losses.SIDDALoss` in float32
+(:func:`~sidda.train.distributed.distributed_sidda_loss`), backpropagates, averages the etas'
+gradients over the ranks, clips the model gradients and steps. Any other method
+(:mod:`sidda.methods`) gets the split latents and logits of the same forward pass
+(:func:`method_loss`, gathered over the ranks). A warm-up or baseline step does the same with the
+cross-entropy alone.
 
 **Non-finite steps.** A non-finite latent, loss or gradient skips the update: the gradients
 are dropped, neither the optimizer nor the etas move, and ``skipped`` names what was
@@ -27,18 +28,16 @@ from torch import Tensor, nn
 
 from sidda.methods.base import DAMethod, MethodOutput, StepOutputs
 from sidda.methods.sidda import SIDDAMethod
-from sidda.train.config import DistConfig
-from sidda.train.device import _no_autocast, autocast_context
-from sidda.train.distributed import (
+from sidda.train.collectives import (
     DistContext,
     _gather_counts,
     average_gradients,
-    distributed_cross_entropy,
-    distributed_sidda_loss,
     gather_with_grad,
     max_over_ranks,
-    unwrap,
 )
+from sidda.train.config import DistConfig
+from sidda.train.device import _no_autocast, autocast_context
+from sidda.train.distributed import distributed_cross_entropy, distributed_sidda_loss, unwrap
 
 __all__ = ["STEP_KEYS", "method_loss", "train_step"]
 
