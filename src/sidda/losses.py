@@ -43,15 +43,12 @@ size, it never hands the choice to geomloss):
 ``"tensorized"``
     geomloss with full B_s x B_t cost matrices (four of them, plus log-sum-exp temporaries).
 ``"dense"``
-    sidda's own implementation with full matrices, the four problems (xy, yx, xx, yy) stacked
-    into one batched tensor so that each epsilon step is a handful of tensor operations: about
-    twice as fast as geomloss at SIDDA's batch of 128, no faster from 256 on.
+    sidda's own solver (:mod:`sidda._sinkhorn`) with full matrices, the four problems batched:
+    about twice as fast as geomloss at SIDDA's batch of 128, no faster from 256 on.
 ``"blocked"``
-    sidda's own implementation of the same algorithm (debiased, symmetric updates,
-    epsilon-scaling) that never holds a B x B matrix: every soft-min recomputes its cost block
-    by block, ``LSE_j(h_j - |y_j|^2/(2 eps) + x_i.y_j/eps)`` from one matrix product, and the
-    gradient of the last iteration is written out (:class:`_SoftMin`). Memory O((B_s + B_t) D
-    + block), time about twice the tensorized one when both fit.
+    sidda's own solver that never holds a B x B matrix (cost blocks recomputed, the last
+    gradient written out): memory O((B_s + B_t) D + block), time about twice the tensorized
+    one when both fit.
 ``"auto"``
     ``"dense"`` up to :data:`AUTO_DENSE_MAX` points, then ``"tensorized"`` while its matrices
     fit in :data:`AUTO_TENSORIZED_BYTES`, else ``"blocked"`` (:func:`resolve_backend`; the
@@ -62,18 +59,20 @@ size, it never hands the choice to geomloss):
 
 from __future__ import annotations
 
-import logging
 import math
-from contextlib import contextmanager
 from typing import Literal, NamedTuple
 
-import numpy as np
 import torch
 from geomloss import SamplesLoss
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from sidda._sinkhorn import _sinkhorn_blocked, _sinkhorn_dense, _torch_single_threaded
+
 __all__ = [
+    "BACKENDS",
+    "ETA_1_MIN",
+    "ETA_RATIO_MIN",
     "SIDDALoss",
     "SIDDAOutput",
     "SinkhornLoss",
@@ -83,15 +82,12 @@ __all__ = [
     "sinkhorn_divergence",
 ]
 
-logger = logging.getLogger(__name__)
-
 EtaMode = Literal["faithful", "clean"]
 ETA_1_MIN = 1e-3
 ETA_RATIO_MIN = 0.25
 BACKENDS = ("auto", "dense", "tensorized", "blocked", "online", "multiscale")
 AUTO_DENSE_MAX = 256  # "auto" uses "dense" up to this many points per cloud
 AUTO_TENSORIZED_BYTES = 1 << 30  # then "tensorized" while its matrices fit in this
-BLOCK_BYTES = 32 << 20  # temporaries of one block of the "blocked" backend
 
 
 def _check_latents(z_s: Tensor, z_t: Tensor) -> None:
@@ -150,7 +146,7 @@ def sinkhorn_divergence(
     if backend == "blocked":
         return _sinkhorn_blocked(z_s, z_t, blur=blur, scaling=scaling)
     if backend == "dense":
-        with _one_thread():  # hundreds of tiny operations: thread hand-offs cost more than work
+        with _torch_single_threaded():  # hundreds of tiny operations: hand-offs cost more
             return _sinkhorn_dense(z_s, z_t, blur=blur, scaling=scaling)
     if backend in ("online", "multiscale"):
         try:
@@ -194,166 +190,6 @@ def _tensorized_bytes(n_s: int, n_t: int, itemsize: int) -> int:
     return 24 * itemsize * max(n_s * n_t, n_s * n_s, n_t * n_t)
 
 
-def _epsilon_schedule(diameter: float, blur: float, scaling: float) -> list[float]:
-    """geomloss's temperatures for p = 2: diameter^2, then down by scaling^2 to blur^2."""
-    diameter = max(diameter, blur)
-    return (
-        [diameter**2]
-        + [float(np.exp(e)) for e in np.arange(2 * np.log(diameter), 2 * np.log(blur),
-                                               2 * np.log(scaling))]
-        + [blur**2]
-    )
-
-
-@contextmanager
-def _one_thread():
-    """Run torch's CPU operations single-threaded inside the block (restored after).
-
-    The dense Sinkhorn loop is some 500 operations on (4, 128, 128) tensors; split over two
-    threads each waits for its partner, and on a shared machine that wait is a scheduler time
-    slice: 1 thread measured 1.6x faster on a quiet machine and 4x on a busy one.
-    """
-    n = torch.get_num_threads()
-    if n > 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if n > 1:
-            torch.set_num_threads(n)
-
-
-def _pad(z: Tensor, k: int) -> Tensor:
-    """``z`` (N, D) padded to k rows with copies of its first row."""
-    return z if len(z) == k else torch.cat([z, z[:1].expand(k - len(z), -1)])
-
-
-def _sinkhorn_dense(x: Tensor, y: Tensor, *, blur: float, scaling: float) -> Tensor:
-    """geomloss's debiased Sinkhorn loop with the four problems in one batched tensor.
-
-    Problem r of (f_ba, g_ab, f_aa, g_bb) soft-mins over the points ``q_r`` of (y, x, x, y)
-    with log-weights ``h_r``, seen from the points ``p_r`` of (x, y, x, y). The smaller cloud
-    is padded to k = max(N, M) points of log-weight -inf (they weigh nothing).
-    """
-    n, m = len(x), len(y)
-    k = max(n, m)
-    a_log = torch.full((k,), -math.log(n), dtype=x.dtype, device=x.device)
-    b_log = torch.full((k,), -math.log(m), dtype=x.dtype, device=x.device)
-    a_log[n:], b_log[m:] = -math.inf, -math.inf
-    xd, yd = _pad(x.detach(), k), _pad(y.detach(), k)
-    lo = torch.minimum(xd.min(0).values, yd.min(0).values)
-    hi = torch.maximum(xd.max(0).values, yd.max(0).values)
-    eps_list = _epsilon_schedule(float((hi - lo).norm()), blur, scaling)
-    q = torch.stack([yd, xd, xd, yd])  # (4, k, D)
-    h = torch.stack([b_log, a_log, a_log, b_log])  # (4, k)
-    half_qq = (q * q).sum(-1).unsqueeze(1) / 2  # (4, 1, k)
-    partner = torch.tensor([1, 0, 2, 3], device=x.device)  # the potential on q_r: g_ab for
-    # f_ba, f_ba for g_ab, f_aa and g_bb for themselves
-
-    def softmin(half_pp: Tensor, s: Tensor, eps: float, pot: Tensor) -> Tensor:
-        # s = p.q - |q|^2/2 (4, k, k);  -eps LSE_j(h_j + pot_j/eps - |p_i - q_j|^2/(2 eps))
-        logits = torch.add(torch.add(h, pot, alpha=1 / eps).unsqueeze(1), s, alpha=1 / eps)
-        return torch.sub(half_pp, torch.logsumexp(logits, -1), alpha=eps)  # (4, k)
-
-    with torch.no_grad():  # a handful of operations per epsilon, whatever the batch
-        p = torch.stack([xd, yd, xd, yd])
-        half_pp = (p * p).sum(-1) / 2
-        s = torch.baddbmm(-half_qq, p, q.transpose(1, 2))
-        eps = eps_list[0]
-        f = softmin(half_pp, s, eps, torch.zeros_like(h))
-        for eps in eps_list:  # symmetric updates, as geomloss
-            f = torch.lerp(f, softmin(half_pp, s, eps, f.index_select(0, partner)), 0.5)
-    # the last extrapolation carries the gradient, through p (the first cloud of each cost)
-    p = torch.stack([_pad(x, k), _pad(y, k), _pad(x, k), _pad(y, k)])
-    s = torch.baddbmm(-half_qq, p, q.transpose(1, 2))
-    f = softmin((p * p).sum(-1) / 2, s, eps, f.index_select(0, partner))
-    return (a_log.exp() * (f[0] - f[2])).sum() + (b_log.exp() * (f[1] - f[3])).sum()
-
-
-def _block_rows(n_cols: int, itemsize: int) -> int:
-    """Rows per block so that three (rows, n_cols) temporaries fit in :data:`BLOCK_BYTES`."""
-    return max(1, BLOCK_BYTES // (3 * n_cols * itemsize))
-
-
-def _softmin(eps: float, x: Tensor, y: Tensor, h: Tensor) -> Tensor:
-    r"""``-eps log sum_j exp(h_j - |x_i - y_j|^2 / (2 eps))`` for every ``x_i``, block by block.
-
-    With :math:`C_{ij} = \tfrac12|x_i|^2 + \tfrac12|y_j|^2 - x_i \cdot y_j` this is
-    :math:`\tfrac12|x_i|^2 - \varepsilon\,\mathrm{LSE}_j(h_j - |y_j|^2/(2\varepsilon)
-    + x_i \cdot y_j / \varepsilon)`, one matrix product per block. x (N, D), y (M, D),
-    h (M,) -> (N,). No gradient.
-    """
-    v = h - (y * y).sum(1) / (2 * eps)  # (M,)
-    yt = y.t()
-    out = torch.empty(len(x), dtype=x.dtype, device=x.device)
-    step = _block_rows(len(y), x.element_size())
-    for i in range(0, len(x), step):
-        xi = x[i : i + step]
-        s = torch.addmm(v, xi, yt, alpha=1 / eps)  # (b, M)
-        out[i : i + len(xi)] = (xi * xi).sum(1) / 2 - eps * torch.logsumexp(s, 1)
-    return out
-
-
-class _SoftMin(torch.autograd.Function):
-    """:func:`_softmin` with its gradient in ``x`` (``y`` and ``h`` are constants).
-
-    d/dx_i = x_i - sum_j P_ij y_j, with P the row-wise softmax of the block's logits,
-    recomputed block by block in the backward pass instead of being stored.
-    """
-
-    @staticmethod
-    def forward(ctx, x, y, h, eps):  # noqa: D102
-        ctx.save_for_backward(x, y, h)
-        ctx.eps = eps
-        return _softmin(eps, x, y, h)
-
-    @staticmethod
-    def backward(ctx, grad):  # noqa: D102
-        x, y, h = ctx.saved_tensors
-        eps = ctx.eps
-        v = h - (y * y).sum(1) / (2 * eps)
-        yt = y.t()
-        out = torch.empty_like(x)
-        step = _block_rows(len(y), x.element_size())
-        for i in range(0, len(x), step):
-            xi = x[i : i + step]
-            p = torch.softmax(torch.addmm(v, xi, yt, alpha=1 / eps), 1)  # (b, M)
-            out[i : i + len(xi)] = (xi - p @ y) * grad[i : i + len(xi), None]
-        return out, None, None, None
-
-
-def _sinkhorn_blocked(x: Tensor, y: Tensor, *, blur: float, scaling: float) -> Tensor:
-    """geomloss's debiased Sinkhorn loop (``sinkhorn_loop``, p = 2, reach None) in O(B) memory.
-
-    x (N, D), y (M, D) with uniform weights; the result equals the tensorized backend's to
-    float rounding, gradients included (both differentiate only the last, extrapolated step).
-    """
-    n, m = len(x), len(y)
-    xd, yd = x.detach(), y.detach()
-    a_log = torch.full((n,), -math.log(n), dtype=x.dtype, device=x.device)
-    b_log = torch.full((m,), -math.log(m), dtype=x.dtype, device=x.device)
-    lo = torch.minimum(xd.min(0).values, yd.min(0).values)
-    hi = torch.maximum(xd.max(0).values, yd.max(0).values)
-    eps_list = _epsilon_schedule(float((hi - lo).norm()), blur, scaling)
-    with torch.no_grad():
-        eps = eps_list[0]
-        g_ab, f_ba = _softmin(eps, yd, xd, a_log), _softmin(eps, xd, yd, b_log)
-        f_aa, g_bb = _softmin(eps, xd, xd, a_log), _softmin(eps, yd, yd, b_log)
-        for eps in eps_list:  # symmetric updates, as geomloss
-            ft_ba = _softmin(eps, xd, yd, b_log + g_ab / eps)
-            gt_ab = _softmin(eps, yd, xd, a_log + f_ba / eps)
-            ft_aa = _softmin(eps, xd, xd, a_log + f_aa / eps)
-            gt_bb = _softmin(eps, yd, yd, b_log + g_bb / eps)
-            f_ba, g_ab = 0.5 * (f_ba + ft_ba), 0.5 * (g_ab + gt_ab)
-            f_aa, g_bb = 0.5 * (f_aa + ft_aa), 0.5 * (g_bb + gt_bb)
-    # the last extrapolation carries the gradient, through the first cloud of each cost only
-    f_ba, g_ab = (_SoftMin.apply(x, yd, b_log + g_ab / eps, eps),
-                  _SoftMin.apply(y, xd, a_log + f_ba / eps, eps))
-    f_aa = _SoftMin.apply(x, xd, a_log + f_aa / eps, eps)
-    g_bb = _SoftMin.apply(y, yd, b_log + g_bb / eps, eps)
-    return ((f_ba - f_aa) / n).sum() + ((g_ab - g_bb) / m).sum()
-
-
 def max_cross_distance(z_s: Tensor, z_t: Tensor) -> float:
     """Largest Euclidean distance between a source and a target latent, without gradient.
 
@@ -375,34 +211,39 @@ def dynamic_blur(
 ) -> float:
     r"""SIDDA's blur: ``max(factor * max_ij ||z_s,i - z_t,j||, floor)``, with no gradient.
 
-    Only cross-domain pairs enter the maximum, as in the paper.
+    Only cross-domain pairs enter the maximum, as in the paper. The rule itself is
+    :meth:`SinkhornLoss.blur_for` (inf when the distances overflow).
 
     >>> dynamic_blur(torch.zeros(2, 3), torch.tensor([[3.0, 4.0, 0.0]]))
     0.25
     >>> dynamic_blur(torch.zeros(2, 3), torch.zeros(1, 3))
     0.01
     """
-    if factor <= 0 or floor <= 0:
-        raise ValueError(
-            f"factor and floor must be > 0, got factor={factor}, floor={floor}; "
-            "the paper uses 0.05 and 0.01"
-        )
-    return max(factor * max_cross_distance(z_s, z_t), floor)
+    rule = SinkhornLoss(blur_factor=factor, blur_floor=floor)
+    return rule.blur_for(max_cross_distance(z_s, z_t))
 
 
 class SinkhornLoss(nn.Module):
     """:func:`sinkhorn_divergence` as a module, with a fixed or a dynamic blur.
 
+    The blur rule (:meth:`blur_for`) lives here alone; :class:`SIDDALoss`, the multi-process
+    loss (:func:`sidda.train.distributed.distributed_sidda_loss`) and validation all use it.
+    Latent distances that overflow float32 (``max_distance`` inf or NaN) give an infinite
+    dynamic blur and a NaN divergence (:meth:`divergence`), never an exception, so that a
+    training step can see the overflow and skip itself.
+
     Args:
         blur: A fixed blur, or ``None`` for SIDDA's dynamic blur (:func:`dynamic_blur`).
-        blur_factor: Factor of the dynamic blur.
-        blur_floor: Lower bound of the dynamic blur.
+        blur_factor: Factor of the dynamic blur (> 0).
+        blur_floor: Lower bound of the dynamic blur (> 0).
         scaling: epsilon-scaling ratio.
         backend: Sinkhorn backend (:func:`sinkhorn_divergence`).
 
     >>> z_s, z_t = torch.randn(8, 4), torch.randn(8, 4)
     >>> bool(SinkhornLoss(blur=0.05)(z_s, z_t) == sinkhorn_divergence(z_s, z_t, blur=0.05))
     True
+    >>> [SinkhornLoss().blur_for(d) for d in (5.0, 0.0, math.inf)]
+    [0.25, 0.01, inf]
     """
 
     def __init__(
@@ -415,23 +256,44 @@ class SinkhornLoss(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
+        if not (blur_factor > 0 and blur_floor > 0):
+            raise ValueError(
+                f"factor and floor must be > 0, got factor={blur_factor}, floor={blur_floor}; "
+                "the paper uses 0.05 and 0.01"
+            )
         self.blur = blur
         self.blur_factor = blur_factor
         self.blur_floor = blur_floor
         self.scaling = scaling
         self.backend = backend
 
-    def resolve_blur(self, z_s: Tensor, z_t: Tensor) -> float:
-        """The blur used for this pair of batches."""
+    def blur_for(self, max_distance: float) -> float:
+        """The blur for batches whose largest cross-domain distance is ``max_distance``.
+
+        The fixed blur if one is set; else ``max(blur_factor * max_distance, blur_floor)``,
+        and inf when ``max_distance`` is not finite (the latent distances overflow).
+        """
         if self.blur is not None:
             return float(self.blur)
-        return dynamic_blur(z_s, z_t, factor=self.blur_factor, floor=self.blur_floor)
+        if not math.isfinite(max_distance):
+            return math.inf
+        return max(self.blur_factor * max_distance, self.blur_floor)
+
+    def resolve_blur(self, z_s: Tensor, z_t: Tensor) -> float:
+        """The blur used for this pair of batches (:meth:`blur_for` of their distance)."""
+        if self.blur is not None:
+            return float(self.blur)
+        return self.blur_for(max_cross_distance(z_s, z_t))
+
+    def divergence(self, z_s: Tensor, z_t: Tensor, blur: float) -> Tensor:
+        """The Sinkhorn divergence at ``blur``; a NaN 0-d tensor when ``blur`` is not finite."""
+        if not math.isfinite(blur):
+            return z_s.new_tensor(math.nan)
+        return sinkhorn_divergence(z_s, z_t, blur=blur, scaling=self.scaling,
+                                   backend=self.backend)
 
     def forward(self, z_s: Tensor, z_t: Tensor) -> Tensor:  # noqa: D102
-        return sinkhorn_divergence(
-            z_s, z_t, blur=self.resolve_blur(z_s, z_t), scaling=self.scaling,
-            backend=self.backend,
-        )
+        return self.divergence(z_s, z_t, self.resolve_blur(z_s, z_t))
 
 
 class SIDDAOutput(NamedTuple):
@@ -534,25 +396,23 @@ class SIDDALoss(nn.Module):
         e1, e2 = self.eta_1, self.eta_2
         return ce / (2 * e1**2) + da / (2 * e2**2) + torch.log(e1.abs() * e2.abs())
 
-    def forward(self, logits_s: Tensor, y_s: Tensor, z_s: Tensor, z_t: Tensor) -> SIDDAOutput:
-        """Evaluate the loss.
+    def alignment(self, z_s: Tensor, z_t: Tensor) -> tuple[Tensor, float, float]:
+        """The DA term of two latent batches, in float32: ``(da, blur, max_distance)``.
 
-        Args:
-            logits_s: Source logits, shape (B_s, K).
-            y_s: Source labels, shape (B_s,), int64.
-            z_s: Source latents, shape (B_s, D).
-            z_t: Target latents, shape (B_t, D).
+        ``max_distance`` is the largest source-target distance, ``blur`` the Sinkhorn blur
+        (:meth:`SinkhornLoss.blur_for`) and ``da`` the divergence at it. When the distances
+        overflow, ``max_distance`` is not finite and ``da`` is NaN, with a fixed blur too (no
+        exception: with several ranks, every rank must reach the next collective).
         """
-        ce = F.cross_entropy(logits_s, y_s)
         max_distance = max_cross_distance(z_s, z_t)
         sk = self.sinkhorn
-        if sk.blur is not None:
-            blur = float(sk.blur)
-        else:
-            blur = max(sk.blur_factor * max_distance, sk.blur_floor)
-        da = sinkhorn_divergence(
-            z_s.float(), z_t.float(), blur=blur, scaling=sk.scaling, backend=sk.backend
-        )
+        blur = sk.blur_for(max_distance)
+        if not math.isfinite(max_distance):
+            return z_s.new_tensor(math.nan, dtype=torch.float32), blur, max_distance
+        return sk.divergence(z_s.float(), z_t.float(), blur), blur, max_distance
+
+    def output(self, ce: Tensor, da: Tensor, blur: float, max_distance: float) -> SIDDAOutput:
+        """The :class:`SIDDAOutput` of given CE and DA terms (weighed with the etas)."""
         return SIDDAOutput(
             total=self.weigh(ce, da),
             ce=ce,
@@ -562,3 +422,19 @@ class SIDDALoss(nn.Module):
             eta_1=self.eta_1.item(),
             eta_2=self.eta_2.item(),
         )
+
+    def forward(self, logits_s: Tensor, y_s: Tensor, z_s: Tensor, z_t: Tensor) -> SIDDAOutput:
+        """Evaluate the loss (:meth:`alignment` for the DA term, then :meth:`output`).
+
+        Latent distances that overflow give a non-finite ``max_distance`` and NaN ``da`` and
+        ``total`` (see :class:`SinkhornLoss`).
+
+        Args:
+            logits_s: Source logits, shape (B_s, K).
+            y_s: Source labels, shape (B_s,), int64.
+            z_s: Source latents, shape (B_s, D).
+            z_t: Target latents, shape (B_t, D).
+        """
+        ce = F.cross_entropy(logits_s, y_s)
+        da, blur, max_distance = self.alignment(z_s, z_t)
+        return self.output(ce, da, blur, max_distance)

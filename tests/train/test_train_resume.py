@@ -27,7 +27,8 @@ from sidda.runs import atomic_write, load_checkpoint
 
 # 39 training images after the validation split: 3 steps per epoch, 12 in all.
 TRAIN = {"epochs": 4, "warmup": 1, "batch_size": 16, "seed": 3, "threads": 1,
-         "checkpoint_every": 1}
+         "checkpoint_every": 1, "keep_epoch_checkpoints": True}
+EPOCH_CHECKPOINTS = tuple(f"epoch_{e:04d}" for e in range(1, TRAIN["epochs"] + 1))
 
 
 def _config(root, data, name, **train):
@@ -45,8 +46,9 @@ def _rows(path):
 
 
 def assert_same_run(a, b):
-    """Bit-identical checkpoints and identical histories (timings aside)."""
-    for name in ("final", "best_val_acc", "best_val_loss"):
+    """Bit-identical checkpoints (every epoch's too) and identical histories (timings aside),
+    numbered 1..E without a gap or a repeat."""
+    for name in ("final", "best_val_acc", "best_val_loss", *EPOCH_CHECKPOINTS):
         ca, cb = (load_checkpoint(r / "checkpoints" / f"{name}.pt") for r in (a, b))
         assert ca["epoch"] == cb["epoch"], name
         for part in ("model", "loss"):
@@ -55,6 +57,11 @@ def assert_same_run(a, b):
                 assert torch.equal(ca[part][k], cb[part][k]), f"{name}.pt {part}.{k} differs"
     for f in ("history.csv", "history_steps.csv"):
         assert _rows(a / f) == _rows(b / f), f
+    epochs = list(range(1, TRAIN["epochs"] + 1))
+    assert [int(r["epoch"]) for r in _rows(a / "history.csv")] == epochs
+    steps = _rows(a / "history_steps.csv")
+    assert [int(r["step"]) for r in steps] == list(range(len(steps)))
+    assert sorted({int(r["epoch"]) for r in steps}) == epochs
     assert not list(a.rglob(".*.tmp*")), "a temporary file was left behind"
 
 
@@ -151,7 +158,7 @@ def test_sigint_mid_epoch_then_resume_checks_the_data(data, reference, tmp_path,
 
     with pytest.raises(TrainingInterrupted) as info:
         train_run(cfg, callbacks=[interrupt])
-    assert info.value.exit_status == 130 and (info.value.epoch, info.value.step) == (1, 2)
+    assert info.value.exit_status == 130 and (info.value.epoch, info.value.step) == (2, 2)
     assert signal.getsignal(signal.SIGINT) is before  # handlers are restored
     run = cfg.run_dir
     assert read_state(run).step == 2

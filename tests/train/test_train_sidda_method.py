@@ -17,7 +17,7 @@ from sidda.methods.domain_bn import DomainStats, batchnorm_layers
 from sidda.methods.sidda import SIDDAMethod
 from sidda.models import build_model
 from sidda.runs import load_checkpoint
-from sidda.step import train_step
+from sidda.train import train_step
 
 
 def _batch(b_s=8, b_t=6, d=5, k=3, seed=0):

@@ -68,6 +68,36 @@ def test_module_equals_function():
     assert SinkhornLoss()(z_s, z_t) == sinkhorn_divergence(z_s, z_t, blur=b)
 
 
+
+def test_one_blur_rule():
+    """blur_for is the rule everything uses: fixed, else factor * distance with a floor; inf
+    when the distances overflow."""
+    sk = SinkhornLoss(blur_factor=0.2, blur_floor=0.05)
+    assert sk.blur_for(1.0) == pytest.approx(0.2) and sk.blur_for(0.1) == 0.05
+    assert sk.blur_for(math.inf) == math.inf and sk.blur_for(math.nan) == math.inf
+    assert SinkhornLoss(blur=0.3).blur_for(math.inf) == 0.3
+    z_s, z_t = torch.randn(7, 4), torch.randn(9, 4)
+    assert sk.resolve_blur(z_s, z_t) == sk.blur_for(max_cross_distance(z_s, z_t))
+    assert dynamic_blur(z_s, z_t, factor=0.2, floor=0.05) == sk.resolve_blur(z_s, z_t)
+    out = SIDDALoss(blur_factor=0.2, blur_floor=0.05)(torch.randn(7, 3), torch.zeros(7).long(),
+                                                      z_s, z_t)
+    assert out.blur == sk.blur_for(out.max_distance)
+    with pytest.raises(ValueError, match="factor and floor must be > 0"):
+        SinkhornLoss(blur_factor=0.0)
+
+
+@pytest.mark.parametrize("blur", [None, 0.1])
+def test_overflowing_distances_give_nan_not_an_error(blur):
+    """Finite latents whose distances overflow float32: the loss reports a non-finite max
+    distance and a NaN DA term (the one protocol a training step checks), no exception."""
+    z_s, z_t = torch.full((4, 8), 3e38), torch.full((5, 8), -3e38)
+    crit = SIDDALoss(blur=blur)
+    out = crit(torch.randn(4, 3), torch.zeros(4).long(), z_s, z_t)
+    assert not math.isfinite(out.max_distance) and math.isnan(float(out.da))
+    assert math.isfinite(float(out.ce)) and not math.isfinite(float(out.total))
+    if blur is None:
+        assert out.blur == math.inf and math.isnan(float(SinkhornLoss()(z_s, z_t)))
+
 def test_sidda_loss_formula_and_parts():
     crit = SIDDALoss()
     with torch.no_grad():
@@ -130,9 +160,9 @@ def test_validation_errors():
 @pytest.mark.parametrize(("n", "m", "d", "blur"), [(40, 30, 8, 0.1), (7, 9, 3, 2.0),
                                                    (33, 33, 5, 0.01)])
 def test_own_backends_match_geomloss_with_gradients(backend, n, m, d, blur, monkeypatch):
-    import sidda.losses
+    import sidda._sinkhorn
 
-    monkeypatch.setattr(sidda.losses, "BLOCK_BYTES", 3 * 5 * 8 * max(n, m))  # 5-row blocks
+    monkeypatch.setattr(sidda._sinkhorn, "BLOCK_BYTES", 3 * 5 * 8 * max(n, m))  # 5-row blocks
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(n, d, dtype=torch.float64, generator=gen).requires_grad_()
     y = (torch.randn(m, d, dtype=torch.float64, generator=gen) + 0.5).requires_grad_()

@@ -45,8 +45,16 @@ def test_sidda_fit_logs_everything_and_keeps_bounds(tiny_sets, tmp_path, variant
     assert len(rows) == 3 and "eta_1" in rows[0]
     for name in ("final", "best_val_acc", "best_val_loss"):
         assert (tmp_path / "checkpoints" / f"{name}.pt").is_file()
-    # selection is gated on the warm-up
-    assert hist.best["best_val_acc"] >= 1 and hist.best["best_val_loss"] >= 1
+    # epochs are numbered 1..E everywhere: records, history.csv, best epochs, checkpoints
+    assert [e["epoch"] for e in hist.epochs] == [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert sorted({s["epoch"] for s in hist.steps}) == [1, 2, 3]
+    # selection is gated on the warm-up (epoch 1)
+    assert hist.best["best_val_acc"] >= 2 and hist.best["best_val_loss"] >= 2
+    assert hist.best["final"] == 3
+    for name in ("final", "best_val_acc", "best_val_loss"):
+        ckpt = load_checkpoint(tmp_path / "checkpoints" / f"{name}.pt")
+        assert ckpt["epoch"] == hist.best[name] == ckpt["record"]["epoch"]
+    assert not list((tmp_path / "checkpoints").glob("epoch_*.pt"))  # kept on request only
 
 
 def test_source_only_needs_no_target_and_learns(tiny_sets):
@@ -113,9 +121,33 @@ def test_resume_continues_from_last_checkpoint_and_checks_the_config(tiny_sets, 
     assert {"model", "loss", "optimizer", "scheduler", "rng", "history", "config"} <= set(last)
     # a finished run resumes to itself without training again
     hist = fit(_model(), d.train_s, d.train_t, cfg, run_dir=tmp_path, resume=True)
-    assert len(hist.epochs) == 2 and hist.best["final"] == 1
+    assert len(hist.epochs) == 2 and hist.best["final"] == 2
     with pytest.raises(ValueError, match=r"another config \(train.lr: 0.01 in the checkpoint"):
         fit(_model(), d.train_s, d.train_t, TrainConfig(epochs=2, warmup=1, batch_size=16,
                                                         lr=0.02), run_dir=tmp_path, resume=True)
     with pytest.raises(ValueError, match="run_dir"):
         fit(_model(), d.train_s, d.train_t, cfg, resume=True)
+
+
+def test_epoch_checkpoints_are_kept_on_request(tiny_sets, tmp_path):
+    """train.keep_epoch_checkpoints: one model file per epoch, the same format as final.pt,
+    with that epoch's validation record; the last one holds the final weights."""
+    d = tiny_sets
+    cfg = TrainConfig(epochs=3, warmup=1, batch_size=16, threads=1, keep_epoch_checkpoints=True)
+    model = _model()
+    hist = fit(model, d.train_s, d.train_t, cfg, val_s=d.test_s, val_t=d.test_t,
+               run_dir=tmp_path)
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.glob("epoch_*.pt")) == [
+        "epoch_0001.pt", "epoch_0002.pt", "epoch_0003.pt"]
+    final = load_checkpoint(folder / "final.pt")
+    for rec in hist.epochs:
+        ckpt = load_checkpoint(folder / f"epoch_{rec['epoch']:04d}.pt")
+        assert ckpt.keys() == final.keys() and ckpt["epoch"] == rec["epoch"]
+        assert ckpt["record"] == rec and ckpt["record"]["val_acc_s"] is not None
+        assert ckpt["loss"].keys() == final["loss"].keys()
+    last, first = (load_checkpoint(folder / f"epoch_{e:04d}.pt") for e in (3, 1))
+    for k, v in final["model"].items():
+        assert torch.equal(last["model"][k], v), k
+    assert any(not torch.equal(first["model"][k], v) for k, v in final["model"].items())
+    model.load_state_dict(first["model"])  # a usable model of epoch 1

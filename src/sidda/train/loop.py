@@ -8,37 +8,39 @@ minimises :class:`~sidda.losses.SIDDALoss`. Both methods use AdamW, MultiStepLR 
 epoch) and gradient clipping at 10 (the baseline is optimisation-matched, unlike the authors'
 scripts).
 
-Validation, every epoch, uses the held-out source split (accuracy, CE) and, for SIDDA after
-the warm-up, the DA term between source- and target-validation latents (batch pairs, dynamic
-blur). Whenever target validation images exist (the baseline too), two alignment diagnostics
-are logged: ``val_js_paper`` (the authors' paired-row JS heuristic) and ``val_sinkhorn_fixed``
-(Sinkhorn divergence at a fixed blur, a proper two-sample distance); see
-:mod:`sidda.alignment`. Model selection never reads target labels:
+Validation (:mod:`sidda.train.validate`) runs every epoch on the held-out source split and the
+target validation images, without target labels. Model selection never reads target labels:
 
 * ``best_val_acc``: highest source validation accuracy after the warm-up (ties: earlier);
 * ``best_val_loss``: lowest validation CE + DA (unweighted, comparable across epochs) after
   the warm-up;
-* ``final``: the last epoch.
+* ``final``: the last epoch;
+* with ``train.keep_epoch_checkpoints``, every epoch as ``epoch_0007.pt`` as well, for
+  label-free rules that choose among all the epochs.
+
+Epochs are numbered from 1 wherever users see them: the ``epoch`` of the step and epoch
+records (``history.csv``, ``history_steps.csv``, the callbacks), of the checkpoints and of
+``History.best``. :class:`~sidda.train.recovery.TrainState` counts the epochs done (0-based
+position), for resuming.
 
 Early stopping (``early_stopping`` = patience) counts post-warm-up epochs without improvement
 of the validation total loss, and resets on improvement.
 
-Recovery (:mod:`sidda.recovery`, ``docs/recovery.md``): ``fit(..., resume=True)`` continues
+Recovery (:mod:`sidda.train.recovery`, ``docs/recovery.md``): ``fit(..., resume=True)`` continues
 from ``checkpoints/last.pt`` bit for bit on the CPU; SIGTERM and SIGINT save it and raise
 :class:`TrainingInterrupted`; a step with a non-finite latent, loss or gradient is skipped, and
 ``max_bad_steps`` of them in a row raise :class:`NonFiniteError`.
 
-Several processes and the GPU (:mod:`sidda.distributed`, ``docs/distributed.md``): given a
-:class:`~sidda.distributed.DistContext` from ``init_distributed`` (torchrun), every rank runs
+Several processes and the GPU (:mod:`sidda.train.distributed`, ``docs/distributed.md``): given a
+:class:`~sidda.train.distributed.DistContext` from ``init_distributed`` (torchrun), every rank runs
 this same loop on its shard of each global batch, with the model in DistributedDataParallel;
 the logged values, the skip decisions and the stops are the same on every rank, rank 0 alone
 validates (then shares the result) and writes. On CUDA the forward pass runs under bf16
-autocast and the loss in float32 (:class:`~sidda.distributed.DistConfig`).
+autocast and the loss in float32 (:class:`~sidda.train.config.DistConfig`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -51,157 +53,34 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from sidda.alignment import fixed_blur_sinkhorn, paper_js_distance
 from sidda.datasets import ImageSet, batches, cycle_batches
-from sidda.distributed import (
-    DEVICE_PATTERN,
-    DistConfig,
-    DistContext,
-    broadcast_object,
-    check_device,
-    max_over_ranks,
-    prepare_model,
-    shard_indices,
-    to_device,
-    unwrap,
-    use_channels_last,
-)
-from sidda.errors import InputError, short_repr
-from sidda.losses import sinkhorn_divergence
-from sidda.methods import DAMethod, LossConfig, StepOutputs, build_method
-from sidda.methods.sidda import SIDDAMethod
+from sidda.errors import InputError
+from sidda.methods import DAMethod, LossConfig, build_method
 from sidda.models import tune_cpu_allocator
-from sidda.recovery import (
+from sidda.runs import History
+from sidda.train.collectives import DistContext, broadcast_object, max_over_ranks, shard_indices
+from sidda.train.config import DistConfig, TrainConfig
+from sidda.train.device import resolve_device, to_device, use_channels_last
+from sidda.train.distributed import prepare_model, unwrap
+from sidda.train.recovery import (
     Checkpointer,
     NonFiniteError,
     SignalCatcher,
     TrainingInterrupted,
     TrainState,
     count_bad_step,
+    epoch_checkpoint,
     read_last,
     restore_rng,
     resume_path,
 )
-from sidda.runs import History
-from sidda.step import train_step
+from sidda.train.step import train_step
+from sidda.train.validate import validate
 
-__all__ = ["MAX_EPOCHS", "History", "NonFiniteError", "TrainConfig", "TrainingInterrupted",
-           "fit", "resolve_device"]
+__all__ = ["Callback", "fit"]
 
 logger = logging.getLogger(__name__)
-
-#: Most epochs a run may ask for (a typo such as 10**10 would otherwise run for ever).
-MAX_EPOCHS = 100_000
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation options (the paper's values are the defaults).
-
-    Attributes:
-        epochs: Number of epochs, 1 to :data:`MAX_EPOCHS`.
-        warmup: Epochs of cross-entropy only before the alignment term starts.
-        batch_size: Images per domain per step (128 source + 128 target).
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        milestones: Epochs at which the learning rate is multiplied by ``lr_decay``; None gives
-            the authors' proportions, ``[epochs // 2, 4 * epochs // 5]`` ([25, 40] for 50).
-        lr_decay: MultiStepLR factor.
-        grad_clip: Max gradient norm of the model parameters (the etas are not clipped).
-        early_stopping: Patience in post-warm-up epochs, or None for no early stopping.
-        seed: Seeds the split, the data order, the initial weights and dropout.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"`` (under torchrun, ``"cuda"``
-            puts rank r on ``cuda:LOCAL_RANK``).
-        threads: torch intra-op threads on the CPU, or None to keep torch's choice.
-        checkpoint_every: Also write ``last.pt`` every this many steps, or None for epoch ends
-            only (enough for short epochs; long epochs on a pre-emptible machine want it).
-        max_bad_steps: Consecutive steps with a non-finite loss or gradient (each skipped)
-            after which the run stops with an error.
-    """
-
-    epochs: int = 50
-    warmup: int = 5
-    batch_size: int = 128
-    lr: float = 1e-2
-    weight_decay: float = 1e-3
-    milestones: tuple[int, ...] | None = None
-    lr_decay: float = 0.1
-    grad_clip: float = 10.0
-    early_stopping: int | None = None
-    seed: int = 0
-    device: str = "cpu"
-    threads: int | None = None
-    checkpoint_every: int | None = None
-    max_bad_steps: int = 5
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.epochs <= MAX_EPOCHS:
-            raise ValueError(f"train.epochs must lie in 1..{MAX_EPOCHS}, got {self.epochs}")
-        if not DEVICE_PATTERN.fullmatch(self.device):
-            raise ValueError(
-                f"train.device must be 'cpu', 'cuda', 'cuda:<i>' or 'auto', got "
-                f"{short_repr(self.device)}"
-            )
-        if not 0 <= self.warmup < self.epochs:
-            raise ValueError(
-                f"train.warmup must be >= 0 and shorter than train.epochs ({self.epochs}), got "
-                f"{self.warmup}; SIDDA aligns the domains only after the warm-up"
-            )
-        if self.batch_size < 2:
-            raise ValueError(f"train.batch_size must be >= 2, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(
-                f"train.lr must be a positive number, got {self.lr}; the paper uses 1e-2"
-            )
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ValueError(f"train.weight_decay must be a number >= 0, got {self.weight_decay}")
-        if not 0 < self.lr_decay <= 1:
-            raise ValueError(f"train.lr_decay must lie in (0, 1], got {self.lr_decay}")
-        if not self.grad_clip > 0:
-            raise ValueError(f"train.grad_clip must be > 0, got {self.grad_clip}")
-        if self.early_stopping is not None and self.early_stopping < 1:
-            raise ValueError(
-                f"train.early_stopping must be >= 1 or null (off), got {self.early_stopping}"
-            )
-        if self.milestones is not None:
-            object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
-            if list(self.milestones) != sorted(set(self.milestones)) or any(
-                m < 1 for m in self.milestones
-            ):
-                raise ValueError(
-                    "train.milestones must be increasing positive epochs, got "
-                    f"{short_repr(self.milestones)}"
-                )
-        if not 0 <= self.seed < 2**63 - 1:
-            raise ValueError(f"train.seed must lie in [0, 2**63 - 1), got {self.seed}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"train.threads must be >= 1 or null, got {self.threads}")
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise ValueError(
-                f"train.checkpoint_every must be >= 1 (steps) or null (epoch ends only), got "
-                f"{self.checkpoint_every}"
-            )
-        if self.max_bad_steps < 1:
-            raise ValueError(f"train.max_bad_steps must be >= 1, got {self.max_bad_steps}")
-
-    def resolved_milestones(self) -> list[int]:
-        """The learning-rate milestones actually used."""
-        if self.milestones is not None:
-            return list(self.milestones)
-        return [max(1, self.epochs // 2), max(2, 4 * self.epochs // 5)]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> cuda if available else cpu; anything else is checked and returned.
-
-    Raises:
-        InputError: an unknown device name, or a GPU that is not there
-            (:func:`~sidda.distributed.check_device`).
-    """
-    return check_device(name)
-
 
 Callback = Callable[[str, dict], None]
 
@@ -251,7 +130,7 @@ class _Run:
         self.save_last()
         logger.info("state saved to %s", resume_path(self.run_dir))
         raise TrainingInterrupted(
-            signum, run_dir=self.run_dir, epoch=self.state.epoch, epochs=self.cfg.epochs,
+            signum, run_dir=self.run_dir, epoch=self.state.epoch + 1, epochs=self.cfg.epochs,
             step=self.state.step, n_steps=n_steps)
 
 
@@ -266,87 +145,6 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 def _fmt(v: float | None, spec: str = ".4f") -> str:
     return "-" if v is None else format(v, spec)
-
-
-@torch.no_grad()
-def _forward_all(
-    model: nn.Module, images: ImageSet, batch_size: int, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    zs, ls = [], []
-    for idx in torch.arange(len(images)).split(batch_size):
-        z, logits = model(images.x[idx].to(device, non_blocking=True))
-        zs.append(z.float())
-        ls.append(logits.float())
-    return torch.cat(zs), torch.cat(ls)  # (N, D), (N, K)
-
-
-def _check_finite(z: Tensor, logits: Tensor, domain: str) -> None:
-    """Stop a run whose validation outputs are NaN or inf: the weights have diverged, or the
-    images hold values the network cannot take (e.g. pixels of 1e30)."""
-    if not (torch.isfinite(z).all() and torch.isfinite(logits).all()):
-        raise NonFiniteError(
-            f"the {domain} validation latents or logits are NaN or inf: training diverged, or "
-            "the images hold values far outside the usual range (check them with `sidda data "
-            "check`); lower train.lr, tighten train.grad_clip, or rescale the images"
-        )
-
-
-@torch.no_grad()
-def _validate(
-    model: nn.Module,
-    val_s: ImageSet,
-    val_t: ImageSet | None,
-    *,
-    criterion: DAMethod | None,
-    with_da: bool,
-    batch_size: int,
-    device: torch.device,
-) -> dict:
-    """Source accuracy and CE; for SIDDA after warm-up the DA loss on batch pairs; always the
-    two alignment diagnostics when target validation images exist. Target labels unused.
-    Draws no random numbers (``eval()`` mode; a fixed-seed batch pairing)."""
-    model.eval()
-    z_s, logits = _forward_all(model, val_s, batch_size, device)
-    _check_finite(z_s, logits, "source")
-    y_s = val_s.y.to(device)
-    out = {
-        "val_acc_s": float((logits.argmax(1) == y_s).float().mean()),
-        "val_ce": float(F.cross_entropy(logits, y_s)),
-        "val_da": None,
-    }
-    if val_t is not None and len(val_t):
-        stats = getattr(criterion, "domain_stats", None)
-        with stats.target() if stats is not None else contextlib.nullcontext():
-            z_t, logits_t = _forward_all(model, val_t, batch_size, device)
-        _check_finite(z_t, logits_t, "target")
-        if with_da and criterion is not None:
-            # the training objective's DA term on (source batch i, target batch i) pairs
-            da = []
-            stream = cycle_batches(len(z_t), batch_size, seed=0)
-            for idx in torch.arange(len(z_s)).split(batch_size):
-                jdx = next(stream)
-                da.append(_validation_da(criterion, StepOutputs(
-                    z_s=z_s[idx], z_t=z_t[jdx], logits_s=logits[idx], logits_t=logits_t[jdx],
-                    y_s=y_s[idx], progress=1.0)))
-            out["val_da"] = float(np.mean(da))
-        out["val_js_paper"] = float(paper_js_distance(z_s, z_t))
-        out["val_sinkhorn_fixed"] = float(fixed_blur_sinkhorn(z_s, z_t))
-    out["val_total"] = out["val_ce"] + (out["val_da"] or 0.0)
-    return out
-
-
-def _validation_da(criterion: DAMethod, batch: StepOutputs) -> float:
-    """The alignment term of one validation batch pair (no side effects on the method)."""
-    if isinstance(criterion, SIDDAMethod):
-        sk, a, b = criterion.loss.sinkhorn, batch.z_s, batch.z_t
-        return float(sinkhorn_divergence(a, b, blur=sk.resolve_blur(a, b), scaling=sk.scaling,
-                                         backend=sk.backend))
-    was = criterion.training
-    criterion.eval()
-    try:
-        return float(criterion(batch).da)
-    finally:
-        criterion.train(was)
 
 
 @torch.no_grad()
@@ -395,7 +193,7 @@ def fit(
             with.
         dist_cfg: Precision, memory format and multi-process options (defaults: bf16 and
             channels_last on CUDA only, the global Sinkhorn term).
-        ctx: This process's rank and device, from :func:`~sidda.distributed.init_distributed`;
+        ctx: This process's rank and device, from :func:`~sidda.train.distributed.init_distributed`;
             None: one process on ``cfg.device``. Every rank calls ``fit`` with the same
             arguments (callbacks aside); only rank 0 writes to ``run_dir``.
 
@@ -509,7 +307,7 @@ def _loop(run: _Run, train_s: ImageSet, train_t: ImageSet | None, val_s: ImageSe
             my_s = shard_indices(idx_s, ctx)
             x_s, y_s = load(train_s, my_s), to_device(train_s.y[my_s], ctx.device)
             x_t = load(train_t, shard_indices(idx_t, ctx)) if aligning else None
-            row = {"epoch": epoch, "step": epoch * n_steps + step, "phase": phase, "lr": lr}
+            row = {"epoch": epoch + 1, "step": epoch * n_steps + step, "phase": phase, "lr": lr}
             progress = ((epoch - cfg.warmup) * n_steps + step) / align_steps if aligning else 0.0
             row.update(train_step(run.net, x_s, y_s, x_t, criterion=criterion,
                                   optimizer=run.optimizer, grad_clip=cfg.grad_clip, ctx=ctx,
@@ -546,13 +344,17 @@ def _end_epoch(run: _Run, rows: list[dict], *, epoch: int, phase: str, lr: float
                val_s: ImageSet | None, val_t: ImageSet | None) -> None:
     """Epoch means, validation, model selection, logging and early stopping.
 
+    ``epoch`` is the 0-based index of the epoch that ends (``TrainState.epoch``); the record,
+    ``History.best`` and the checkpoints number it from 1 (``epoch + 1``).
+
     Rank 0 validates alone, on the unwrapped model (a forward pass of the DDP wrapper may start
     collectives), and sends the result to the other ranks: every rank then takes the same
     selection and early-stopping decisions, so all of them stop together.
     """
     cfg, state, hist, criterion = run.cfg, run.state, run.hist, run.criterion
     good = [r for r in rows if not r["skipped"]]
-    rec = {"epoch": epoch, "phase": phase, "lr": lr}
+    number = epoch + 1  # what users see: history.csv, the checkpoints, the log
+    rec = {"epoch": number, "phase": phase, "lr": lr}
     logged = ["total", "ce", "da", "eta_1", "eta_2", "blur", "max_distance"]
     logged += sorted({k for r in good for k, v in r.items()
                       if k not in logged and k not in _STEP_BOOK and isinstance(v, float)})
@@ -563,7 +365,7 @@ def _end_epoch(run: _Run, rows: list[dict], *, epoch: int, phase: str, lr: float
     rec["skipped_steps"] = len(rows) - len(good)
     aligning = criterion is not None and epoch >= cfg.warmup
     if val_s is not None and len(val_s):
-        val = _validate(
+        val = validate(
             unwrap(run.net), val_s, val_t, criterion=criterion, with_da=aligning,
             batch_size=cfg.batch_size, device=run.device,
         ) if run.ctx.is_main else None
@@ -576,15 +378,17 @@ def _end_epoch(run: _Run, rows: list[dict], *, epoch: int, phase: str, lr: float
     if eligible and "val_acc_s" in rec:
         if rec["val_acc_s"] > state.best_acc:
             state.best_acc = rec["val_acc_s"]
-            hist.best["best_val_acc"] = epoch
-            run.ckpt.save_model("best_val_acc", epoch=epoch, record=rec)
+            hist.best["best_val_acc"] = number
+            run.ckpt.save_model("best_val_acc", epoch=number, record=rec)
         if rec["val_total"] < state.best_loss:
             state.best_loss, improved_loss = rec["val_total"], True
-            hist.best["best_val_loss"] = epoch
-            run.ckpt.save_model("best_val_loss", epoch=epoch, record=rec)
+            hist.best["best_val_loss"] = number
+            run.ckpt.save_model("best_val_loss", epoch=number, record=rec)
+    if cfg.keep_epoch_checkpoints:
+        run.ckpt.save_model(epoch_checkpoint(number), epoch=number, record=rec)
     logger.info(
         "epoch %d/%d %s  loss %s  ce %s  da %s  val_acc %s  (%.1fs)%s",
-        epoch + 1, cfg.epochs, phase, _fmt(rec["train_total"]), _fmt(rec["train_ce"]),
+        number, cfg.epochs, phase, _fmt(rec["train_total"]), _fmt(rec["train_ce"]),
         _fmt(rec["train_da"], ".4g"), _fmt(rec.get("val_acc_s")), rec["seconds"],
         f"  {rec['skipped_steps']} steps skipped" if rec["skipped_steps"] else "",
     )
@@ -594,5 +398,5 @@ def _end_epoch(run: _Run, rows: list[dict], *, epoch: int, phase: str, lr: float
         state.patience_left = cfg.early_stopping if improved_loss else state.patience_left - 1
         if state.patience_left <= 0:
             logger.info("early stopping after epoch %d: no improvement in %d epochs",
-                        epoch + 1, cfg.early_stopping)
+                        number, cfg.early_stopping)
             hist.stopped_early = True

@@ -1,5 +1,6 @@
-"""Tests of sidda.distributed and its use in fit(): two gloo ranks on the CPU against one
-process, the torchrun command line, and the GPU options' logic on the CPU.
+"""Tests of sidda.train.distributed and its use in fit(): two gloo ranks on the CPU against one
+process, and the torchrun command line. (One process: test_train_distributed.py; the GPU
+options: test_train_device.py.)
 
 The two-rank tests (marked ``slow``: about 15 s together) start one pair of processes for the
 whole module (``ddp_results``): each rank runs every scenario and saves what it saw, and the
@@ -22,6 +23,7 @@ design on the CPU; the resume and run-directory scenarios use the paper's CNN as
 from __future__ import annotations
 
 import contextlib
+import math
 import csv
 import multiprocessing
 import os
@@ -34,36 +36,22 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as torch_mp
-from torch import nn
 from torch.nn import functional as F
+from train_nets import NoBatchNorm, global_batch, paper_cnn, params
 
 from sidda import DataConfig, LossConfig, RunConfig, TrainConfig, fit, load_domains
-from sidda.cli import main
-from sidda.distributed import (
-    DistConfig,
-    DistContext,
-    all_reduce_with_grad,
-    autocast_context,
-    average_gradients,
-    broadcast_object,
-    convert_sync_batchnorm,
+from sidda.losses import SIDDALoss, dynamic_blur, sinkhorn_divergence
+from sidda.models import build_model
+from sidda.runs import load_checkpoint
+from sidda.train.collectives import DistContext, average_gradients, broadcast_object, shard_indices
+from sidda.train.distributed import (
     distributed_cross_entropy,
     distributed_sidda_loss,
-    gather_with_grad,
     init_distributed,
     prepare_model,
-    shard_indices,
     shutdown,
-    to_device,
     unwrap,
-    use_channels_last,
 )
-from sidda.losses import SIDDALoss, dynamic_blur, sinkhorn_divergence
-from sidda.methods.sidda import SIDDAMethod
-from sidda.models import build_model
-from sidda.recovery import restore_rng
-from sidda.runs import load_checkpoint
-from sidda.step import train_step
 
 N_RANKS = 2
 SCENARIOS = {  # name: (source images, target images, da_scope); 7 and 9 give unequal shards
@@ -75,31 +63,13 @@ STEPS = 3
 _TORCHRUN_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
-def _model(*, dropout=0.0, bn_eval=True):
-    torch.manual_seed(0)
-    model = build_model("cnn", in_channels=1, num_classes=3, image_size=16, dropout=dropout)
-    if bn_eval:
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.eval()
-    return model
-
-
-def _global_batch(n_s, n_t, *, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x_s = torch.randn(n_s, 1, 16, 16, generator=g)
-    y_s = torch.randint(0, 3, (n_s,), generator=g)
-    x_t = torch.randn(n_t, 1, 16, 16, generator=g) * 1.5 + 0.5
-    return x_s, y_s, x_t
-
-
 # ---------------------------------------------------------------- what each rank runs
 
 
 def _rank_gradients(ctx, n_s, n_t, scope):
-    model = prepare_model(_model(), ctx, sync_batchnorm=False)
+    model = prepare_model(paper_cnn(), ctx, sync_batchnorm=False)
     criterion = SIDDALoss()
-    x_s, y_s, x_t = _global_batch(n_s, n_t)
+    x_s, y_s, x_t = global_batch(n_s, n_t)
     i_s, i_t = shard_indices(torch.arange(n_s), ctx), shard_indices(torch.arange(n_t), ctx)
     z, logits = model(torch.cat([x_s[i_s], x_t[i_t]]))
     b = len(i_s)
@@ -116,7 +86,7 @@ def _rank_gradients(ctx, n_s, n_t, scope):
 
 def _rank_steps(ctx):
     """One warm-up step (cross-entropy) and two SIDDA steps, as fit() will run them."""
-    model = _model(dropout=0.2, bn_eval=False)
+    model = paper_cnn(dropout=0.2, bn_eval=False)
     torch.manual_seed(1 + ctx.rank)  # a different dropout stream per rank
     model = prepare_model(model, ctx, sync_batchnorm=False)
     criterion = SIDDALoss(mode="faithful")
@@ -124,7 +94,7 @@ def _rank_steps(ctx):
                             lr=1e-2, weight_decay=1e-3)
     losses, raw_eta_grads = [], None
     for step in range(STEPS):
-        x_s, y_s, x_t = _global_batch(8, 8, seed=10 + step)
+        x_s, y_s, x_t = global_batch(8, 8, seed=10 + step)
         i_s, i_t = shard_indices(torch.arange(8), ctx), shard_indices(torch.arange(8), ctx)
         opt.zero_grad(set_to_none=True)
         if step == 0:
@@ -152,20 +122,23 @@ def _rank_steps(ctx):
     }
 
 
-class NoBatchNorm(nn.Module):
-    """A small ``(latent, logits)`` classifier without BatchNorm: one image's outputs do not
-    depend on the rest of its batch, so a run on two shards can match one process."""
+def _overflow_batch():
+    """Finite latents whose source-target distances overflow float32."""
+    logits = torch.randn(7, 3, generator=torch.Generator().manual_seed(0))  # same everywhere
+    return logits, torch.zeros(7).long(), torch.full((7, 8), 3e38), torch.full((9, 8), -3e38)
 
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4),
-                                      nn.Flatten(), nn.Linear(64, 16))
-        self.head = nn.Linear(16, 3)
 
-    def forward(self, x):
-        z = self.features(x)  # (B, 16)
-        return z, self.head(torch.relu(z))  # (B, 16), (B, 3)
+def _rank_overflow(ctx):
+    """The loss on an overflowing batch, both scopes, with a dynamic and a fixed blur."""
+    logits, y, z_s, z_t = _overflow_batch()
+    i_s, i_t = shard_indices(torch.arange(7), ctx), shard_indices(torch.arange(9), ctx)
+    out = {}
+    for scope in ("global", "local"):
+        for blur in (None, 0.1):
+            res = distributed_sidda_loss(SIDDALoss(blur=blur), logits[i_s], y[i_s], z_s[i_s],
+                                         z_t[i_t], ctx, da_scope=scope)
+            out[scope, blur] = (res.max_distance, res.blur, res.da.item(), res.ce.item())
+    return out
 
 
 class RankFlaky(NoBatchNorm):
@@ -197,33 +170,29 @@ class Crash(Exception):
     pass
 
 
-def _params(model):
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
 def _rank_fits(ctx, data, out):
     """Whole fit() runs: against one process, a crash and resume, a one-rank non-finite
     step, and who writes the run directory."""
-    import sidda.recovery
-    import sidda.train
+    import sidda.runs
+    import sidda.train.recovery
     from sidda.experiments import train_run
 
-    writes = []
-    save, write_csv = sidda.recovery.save_checkpoint, sidda.train.write_csv
-    sidda.recovery.save_checkpoint = lambda p, o: (writes.append(str(p)), save(p, o))[1]
-    sidda.train.write_csv = lambda p, rows: (writes.append(str(p)), write_csv(p, rows))[1]
+    writes = []  # every checkpoint (train.recovery) and history file (runs.History) written
+    save, write_csv = sidda.train.recovery.save_checkpoint, sidda.runs.write_csv
+    sidda.train.recovery.save_checkpoint = lambda p, o: (writes.append(str(p)), save(p, o))[1]
+    sidda.runs.write_csv = lambda p, rows: (writes.append(str(p)), write_csv(p, rows))[1]
     d = load_domains(DataConfig(path=data))
     sets = dict(val_s=d.test_s, val_t=d.test_t)
     res = {}
     model = NoBatchNorm()
     hist = fit(model, d.train_s, d.train_t, FIT, run_dir=out / "fit", ctx=ctx, **sets)
-    res["fit"] = {"steps": hist.steps, "epochs": hist.epochs, "params": _params(model)}
+    res["fit"] = {"steps": hist.steps, "epochs": hist.epochs, "params": params(model)}
     for name, loss in METHOD_FITS.items():  # two forward passes (robust), gathered batches
         model = NoBatchNorm()
         hist = fit(model, d.train_s, d.train_t, FIT, loss=loss, ctx=ctx, **sets)
-        res[name] = {"steps": hist.steps, "epochs": hist.epochs, "params": _params(model)}
+        res[name] = {"steps": hist.steps, "epochs": hist.epochs, "params": params(model)}
     # with dropout and train-mode BatchNorm: the ranks' random streams must come back
-    ref = _model(dropout=0.2, bn_eval=False)
+    ref = paper_cnn(dropout=0.2, bn_eval=False)
     fit(ref, d.train_s, d.train_t, FIT, run_dir=out / "ref", ctx=ctx, **sets)
 
     def crash(event, rec):
@@ -231,15 +200,15 @@ def _rank_fits(ctx, data, out):
             raise Crash
 
     with contextlib.suppress(Crash):
-        fit(_model(dropout=0.2, bn_eval=False), d.train_s, d.train_t, FIT, run_dir=out / "cut",
+        fit(paper_cnn(dropout=0.2, bn_eval=False), d.train_s, d.train_t, FIT, run_dir=out / "cut",
             ctx=ctx, callbacks=[crash], **sets)
-    resumed = _model(dropout=0.2, bn_eval=False)
+    resumed = paper_cnn(dropout=0.2, bn_eval=False)
     hist = fit(resumed, d.train_s, d.train_t, FIT, run_dir=out / "cut", ctx=ctx, resume=True,
                **sets)
-    res["resume"] = {"ref": _params(ref), "resumed": _params(resumed), "steps": hist.steps}
+    res["resume"] = {"ref": params(ref), "resumed": params(resumed), "steps": hist.steps}
     flaky = RankFlaky(ctx.rank)
     hist = fit(flaky, d.train_s, d.train_t, FIT, ctx=ctx)
-    res["flaky"] = {"skipped": [r["skipped"] for r in hist.steps], "params": _params(flaky)}
+    res["flaky"] = {"skipped": [r["skipped"] for r in hist.steps], "params": params(flaky)}
     res["writes"] = list(writes)
     cfg = RunConfig.from_dict({"name": "fit", "out_dir": str(out), "data": {"path": data},
                                "train": {"epochs": 2, "warmup": 1, "batch_size": 16}})
@@ -260,6 +229,7 @@ def _worker(rank, port, out_dir, data):
         for name, (n_s, n_t, scope) in SCENARIOS.items():
             res[name] = _rank_gradients(ctx, n_s, n_t, scope)
         res["steps"] = _rank_steps(ctx)
+        res["overflow"] = _rank_overflow(ctx)
         with warnings.catch_warnings():  # per-rank BatchNorm on the CPU: known, tested above
             warnings.simplefilter("ignore", UserWarning)
             res["fits"] = _rank_fits(ctx, data, Path(out_dir))
@@ -287,8 +257,8 @@ def ddp_results(tmp_path_factory, fit_data):
     # concurrent cold imports of torch under spawn
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     if method == "forkserver":
-        multiprocessing.set_forkserver_preload(["torch", "sidda.distributed", "sidda.models",
-                                                "sidda.train", "sidda.experiments"])
+        multiprocessing.set_forkserver_preload(["torch", "sidda.train", "sidda.models",
+                                                "sidda.experiments"])
     for attempt in range(2):  # a second try in case another process took the free port
         out = tmp_path_factory.mktemp("ddp")
         try:
@@ -309,8 +279,8 @@ def ddp_results(tmp_path_factory, fit_data):
 
 def _reference(n_s, n_t, scope):
     """The same objective in one process on the concatenated global batch, without DDP."""
-    model, criterion = _model(), SIDDALoss()
-    x_s, y_s, x_t = _global_batch(n_s, n_t)
+    model, criterion = paper_cnn(), SIDDALoss()
+    x_s, y_s, x_t = global_batch(n_s, n_t)
     z, logits = model(torch.cat([x_s, x_t]))
     z_s, z_t = z[:n_s], z[n_s:]
     if scope == "global":
@@ -362,6 +332,23 @@ def test_ddp_gradients_equal_single_process(ddp_results, name):
 
 
 @pytest.mark.slow
+def test_overflow_is_reported_alike_by_one_process_and_two_ranks(ddp_results):
+    """Overflowing latent distances: one process and both ranks report a non-finite max
+    distance and a NaN DA term (no ValueError anywhere), with the same CE."""
+    logits, y, z_s, z_t = _overflow_batch()
+    for blur in (None, 0.1):
+        one = SIDDALoss(blur=blur)(logits, y, z_s, z_t)
+        assert not math.isfinite(one.max_distance) and math.isnan(one.da.item())
+        for res in ddp_results:
+            for scope in ("global", "local"):
+                max_distance, got_blur, da, ce = res["overflow"][scope, blur]
+                assert not math.isfinite(max_distance) and math.isnan(da), (scope, blur)
+                want = pytest.approx(blur) if blur is not None else math.inf
+                assert got_blur == want
+                assert ce == pytest.approx(one.ce.item(), rel=1e-6)
+
+
+@pytest.mark.slow
 def test_ddp_steps_leave_identical_weights_and_etas(ddp_results):
     r0, r1 = (res["steps"] for res in ddp_results)
     assert r0["params"].keys() == r1["params"].keys()
@@ -373,7 +360,7 @@ def test_ddp_steps_leave_identical_weights_and_etas(ddp_results):
     # average_gradients made sure of it
     assert torch.equal(r0["raw_eta_grads"], r1["raw_eta_grads"])
     assert r0["losses"] == r1["losses"]
-    init = dict(_model(dropout=0.2, bn_eval=False).named_parameters())
+    init = dict(paper_cnn(dropout=0.2, bn_eval=False).named_parameters())
     assert any(not torch.equal(init[k], v) for k, v in r0["params"].items())
 
 
@@ -509,283 +496,3 @@ def test_torchrun_trains_one_run_directory(tiny_config, tmp_path):
     model.load_state_dict(final["model"])  # a plain model: no "module." prefix
 
 
-# ---------------------------------------------------------------- one process
-
-
-@pytest.fixture
-def no_torchrun_env(monkeypatch):
-    for var in _TORCHRUN_ENV:
-        monkeypatch.delenv(var, raising=False)
-    return monkeypatch
-
-
-def test_single_process_context(no_torchrun_env):
-    ctx = init_distributed("cpu")
-    assert ctx == DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"),
-                              backend=None)
-    assert ctx.is_main and not ctx.is_distributed
-    assert not torch.distributed.is_initialized()
-    assert init_distributed("auto").device.type in ("cpu", "cuda")
-
-
-def test_env_errors_name_torchrun(no_torchrun_env):
-    no_torchrun_env.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="RANK.*torchrun"):
-        init_distributed("cpu")
-    no_torchrun_env.setenv("WORLD_SIZE", "two")
-    with pytest.raises(ValueError, match="WORLD_SIZE='two'.*torchrun"):
-        init_distributed("cpu")
-    for var, value in dict(WORLD_SIZE="2", RANK="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                           MASTER_PORT="1").items():
-        no_torchrun_env.setenv(var, value)
-    with pytest.raises(ValueError, match="do not fit WORLD_SIZE=2"):
-        init_distributed("cpu")
-    assert not torch.distributed.is_initialized()
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
-def test_cuda_device_without_cuda_is_an_error(no_torchrun_env):
-    with pytest.raises(ValueError, match="CUDA is not available"):
-        init_distributed("cuda")
-
-
-@pytest.mark.parametrize("n", [0, 1, 5, 8, 9, 128])
-@pytest.mark.parametrize("world", [1, 2, 3])
-def test_shards_partition_the_global_batch(n, world):
-    idx = torch.randperm(n)
-    shards = [shard_indices(idx, DistContext(rank=r, world_size=world)) for r in range(world)]
-    assert torch.equal(torch.cat(shards), idx)  # in order: gathered latents keep it too
-    sizes = [len(s) for s in shards]
-    assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
-
-
-def test_single_process_is_the_plain_loss():
-    ctx = DistContext()
-    criterion = SIDDALoss()
-    logits, y = torch.randn(6, 3), torch.randint(0, 3, (6,))
-    z_s, z_t = torch.randn(6, 8), torch.randn(5, 8)
-    got, want = distributed_sidda_loss(criterion, logits, y, z_s, z_t, ctx), criterion(
-        logits, y, z_s, z_t)
-    assert torch.equal(got.total, want.total) and got.blur == want.blur
-    assert torch.equal(distributed_cross_entropy(logits, y, ctx), F.cross_entropy(logits, y))
-    assert gather_with_grad(z_s, ctx) is z_s
-    assert all_reduce_with_grad(z_t, ctx) is z_t
-    with pytest.raises(ValueError, match="da_scope"):
-        distributed_sidda_loss(criterion, logits, y, z_s, z_t, ctx, da_scope="rank")
-
-
-def test_average_gradients_is_a_no_op_in_one_process():
-    p = nn.Parameter(torch.ones(3))
-    p.grad = torch.tensor([1.0, 2.0, 3.0])
-    average_gradients([p, nn.Parameter(torch.zeros(1))], DistContext())
-    assert torch.equal(p.grad, torch.tensor([1.0, 2.0, 3.0]))
-    assert broadcast_object("name", DistContext()) == "name"
-
-
-def test_autocast_context_logic(monkeypatch):
-    assert isinstance(autocast_context("cpu"), contextlib.nullcontext)
-    assert isinstance(autocast_context("cuda", enabled=False), contextlib.nullcontext)
-    cpu = autocast_context("cpu", cpu_bf16=True)
-    assert isinstance(cpu, torch.autocast) and cpu.fast_dtype == torch.bfloat16
-    with warnings.catch_warnings():  # torch warns that CUDA is absent when it is
-        warnings.simplefilter("ignore")
-        cuda = autocast_context(torch.device("cuda"))
-    assert isinstance(cuda, torch.autocast)
-    assert (cuda.device, cuda.fast_dtype) == ("cuda", torch.bfloat16)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    with pytest.warns(UserWarning, match="does not support bf16"):
-        fallback = autocast_context("cuda")
-    assert isinstance(fallback, contextlib.nullcontext)
-
-
-def test_sinkhorn_runs_in_float32_under_autocast(monkeypatch):
-    import sidda.losses
-
-    seen = []
-
-    def recorder(z_s, z_t, **kw):
-        seen.append((z_s.dtype, z_t.dtype, torch.is_autocast_enabled("cpu")))
-        return sinkhorn_divergence(z_s, z_t, **kw)
-
-    monkeypatch.setattr(sidda.losses, "sinkhorn_divergence", recorder)
-    criterion = SIDDALoss()
-    logits, y = torch.randn(8, 3), torch.randint(0, 3, (8,))
-    z_s, z_t = torch.randn(8, 16).bfloat16(), torch.randn(8, 16).bfloat16()
-    with autocast_context("cpu", cpu_bf16=True):
-        out = distributed_sidda_loss(criterion, logits.bfloat16(), y, z_s, z_t, DistContext())
-    assert seen == [(torch.float32, torch.float32, False)]
-    want = criterion(logits.bfloat16().float(), y, z_s.float(), z_t.float())
-    assert out.da.dtype == torch.float32 and torch.equal(out.da, want.da)
-    ce = distributed_cross_entropy(logits.bfloat16(), y, DistContext())
-    assert ce.dtype == torch.float32
-
-
-def test_to_device_and_channels_last():
-    x, y = torch.randn(4, 1, 16, 16), torch.arange(4)
-    xc = to_device(x, torch.device("cpu"), channels_last=True)
-    assert xc.is_contiguous(memory_format=torch.channels_last) and torch.equal(xc, x)
-    assert torch.equal(to_device(y, torch.device("cpu"), channels_last=True), y)
-    model = _model().eval()
-    fast = prepare_model(_model().eval(), DistContext(), channels_last=True)
-    assert unwrap(fast) is fast  # one process: no DDP wrapper
-    torch.testing.assert_close(fast(xc)[1], model(x)[1], rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("name", ["cnn", pytest.param("d4", marks=pytest.mark.slow)])
-def test_convert_sync_batchnorm_keeps_state_and_function(name):
-    # escnn's SequentialModule refuses torch's own conversion (it re-adds every child)
-    model = build_model(name, in_channels=1, num_classes=3, image_size=16).eval()
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.add_(0.3)
-    x = torch.randn(2, 1, 16, 16)
-    want, state = model(x)[1], model.state_dict()
-    synced = convert_sync_batchnorm(model)
-    kinds = [type(m) for m in synced.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    assert kinds == [nn.SyncBatchNorm] * 3
-    assert synced.state_dict().keys() == state.keys()  # checkpoints load into plain models
-    torch.testing.assert_close(synced(x)[1], want, rtol=0, atol=0)
-
-
-def test_dist_config():
-    assert DistConfig().da_scope == "global"
-    with pytest.raises(ValueError, match="da_scope"):
-        DistConfig(da_scope="shard")
-    assert not use_channels_last(DistConfig(), torch.device("cpu"))
-    assert use_channels_last(DistConfig(), torch.device("cuda"))
-    assert not use_channels_last(DistConfig(bf16=False), torch.device("cuda"))
-    assert use_channels_last(DistConfig(channels_last=True), torch.device("cpu"))
-
-
-@pytest.mark.gpu
-def test_bf16_forward_float32_loss_on_cuda():
-    dev = torch.device("cuda")
-    model = prepare_model(_model(), DistContext(device=dev), channels_last=True)
-    criterion = SIDDALoss().to(dev)
-    x_s, y_s, x_t = _global_batch(8, 8)
-    x = to_device(torch.cat([x_s, x_t]), dev, channels_last=True, pin_memory=True)
-    with autocast_context(dev):
-        z, logits = model(x)
-    assert logits.dtype == torch.bfloat16
-    out = distributed_sidda_loss(criterion, logits[:8], y_s.to(dev), z[:8], z[8:],
-                                 DistContext(device=dev))
-    assert out.da.dtype == torch.float32 and torch.isfinite(out.total)
-    out.total.backward()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
-
-
-# ---------------------------------------------------------------- fit's GPU options, on the CPU
-
-
-class Recorder(NoBatchNorm):
-    """Records, at each training forward pass, whether CPU autocast is on and the logits'
-    dtype."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def forward(self, x):
-        z, logits = super().forward(x)
-        if self.training:
-            self.seen.append((torch.is_autocast_enabled("cpu"), logits.dtype))
-        return z, logits
-
-
-@pytest.fixture
-def tiny_sets(tiny_data):
-    return load_domains(DataConfig(path=str(tiny_data)))
-
-
-def test_bf16_is_off_on_the_cpu_and_channels_last_reaches_fit(tiny_sets):
-    d = tiny_sets
-    cfg = TrainConfig(epochs=2, warmup=1, batch_size=16, threads=1)
-    plain, fast = Recorder(), Recorder()
-    # the paper variant (one pass per step): the robust one's small blur (0.2 x the latent
-    # scale) turns NHWC's different rounding into ~1e-3 differences after a few steps
-    paper = LossConfig(variant="paper")
-    want = fit(plain, d.train_s, d.train_t, cfg, loss=paper, dist_cfg=DistConfig(bf16=False))
-    got = fit(fast, d.train_s, d.train_t, cfg, loss=paper,
-              dist_cfg=DistConfig(bf16=True, channels_last=True))
-    # bf16 is asked for but the CPU gets none; the weights are NHWC (the stride of their
-    # channel dimension is 1)
-    assert plain.seen == fast.seen == [(False, torch.float32)] * 6
-    w = fast.features[0].weight
-    assert w.is_contiguous(memory_format=torch.channels_last) and w.stride()[1] == 1
-    for a, b in zip(got.steps, want.steps, strict=True):
-        for key in ("ce", "da", "total", "grad_norm"):
-            if b[key] is not None:
-                assert a[key] == pytest.approx(b[key], rel=1e-4), key
-
-
-def test_train_step_bf16_logic_on_the_cpu(monkeypatch):
-    """The CUDA step's logic, with CPU bf16 autocast standing in: the forward pass runs in
-    bf16, the loss in float32, and the step moves the weights and the etas."""
-    import sidda.step
-
-    monkeypatch.setattr(sidda.step, "autocast_context",
-                        lambda device, enabled: autocast_context(device, enabled=enabled,
-                                                                 cpu_bf16=True))
-    model, criterion = _model(bn_eval=False), SIDDAMethod(eta_mode="faithful")
-    dtypes = []
-    model.register_forward_hook(lambda m, i, out: dtypes.append(out[1].dtype))
-    opt = torch.optim.AdamW([{"params": model.parameters()}, *criterion.param_groups()], lr=1e-2)
-    before = _params(model)
-    x_s, y_s, x_t = _global_batch(8, 8)
-    out = train_step(model, x_s, y_s, x_t, criterion=criterion, optimizer=opt, grad_clip=10.0,
-                     dist_cfg=DistConfig(bf16=True))
-    assert dtypes == [torch.bfloat16]
-    assert out["skipped"] is None and all(
-        isinstance(out[k], float) and torch.isfinite(torch.tensor(out[k]))
-        for k in ("ce", "da", "total", "grad_norm"))
-    assert any(not torch.equal(before[k], p) for k, p in model.named_parameters())
-    assert criterion.loss.eta_1.item() != 1.0
-    out = train_step(model, x_s, y_s, None, criterion=criterion, optimizer=opt, grad_clip=10.0,
-                     dist_cfg=DistConfig(bf16=False))  # a warm-up step, in float32
-    assert dtypes[-1] == torch.float32 and out["da"] is None and out["skipped"] is None
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
-def test_device_cuda_without_cuda_is_a_one_line_error(tiny_config, tmp_path, capsys):
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(tiny_config.to_yaml())
-    assert main(["train", "--config", str(cfg), "--device", "cuda"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("sidda: error: device 'cuda'")
-    assert "CUDA is not available" in err[0] and "cpu" in err[0]
-    assert not (tmp_path / "runs").exists()
-
-
-def test_restore_rng_gives_each_rank_its_state_or_a_derived_seed():
-    states = []
-    for seed in (1, 2):
-        torch.manual_seed(seed)
-        states.append({"python": __import__("random").getstate(),
-                       "numpy": __import__("numpy").random.get_state(),
-                       "torch": torch.get_rng_state()})
-    ckpt = {"rng": states[0], "rng_ranks": states, "state": {"epoch": 1, "step": 2}}
-    restore_rng(ckpt, DistContext(rank=1, world_size=2), seed=0)
-    assert torch.equal(torch.get_rng_state(), states[1]["torch"])
-    restore_rng(ckpt, DistContext(), seed=0)  # another world size: rank 0 keeps rank 0's
-    assert torch.equal(torch.get_rng_state(), states[0]["torch"])
-    derived = []
-    for _ in range(2):  # rank 2 of 3 had no state: a deterministic seed of its own
-        restore_rng(ckpt, DistContext(rank=2, world_size=3), seed=0)
-        derived.append(torch.get_rng_state())
-    assert torch.equal(*derived) and not torch.equal(derived[0], states[0]["torch"])
-
-
-@pytest.mark.gpu
-def test_fit_on_cuda_with_bf16_and_channels_last(tiny_sets):
-    d = tiny_sets
-    model = build_model("cnn", in_channels=1, num_classes=3, image_size=16)
-    dtypes = []
-    model.register_forward_hook(lambda m, i, out: dtypes.append(out[1].dtype))
-    cfg = TrainConfig(epochs=2, warmup=1, batch_size=16, device="cuda")
-    hist = fit(model, d.train_s, d.train_t, cfg, val_s=d.test_s, val_t=d.test_t)
-    assert torch.bfloat16 in dtypes  # the training forward passes
-    assert all(s["skipped"] is None for s in hist.steps)
-    assert all(torch.isfinite(torch.tensor(s["total"])) for s in hist.steps)
-    assert next(model.parameters()).is_cuda
-    assert hist.epochs[-1]["val_da"] is not None

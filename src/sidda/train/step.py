@@ -1,18 +1,19 @@
 """One optimisation step of a domain-adaptation method or of the source-only baseline.
 
-:func:`train_step` is what :func:`sidda.train.fit` runs for every batch, and what
-``benchmarks/gpu_step.py`` times. A SIDDA step makes one forward pass on ``cat([x_s, x_t])``
-(bf16 autocast on CUDA, :func:`~sidda.distributed.autocast_context`), computes
-:class:`~sidda.losses.SIDDALoss` in float32 (:func:`~sidda.distributed.distributed_sidda_loss`),
-backpropagates, averages the etas' gradients over the ranks, clips the model gradients and
-steps. Any other method (:mod:`sidda.methods`) gets the split latents and logits of the same
-forward pass (:func:`method_loss`, gathered over the ranks). A warm-up or baseline step does
-the same with the cross-entropy alone.
+:func:`train_step` is what :func:`sidda.train.loop.fit` runs for every batch, and what
+``benchmarks/gpu_step.py`` times. A SIDDA step makes one forward pass on ``cat([x_s, x_t])`` (bf16
+autocast on CUDA, :func:`~sidda.train.device.autocast_context`), computes
+:class:`~sidda.losses.SIDDALoss` in float32
+(:func:`~sidda.train.distributed.distributed_sidda_loss`), backpropagates, averages the etas'
+gradients over the ranks, clips the model gradients and steps. Any other method
+(:mod:`sidda.methods`) gets the split latents and logits of the same forward pass
+(:func:`method_loss`, gathered over the ranks). A warm-up or baseline step does the same with the
+cross-entropy alone.
 
 **Non-finite steps.** A non-finite latent, loss or gradient skips the update: the gradients
 are dropped, neither the optimizer nor the etas move, and ``skipped`` names what was
 non-finite. With several ranks every such decision is the same on every rank (the latents'
-check is agreed with :func:`~sidda.distributed.max_over_ranks`; the losses and the clipped
+check is agreed with :func:`~sidda.train.distributed.max_over_ranks`; the losses and the clipped
 gradients are already equal everywhere), so that no rank waits in a collective that another
 one skipped.
 """
@@ -25,22 +26,18 @@ import math
 import torch
 from torch import Tensor, nn
 
-from sidda.distributed import (
-    DistConfig,
-    DistContext,
-    _gather_counts,
-    _no_autocast,
-    autocast_context,
-    average_gradients,
-    distributed_cross_entropy,
-    distributed_sidda_loss,
-    gather_with_grad,
-    max_over_ranks,
-    unwrap,
-)
-from sidda.losses import max_cross_distance
 from sidda.methods.base import DAMethod, MethodOutput, StepOutputs
 from sidda.methods.sidda import SIDDAMethod
+from sidda.train.collectives import (
+    DistContext,
+    _gather_counts,
+    average_gradients,
+    gather_with_grad,
+    max_over_ranks,
+)
+from sidda.train.config import DistConfig
+from sidda.train.device import _no_autocast, autocast_context
+from sidda.train.distributed import distributed_cross_entropy, distributed_sidda_loss, unwrap
 
 __all__ = ["STEP_KEYS", "method_loss", "train_step"]
 
@@ -151,17 +148,10 @@ def _sidda_objective(method: SIDDAMethod, logits: Tensor, y_s: Tensor, z: Tensor
                      ctx: DistContext, dist_cfg: DistConfig, out: dict,
                      bad: list) -> Tensor | None:
     """SIDDA's objective on the (gathered) batch, its values logged into ``out``; None when
-    the latent distances overflow (``bad`` says so)."""
-    try:
-        res = distributed_sidda_loss(method.loss, logits[:b], y_s, z[:b], z[b:], ctx,
-                                     da_scope=dist_cfg.da_scope)
-    except ValueError:  # one process: no finite blur, the latent distances overflow
-        out["max_distance"] = max_cross_distance(z[:b], z[b:])
-        if math.isfinite(out["max_distance"]):
-            raise
-        bad.append("max distance")
-        return None
-    # several ranks report the overflow as an infinite max distance instead
+    the latent distances overflow (a non-finite max distance, the same with one process as
+    with several ranks; ``bad`` says so)."""
+    res = distributed_sidda_loss(method.loss, logits[:b], y_s, z[:b], z[b:], ctx,
+                                 da_scope=dist_cfg.da_scope)
     out["max_distance"] = res.max_distance
     if not math.isfinite(res.max_distance):
         bad.append("max distance")

@@ -1,0 +1,37 @@
+"""Training: one loop for the source-only baseline, SIDDA and the other methods.
+
+* :mod:`sidda.train.config` - ``TrainConfig`` and ``DistConfig``, the options;
+* :mod:`sidda.train.device` - device names, batches to the device, bf16 autocast, NHWC;
+* :mod:`sidda.train.collectives` - ``DistContext`` and the collectives between the ranks;
+* :mod:`sidda.train.distributed` - several processes: ``init_distributed``, the losses of a
+  batch split over the ranks, DDP wrapping (``docs/distributed.md``);
+* :mod:`sidda.train.recovery` - checkpoints, resuming, signals, non-finite steps
+  (``docs/recovery.md``);
+* :mod:`sidda.train.step` - ``train_step``, one optimisation step;
+* :mod:`sidda.train.validate` - the validation pass of every epoch;
+* :mod:`sidda.train.loop` - ``fit``, the epochs.
+"""
+
+from sidda.runs import History
+from sidda.train.config import MAX_EPOCHS, DistConfig, TrainConfig
+from sidda.train.device import resolve_device
+from sidda.train.collectives import DistContext
+from sidda.train.distributed import init_distributed
+from sidda.train.loop import Callback, fit
+from sidda.train.recovery import NonFiniteError, TrainingInterrupted
+from sidda.train.step import train_step
+
+__all__ = [
+    "MAX_EPOCHS",
+    "Callback",
+    "DistConfig",
+    "DistContext",
+    "History",
+    "NonFiniteError",
+    "TrainConfig",
+    "TrainingInterrupted",
+    "fit",
+    "init_distributed",
+    "resolve_device",
+    "train_step",
+]
