@@ -1,6 +1,6 @@
 """The cost of each method's training step, against SIDDA's.
 
-One full step of :func:`sidda.step.train_step` (one forward pass on B source + B target images,
+One full step of :func:`sidda.train.step.train_step` (one forward pass on B source + B target images,
 the method's objective in float32, backward, clipping, AdamW on the model and the method's own
 parameters) for SIDDA (paper and robust variants) and the baselines, on the ``cnn`` at S x S.
 Every method has its own model and optimiser, built from the same seed; the repetitions
@@ -31,7 +31,7 @@ import harness  # noqa: E402
 from sidda import build_model  # noqa: E402
 from sidda.methods import LossConfig, StepOutputs, build_method  # noqa: E402
 from sidda.models import tune_cpu_allocator  # noqa: E402
-from sidda.step import train_step  # noqa: E402
+from sidda.train import train_step  # noqa: E402
 
 #: Row label -> the loss config it times.
 METHODS = {

@@ -7,7 +7,7 @@ Run through ``benchmarks/gpu.sh`` on a machine with CUDA, or directly::
 
 Two measurements, written to ``OUT/step.json``, ``OUT/epoch.json`` and ``OUT/results.md``:
 
-* **step**: :func:`sidda.step.train_step`, the step that ``fit`` runs, on a D4 model at
+* **step**: :func:`sidda.train.step.train_step`, the step that ``fit`` runs, on a D4 model at
   100x100 with 128 source + 128 target images (random images; the time does not depend on
   their content): copy of the batch to the device, one forward pass on ``cat([x_s, x_t])``,
   the SIDDA loss in float32, backward, clipping and AdamW. Four settings: fp32, fp32 +
@@ -42,7 +42,7 @@ from sidda.cli import main as sidda_main
 from sidda.distributed import DistConfig, DistContext, prepare_model, to_device
 from sidda.methods.sidda import SIDDAMethod
 from sidda.models import build_model
-from sidda.step import train_step
+from sidda.train import train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "shapes_d4_sidda.yaml"
