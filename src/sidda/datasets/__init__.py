@@ -4,6 +4,8 @@
   :func:`load_domains`, :func:`write_layout`, ``manifest.json``;
 - :mod:`~sidda.datasets.imageset`: :class:`ImageSet`, :class:`MappedImages`,
   :class:`DomainData`, the npy -> tensor conversion, :func:`split_indices`;
+- :mod:`~sidda.datasets.normalize`: :func:`normalize_bands`, the per-image, per-band
+  normalisations of ``DataConfig.normalize``;
 - :mod:`~sidda.datasets.npyfiles`: :class:`DataError`, checked ``.npy`` reading,
   :func:`scan_images`, :func:`file_checksum`;
 - :mod:`~sidda.datasets.sampling`: :func:`batches`, :func:`cycle_batches`;
@@ -22,6 +24,7 @@ from sidda.datasets.check import (
     format_summary,
     resolve_data_config,
 )
+from sidda.datasets.fits import FITS_EXTENSIONS
 from sidda.datasets.folders import IMAGE_EXTENSIONS, import_image_folders
 from sidda.datasets.imageset import (
     MAX_IMAGE_SIZE,
@@ -32,23 +35,29 @@ from sidda.datasets.imageset import (
     split_indices,
 )
 from sidda.datasets.layout import (
+    DEFAULT_TARGET_SUFFIX,
     LAYOUTS,
     DataConfig,
     detect_layout,
     layout_paths,
     load_domains,
+    resolve_target_suffix,
     write_layout,
     write_manifest,
     zenodo_suffixes,
 )
+from sidda.datasets.normalize import NORMALIZATIONS, normalize_bands
 from sidda.datasets.npyfiles import DataError, ImageStats, file_checksum, scan_images
 from sidda.datasets.preview import sample_grid
 from sidda.datasets.sampling import batches, cycle_batches
 
 __all__ = [
+    "DEFAULT_TARGET_SUFFIX",
     "IMAGE_EXTENSIONS",
     "LAYOUTS",
     "MAX_IMAGE_SIZE",
+    "NORMALIZATIONS",
+    "FITS_EXTENSIONS",
     "DataConfig",
     "DataError",
     "DataSummary",
@@ -67,7 +76,9 @@ __all__ = [
     "layout_paths",
     "load_domains",
     "load_split",
+    "normalize_bands",
     "resolve_data_config",
+    "resolve_target_suffix",
     "sample_grid",
     "scan_images",
     "split_indices",

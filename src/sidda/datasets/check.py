@@ -4,7 +4,7 @@ prints the summary (``sidda data check``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from sidda.datasets.layout import (
     detect_layout,
     layout_paths,
     load_domains,
+    resolve_target_suffix,
     zenodo_suffixes,
 )
 from sidda.datasets.npyfiles import DataError, file_checksum, scan_images
@@ -123,6 +124,8 @@ def check_data(cfg: DataConfig, *, verify: bool = False) -> DataSummary:
     """
     data = load_domains(cfg)
     root = Path(cfg.path)
+    if cfg.layout == "zenodo" and cfg.target_suffix is None:
+        cfg = replace(cfg, target_suffix=resolve_target_suffix(root))
     paths = layout_paths(root, layout=cfg.layout, source_suffix=cfg.source_suffix,
                          target_suffix=cfg.target_suffix)
     files = []

@@ -1,7 +1,12 @@
 """Bring your own images: :func:`import_image_folders` (``sidda data import-folder``).
 
-It converts two folders of PNG/JPEG images (one sub-folder per class) into the zenodo layout
-of :mod:`sidda.datasets.layout`, the target files suffixed ``_target``.
+It converts two folders of PNG/JPEG images or of FITS cutouts (one sub-folder per class) into
+the zenodo layout of :mod:`sidda.datasets.layout`, the target files suffixed ``_target``; the
+manifest records that suffix, so a config that names none finds the target files.
+
+FITS cutouts (:mod:`sidda.datasets.fits`) keep their values as float32 and their band count
+C >= 1 (the ``channels`` option is for PNG/JPEG); every file must have the same C. Cropping
+and resizing act on each band alike, without clipping.
 
 The converter reads images with Pillow. Each image becomes float32 in [0, 1] (8-bit values are
 divided by 255, 16-bit ones by 65535; 32-bit float images are kept as they are), is cropped to
@@ -21,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sidda.datasets.fits import FITS_EXTENSIONS, fits_bands, is_fits, read_fits
 from sidda.datasets.imageset import MAX_IMAGE_SIZE
 from sidda.datasets.layout import write_layout
 from sidda.datasets.npyfiles import DataError
@@ -39,7 +45,8 @@ _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 def _list_images(folder: Path) -> list[Path]:
     return sorted(
         p for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+        if p.is_file() and not p.name.startswith(".")
+        and (p.suffix.lower() in IMAGE_EXTENSIONS or is_fits(p))
     )
 
 
@@ -59,7 +66,7 @@ def _scan_folder(root: Path, what: str) -> tuple[list[str] | None, list[Path], l
         if not flat:
             raise DataError(
                 f"{root}: {what} folder holds no images; expected one sub-folder of images "
-                f"({', '.join(IMAGE_EXTENSIONS)}) per class"
+                f"({', '.join(IMAGE_EXTENSIONS + FITS_EXTENSIONS)}) per class"
             )
         return None, flat, [-1] * len(flat)
     files, labels = [], []
@@ -67,7 +74,7 @@ def _scan_folder(root: Path, what: str) -> tuple[list[str] | None, list[Path], l
         images = _list_images(d)
         if not images:
             raise DataError(
-                f"{d}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)}); add images "
+                f"{d}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS + FITS_EXTENSIONS)}); add images "
                 "or remove the folder"
             )
         files += images
@@ -87,7 +94,7 @@ def _header(path: Path) -> tuple[str, tuple[int, int]]:
 
 
 def _pixels(path: Path, *, channels: int, size: int, fit: str) -> np.ndarray:
-    """One image file -> (size, size, channels) float32 in [0, 1]."""
+    """One PNG/JPEG/... image file -> (size, size, channels) float32 in [0, 1]."""
     from PIL import Image
 
     try:
@@ -109,6 +116,47 @@ def _pixels(path: Path, *, channels: int, size: int, fit: str) -> np.ndarray:
         arr = np.repeat(arr, channels, axis=2)  # grey -> RGB
     if not np.all(np.isfinite(arr)):
         raise DataError(f"{path}: image has non-finite pixels (NaN or inf); fix or remove it")
+    return _fit(arr, size=size, fit=fit, clip=mode != "F")
+
+
+def _is_fits_import(files: list[Path]) -> bool:
+    """Whether the files are FITS cutouts; one kind per import."""
+    fits_files = [p for p in files if is_fits(p)]
+    if fits_files and len(fits_files) != len(files):
+        other = next(p for p in files if not is_fits(p))
+        raise DataError(
+            f"{fits_files[0]}, {other}: FITS files and other images in one import; convert "
+            "them to one kind (FITS values are kept as they are, PNG/JPEG ones scaled to [0, 1])"
+        )
+    return bool(fits_files)
+
+
+def _fits_channels(files: list[Path], headers: list[tuple[int, tuple[int, int]]],
+                   channels: int | None) -> int:
+    """The one band count of every FITS file."""
+    first: dict[int, Path] = {}
+    for p, (bands, _) in zip(files, headers, strict=True):
+        first.setdefault(bands, p)
+    if len(first) > 1:
+        (a, pa), (b, pb) = list(first.items())[:2]
+        raise DataError(
+            f"the FITS files differ in band count: {pa} has {a}, {pb} has {b}; every cutout "
+            "needs the same bands"
+        )
+    bands = next(iter(first))
+    if channels is not None and channels != bands:
+        raise InputError(
+            f"channels={channels} applies to PNG/JPEG images; the FITS files have {bands} "
+            "band(s): leave channels unset"
+        )
+    return bands
+
+
+def _fit(arr: np.ndarray, *, size: int, fit: str, clip: bool) -> np.ndarray:
+    """(H, W, C) -> (size, size, C) float32: central square or stretched, bicubic per band."""
+    from PIL import Image
+
+    channels = arr.shape[2]
     h, w = arr.shape[:2]
     if fit == "crop" and h != w:
         side = min(h, w)
@@ -120,8 +168,8 @@ def _pixels(path: Path, *, channels: int, size: int, fit: str) -> np.ndarray:
                 (size, size), Image.Resampling.BICUBIC))
             for c in range(channels)
         ], axis=2)  # (S, S, C)
-    if mode != "F":
-        arr = np.clip(arr, 0.0, 1.0)  # bicubic overshoot
+    if clip:
+        arr = np.clip(arr, 0.0, 1.0)  # bicubic overshoot of images in [0, 1]
     return arr.astype(np.float32, copy=False)
 
 
@@ -149,15 +197,18 @@ def import_image_folders(
         random_state: Seed of the train/test split.
         fit: ``"crop"`` takes the central square of a non-square image; ``"stretch"``
             resizes it whole.
-        channels: 1 or 3; None gives 3 if any image is in colour, else 1.
+        channels: 1 or 3 (PNG/JPEG images); None gives 3 if any image is in colour, else 1.
+            FITS cutouts take the band count from the files (leave it None).
 
     Returns:
-        ``out``, holding the layout, ``manifest.json`` (with ``class_names``) and ``index.csv``
-        (which file became which array row).
+        ``out``, holding the layout, ``manifest.json`` (with ``class_names`` and the target
+        files' suffix ``_target``, which loading takes when the config names none) and
+        ``index.csv`` (which file became which array row).
 
     Raises:
         DataError: an empty folder or class folder, an unreadable image (named), class folders
-            that differ between source and target, images too small for the models.
+            that differ between source and target, images too small for the models, FITS
+            files mixed with other images, without image data or with different band counts.
     """
     if not 0 < test_fraction < 1:
         raise InputError(f"test_fraction must lie in (0, 1), got {test_fraction}; e.g. 0.2")
@@ -192,9 +243,14 @@ def import_image_folders(
             "target a flat folder of unlabelled images"
         )
 
-    headers = [_header(p) for p in files_s + files_t]
-    if channels is None:
-        channels = 1 if all(mode in _GRAY_MODES for mode, _ in headers) else 3
+    use_fits = _is_fits_import(files_s + files_t)
+    if use_fits:
+        headers = [fits_bands(p) for p in files_s + files_t]
+        channels = _fits_channels(files_s + files_t, headers, channels)
+    else:
+        headers = [_header(p) for p in files_s + files_t]
+        if channels is None:
+            channels = 1 if all(mode in _GRAY_MODES for mode, _ in headers) else 3
     if image_size is None:
         # crop: every central square must have one side; stretch: every image one square size
         sides = {min(wh) if fit == "crop" else wh for _, wh in headers}
@@ -215,6 +271,7 @@ def import_image_folders(
     seqs = np.random.SeedSequence(random_state).spawn(2)
     arrays: dict[str, np.ndarray] = {}
     rows = []
+    nan_pixels, nan_files = 0, 0
     for dom, root, files, labels, seq in (("s", source, files_s, labels_s, seqs[0]),
                                           ("t", target, files_t, labels_t, seqs[1])):
         lab = np.asarray(labels, dtype=np.int64)
@@ -226,7 +283,12 @@ def import_image_folders(
         for split, idx in (("train", tr), ("test", te)):
             x = np.empty((len(idx), image_size, image_size, channels), dtype=np.float32)
             for i, j in enumerate(idx):
-                x[i] = _pixels(files[j], channels=channels, size=image_size, fit=fit)
+                if use_fits:
+                    pixels, n_nan = read_fits(files[j])
+                    nan_pixels, nan_files = nan_pixels + n_nan, nan_files + (n_nan > 0)
+                    x[i] = _fit(pixels, size=image_size, fit=fit, clip=False)
+                else:
+                    x[i] = _pixels(files[j], channels=channels, size=image_size, fit=fit)
                 rows.append({"domain": "source" if dom == "s" else "target", "split": split,
                              "index": i, "label": int(lab[j]) if lab[j] >= 0 else "",
                              "file": files[j].relative_to(root).as_posix()})
@@ -240,8 +302,14 @@ def import_image_folders(
         "target_folder": str(target.resolve()), "class_names": names_s,
         "target_labelled": names_t is not None, "image_size": image_size, "channels": channels,
         "fit": fit, "resample": "bicubic", "test_fraction": test_fraction, "seed": random_state,
-        "scale": "8-bit / 255, 16-bit / 65535, float kept",
+        "format": "fits" if use_fits else "image",
+        "scale": ("FITS values kept as float32, NaN -> 0" if use_fits
+                  else "8-bit / 255, 16-bit / 65535, float kept"),
     }
+    if use_fits:
+        manifest["nan_pixels_replaced"] = nan_pixels
+        if nan_pixels:
+            logger.warning("%d NaN pixel(s) in %d FITS file(s) set to 0", nan_pixels, nan_files)
     with atomic_dir(out) as tmp:
         tmp.mkdir()
         with open(tmp / "index.csv", "w", newline="") as f:

@@ -5,10 +5,11 @@
 - :class:`MappedImages`: a file above ``DataConfig.memory_budget_mb``, converted per batch;
 - :func:`split_indices`: the seeded train/validation split.
 
-Images on disk are NHW or NHWC (one channel, or C channels last), float or integer. Both the
-in-memory and the memory-mapped path convert them with one function, ``_convert_block``:
-float32, normalised as the paper does (``x -> (x - 0.5) / 0.5``), then resized to
-``image_size`` (bilinear, antialiased).
+Images on disk are NHW (one channel), NHWC or NCHW with any number C >= 1 of channels (bands),
+float or integer. Both the in-memory and the memory-mapped path convert them with one function,
+``_convert_block``: float32, normalised per image by ``DataConfig.normalize``
+(:func:`~sidda.datasets.normalize_bands`; the default is the paper's ``x -> (x - 0.5) / 0.5``)
+at the stored resolution, then resized to ``image_size`` (bilinear, antialiased).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from sidda.datasets.normalize import normalize_bands
 from sidda.datasets.npyfiles import (
     _CHUNK_BYTES,
     DataError,
@@ -43,29 +45,46 @@ logger = logging.getLogger(__name__)
 MAX_IMAGE_SIZE = 1024
 
 
-def _as_nchw(x: np.ndarray, path: Path) -> np.ndarray:
-    """NHW, NHWC or NCHW images -> an NCHW view.
+def _channels_first(shape: tuple[int, ...], path: Path) -> bool:
+    """Whether 4-D images of ``shape`` (N, a, b, c) are NCHW rather than NHWC (any C >= 1).
 
-    With 4-D images whose first and last axes could both hold the channels (both <= 4), the
-    reading with square images wins, and NHWC (the documented layout) when both are square.
+    The channel axis is the first or the last one after N. The rule, in order:
+
+    1. the reading that gives square images wins (NHWC when a == b, NCHW when b == c);
+    2. both square (a == b == c, e.g. 8 bands of 8x8): NHWC, the documented layout;
+    3. neither square (non-square images, resized by ``data.image_size``): the smaller of a
+       and c holds the channels.
+
+    ``data.channels_first`` overrides the rule.
     """
+    _, a, b, c = shape
+    nhwc_square, nchw_square = a == b, b == c
+    if nhwc_square != nchw_square:
+        return nchw_square
+    if nhwc_square:
+        logger.info("%s: images of shape %s read as NHWC (%d channels of %dx%d); set "
+                    "data.channels_first: true if they are NCHW", path, shape, c, a, b)
+        return False
+    if a == c:
+        raise DataError(
+            f"{path}: cannot tell the channel axis of images of shape {shape} (the first and "
+            "last axes after N have the same length and neither reading gives square images); "
+            "set data.channels_first: true for (N, C, H, W) or false for (N, H, W, C)"
+        )
+    return a < c
+
+
+def _as_nchw(x: np.ndarray, path: Path, channels_first: bool | None = None) -> np.ndarray:
+    """NHW, NHWC or NCHW images -> an NCHW view; ``channels_first`` None applies
+    :func:`_channels_first`."""
     if x.ndim == 3:
         return x[:, None, :, :]
     if x.ndim == 4:
-        nhwc, nchw = x.shape[-1] <= 4, x.shape[1] <= 4
-        if nhwc and nchw:
-            nchw = x.shape[2] == x.shape[3] and x.shape[1] != x.shape[2]
-            nhwc = not nchw
-        if nhwc:
-            return np.moveaxis(x, -1, 1)
-        if nchw:
-            return x
-        raise DataError(
-            f"{path}: cannot tell the channel axis of images of shape {x.shape}; "
-            "store them as NHWC (N, H, W, C) with C <= 4"
-        )
+        if channels_first is None:
+            channels_first = _channels_first(x.shape, path)
+        return x if channels_first else np.moveaxis(x, -1, 1)
     raise DataError(
-        f"{path}: images must be NHW or NHWC (3-D or 4-D), got {x.ndim}-D shape {x.shape}"
+        f"{path}: images must be NHW, NHWC or NCHW (3-D or 4-D), got {x.ndim}-D shape {x.shape}"
     )
 
 
@@ -78,8 +97,7 @@ def _convert_block(
     """
     with np.errstate(over="ignore"):  # float64 beyond float32 -> inf, reported by the caller
         t = torch.from_numpy(np.array(part, dtype=np.float32, order="C"))  # (B, C, H, W), copy
-    if normalize == "half":
-        t = (t - 0.5) / 0.5
+    t = normalize_bands(t, normalize)
     if size is not None and tuple(t.shape[2:]) != size:
         t = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True)
     return t
@@ -118,7 +136,7 @@ class MappedImages:
     Attributes:
         array: NCHW view of the memory-mapped file (``np.memmap``).
         rows: The file rows this set holds, in order (N,).
-        normalize: ``"half"`` or ``"none"``, as :class:`DataConfig`.
+        normalize: A mode of :func:`~sidda.datasets.normalize_bands`, as ``DataConfig``.
         image_size: Output side, or None to keep the file's size.
     """
 
@@ -226,11 +244,14 @@ def load_split(
     num_classes: int | None = None,
     require_labels: bool = True,
     memory_budget_mb: int = 2048,
+    channels_first: bool | None = None,
 ) -> ImageSet:
     """Load one image file and its label file into an :class:`ImageSet`.
 
     Images whose float32 tensor would exceed ``memory_budget_mb`` stay memory-mapped
     (:class:`MappedImages`); they are scanned for non-finite pixels chunk by chunk here.
+    4-D images may hold any number of channels, last (NHWC) or first (NCHW); ``channels_first``
+    None tells them apart by the rule of ``_channels_first``.
 
     Raises:
         DataError: missing or unreadable file, wrong rank or channel count, images too small or
@@ -240,13 +261,14 @@ def load_split(
     x = _open_npy(images)
     if x.ndim not in (3, 4):
         raise DataError(
-            f"{images}: images must be NHW or NHWC (3-D or 4-D), got {x.ndim}-D shape {x.shape}"
+            f"{images}: images must be NHW or NHWC (or NCHW; 3-D or 4-D), got {x.ndim}-D shape "
+            f"{x.shape}"
         )
     if len(x) == 0:
         raise DataError(f"{images}: holds no images (empty domain)")
     if x.dtype.kind not in "iuf":  # not bool, complex, datetime, timedelta, str, structured
         raise DataError(f"{images}: images must be numeric, got dtype {x.dtype}")
-    x = _as_nchw(x, images)
+    x = _as_nchw(x, images, channels_first)
     if x.shape[1] < 1:
         raise DataError(f"{images}: images have no channels (shape {x.shape}); store them as "
                         "NHW or NHWC with C >= 1")

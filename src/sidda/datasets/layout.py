@@ -24,21 +24,25 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sidda.datasets.imageset import MAX_IMAGE_SIZE, DomainData, ImageSet, load_split
+from sidda.datasets.normalize import NORMALIZATIONS
 from sidda.datasets.npyfiles import DataError, _check_labels, _open_npy, file_checksum
 from sidda.errors import short_repr
 from sidda.runs import atomic_write
 
-__all__ = ["LAYOUTS", "DataConfig", "detect_layout", "layout_paths", "load_domains",
-           "write_layout", "write_manifest", "zenodo_suffixes"]
+__all__ = ["DEFAULT_TARGET_SUFFIX", "LAYOUTS", "DataConfig", "detect_layout", "layout_paths",
+           "load_domains", "resolve_target_suffix", "write_layout", "write_manifest",
+           "zenodo_suffixes"]
 
 LAYOUTS = ("zenodo", "mrssc2")
+#: Target suffix of a folder whose config and manifest name none (the paper's Zenodo sets).
+DEFAULT_TARGET_SUFFIX = "_noise"
 
 
 @dataclass(frozen=True)
@@ -49,29 +53,39 @@ class DataConfig:
         path: Folder in one of the layouts of the module docstring.
         layout: ``"zenodo"`` (``train/``, ``test/`` with file suffixes) or ``"mrssc2"`` (flat
             ``source_X_train.npy`` ... files; the suffixes are ignored).
-        target_suffix: Suffix of the target domain files (``_noise``, ``_PSF``, ``_desi``).
+        target_suffix: Suffix of the target domain files (``_noise``, ``_PSF``, ``_desi``,
+            ``_target``), or None (the default): the ``target_suffix`` that the folder's
+            ``manifest.json`` records (``sidda data make`` and ``sidda data import-folder``
+            write one), else ``_noise`` (the paper's Zenodo folders have no manifest).
         source_suffix: Suffix of the source files (empty for the paper's sets, ``_sdss`` for GZ).
         val_fraction: Fraction of each domain's training set held out for validation.
         image_size: Resize images to this size (bilinear, 8 to :data:`MAX_IMAGE_SIZE`), or None
             to keep them.
-        normalize: ``"half"`` maps x to (x - 0.5)/0.5 as the paper; ``"none"`` keeps x.
+        normalize: How each image is normalised, per band (:func:`sidda.datasets.normalize_bands`):
+            ``"half"`` maps x to (x - 0.5)/0.5 as the paper (the default); ``"none"`` keeps
+            x; ``"per_band_standard"``, ``"per_band_minmax"`` and ``"asinh"`` scale each band
+            of each image by its own statistics.
         num_classes: Number of classes, or None to infer it (1 + the largest label of all label
             files); set it when classes in 0..K-1 have no image in any split.
         memory_budget_mb: Largest float32 image tensor, in MB, that one file may occupy in
             memory. A file that would convert to more stays memory-mapped and is converted per
             batch (slower: each batch is read from disk, or the page cache, and resized again).
             0 keeps every file memory-mapped.
+        channels_first: Whether 4-D image files are NCHW (True) or NHWC (False); None (the
+            default) tells them apart: the reading that gives square images wins, NHWC when
+            both do, else the shorter of the two candidate axes holds the channels.
     """
 
     path: str = "data/shapes"
     layout: str = "zenodo"
-    target_suffix: str = "_noise"
+    target_suffix: str | None = None
     source_suffix: str = ""
     val_fraction: float = 0.2
     image_size: int | None = None
     normalize: str = "half"
     num_classes: int | None = None
     memory_budget_mb: int = 2048
+    channels_first: bool | None = None
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -83,8 +97,9 @@ class DataConfig:
             raise ValueError(
                 f"data.val_fraction must lie in [0, 1), got {self.val_fraction}; the paper uses 0.2"
             )
-        if self.normalize not in ("half", "none"):
-            raise ValueError(f"data.normalize must be 'half' or 'none', got {self.normalize!r}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"data.normalize must be one of {', '.join(NORMALIZATIONS)}; got "
+                             f"{self.normalize!r}")
         if self.image_size is not None and not 8 <= self.image_size <= MAX_IMAGE_SIZE:
             raise ValueError(
                 f"data.image_size must lie in 8..{MAX_IMAGE_SIZE} or be null, got "
@@ -102,16 +117,40 @@ class DataConfig:
             )
 
 
+def resolve_target_suffix(root: str | Path, target_suffix: str | None = None) -> str:
+    """``target_suffix`` when given, else the one ``root/manifest.json`` records, else
+    ``"_noise"`` (:data:`DEFAULT_TARGET_SUFFIX`, the paper's sets, which have no manifest).
+
+    A damaged manifest counts as none here; :func:`load_domains` reports it.
+
+    >>> resolve_target_suffix("no/such/folder")
+    '_noise'
+    """
+    if target_suffix is not None:
+        return target_suffix
+    try:
+        recorded = _read_manifest(Path(root)).get("target_suffix")
+    except DataError:
+        recorded = None
+    return recorded if isinstance(recorded, str) else DEFAULT_TARGET_SUFFIX
+
+
 def layout_paths(
     root: str | Path, *, layout: str = "zenodo", source_suffix: str = "",
-    target_suffix: str = "_noise",
+    target_suffix: str | None = None,
 ) -> dict[str, tuple[Path, Path]]:
     """Image and label file of ``train_s``, ``train_t``, ``test_s`` and ``test_t``.
 
+    ``target_suffix`` None takes the folder's recorded one (:func:`resolve_target_suffix`).
+
     >>> layout_paths("d", layout="mrssc2")["train_t"]
     (PosixPath('d/target_X_train.npy'), PosixPath('d/target_y_train.npy'))
+    >>> layout_paths("d")["test_t"]
+    (PosixPath('d/test/x_test_noise.npy'), PosixPath('d/test/y_test_noise.npy'))
     """
     root = Path(root)
+    if layout != "mrssc2":
+        target_suffix = resolve_target_suffix(root, target_suffix)
     out = {}
     for split in ("train", "test"):
         for dom, suffix, name in (("s", source_suffix, "source"), ("t", target_suffix, "target")):
@@ -139,13 +178,17 @@ def zenodo_suffixes(root: str | Path) -> list[str]:
     return sorted(p.stem[len("x_train"):] for p in (Path(root) / "train").glob("x_train*.npy"))
 
 
-def _missing_file(path: Path, root: Path, cfg: DataConfig) -> DataError:
+def _missing_file(path: Path, root: Path, cfg: DataConfig, *, suffix_unset: bool) -> DataError:
     found = detect_layout(root)
     if found is not None and found != cfg.layout:
         hint = f"the folder holds the {found!r} layout; set data.layout: {found}"
     elif found == "zenodo":
         hint = (f"the folder has x_train files with suffixes {zenodo_suffixes(root)}; set "
                 "data.source_suffix and data.target_suffix to two of them")
+        if suffix_unset:
+            hint += (f" (data.target_suffix is not set, so {cfg.target_suffix!r} was used: "
+                     + ("the one manifest.json records)" if (root / "manifest.json").is_file()
+                        else "the default without a manifest.json)"))
     else:
         hint = f"expected the {cfg.layout!r} layout of docs/data.md"
     return DataError(f"{path}: file not found; {hint}")
@@ -242,8 +285,14 @@ def load_domains(cfg: DataConfig, *, splits: tuple[str, ...] = ("train", "test")
             f"{root}: data folder not found; make one with `sidda data make shapes --out {root}`"
             " or `sidda data import-folder`"
         )
+    suffix_unset = cfg.target_suffix is None
+    if suffix_unset and cfg.layout == "zenodo":
+        try:
+            cfg = replace(cfg, target_suffix=resolve_target_suffix(root))
+        except ValueError as e:  # the recorded target suffix is the source's
+            raise DataError(f"{root / 'manifest.json'}: {e}") from None
     kw = dict(normalize=cfg.normalize, image_size=cfg.image_size, num_classes=cfg.num_classes,
-              memory_budget_mb=cfg.memory_budget_mb)
+              memory_budget_mb=cfg.memory_budget_mb, channels_first=cfg.channels_first)
     paths = layout_paths(root, layout=cfg.layout, source_suffix=cfg.source_suffix,
                          target_suffix=cfg.target_suffix)
     sets: dict[str, ImageSet | None] = {}
@@ -252,7 +301,7 @@ def load_domains(cfg: DataConfig, *, splits: tuple[str, ...] = ("train", "test")
             sets[key] = None
             continue
         if not os.path.lexists(x_path):
-            raise _missing_file(x_path, root, cfg)
+            raise _missing_file(x_path, root, cfg, suffix_unset=suffix_unset)
         sets[key] = load_split(x_path, y_path, require_labels=key.endswith("_s"), **kw)
     present = [s for s in sets.values() if s is not None]
     shapes = {s.name: s.shape for s in present}
