@@ -39,6 +39,7 @@ __all__ = ["IMAGE_EXTENSIONS", "import_image_folders"]
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+_EXTENSIONS = ", ".join(IMAGE_EXTENSIONS + FITS_EXTENSIONS)  # for messages
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
 
@@ -66,7 +67,7 @@ def _scan_folder(root: Path, what: str) -> tuple[list[str] | None, list[Path], l
         if not flat:
             raise DataError(
                 f"{root}: {what} folder holds no images; expected one sub-folder of images "
-                f"({', '.join(IMAGE_EXTENSIONS + FITS_EXTENSIONS)}) per class"
+                f"({_EXTENSIONS}) per class"
             )
         return None, flat, [-1] * len(flat)
     files, labels = [], []
@@ -74,8 +75,8 @@ def _scan_folder(root: Path, what: str) -> tuple[list[str] | None, list[Path], l
         images = _list_images(d)
         if not images:
             raise DataError(
-                f"{d}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS + FITS_EXTENSIONS)}); add images "
-                "or remove the folder"
+                f"{d}: class folder holds no images ({_EXTENSIONS}); add images or remove the "
+                "folder"
             )
         files += images
         labels += [k] * len(images)

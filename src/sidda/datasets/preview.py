@@ -39,7 +39,8 @@ def sample_grid(
     A target without labels fills its side with random samples instead. Pixel values are
     mapped to grey levels (or RGB) per domain between the 0.5th and 99.5th percentiles of the
     shown images (``scale="domain"``, which keeps intensity differences between images
-    visible) or per image (``scale="image"``).
+    visible) or per image (``scale="image"``). One- and two-band images show their first band
+    in grey; three or more bands show the first three as RGB.
 
     Returns:
         A matplotlib ``Figure`` (no pyplot state), to ``savefig``.
