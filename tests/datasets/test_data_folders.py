@@ -13,10 +13,18 @@ from PIL import Image
 from conftest import _blobs
 from sidda import DataConfig, DataError, RunConfig, load_domains
 from sidda.cli import main
-from sidda.datasets import MappedImages, load_split, scan_images, write_layout
-from sidda.formats import check_data, import_image_folders, resolve_data_config, sample_grid
+from sidda.datasets import (
+    MappedImages,
+    check_data,
+    import_image_folders,
+    load_split,
+    resolve_data_config,
+    sample_grid,
+    scan_images,
+    write_layout,
+)
 
-CONFIGS = Path(__file__).parents[1] / "configs"
+CONFIGS = Path(__file__).parents[2] / "configs"
 FAST = ["model.name=cnn", "train.epochs=2", "train.warmup=1", "train.batch_size=16",
         "train.milestones=[1]", "train.device=cpu"]
 
