@@ -21,7 +21,7 @@ from hypothesis.extra import numpy as hnp
 
 from sidda import ConfigError, DataConfig, DataError, RunConfig, load_domains
 from sidda.cli import main
-from sidda.formats import check_data
+from sidda.datasets import check_data
 
 FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
