@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 
 from sidda import ConfigError, DataConfig, DataError, InputError, RunConfig, load_domains
 from sidda.cli import main
+from sidda.datasets import check_data
 from sidda.distributed import check_device
 from sidda.errors import MAX_MESSAGE, one_line
 from sidda.evaluate import MAX_BINS, PREDICTION_FILES, check_bins
-from sidda.datasets import check_data
 from sidda.models import MAX_GROUP_ORDER, parse_model_name
 from sidda.report import ISOMAP_POINTS, check_isomap_points, needs_evaluation
 from sidda.runs import LOCK_NAME, load_checkpoint, lock_run, save_checkpoint
