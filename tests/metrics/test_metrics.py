@@ -23,6 +23,7 @@ from sidda.metrics import (
     paper_brier,
     paper_ece,
     reliability_bins,
+    temperature_nll,
 )
 
 
@@ -268,6 +269,35 @@ def test_fit_temperature_warns_at_bound_for_separable_logits():
 def test_apply_temperature_one_is_softmax():
     logits = torch.randn(7, 3)
     torch.testing.assert_close(apply_temperature(logits, 1.0), torch.softmax(logits, dim=1))
+
+
+def test_temperature_nll_is_the_loop_over_log_softmax():
+    g = torch.Generator().manual_seed(3)
+    z = 4 * torch.randn(50, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (50,), generator=g)
+    for t in (0.5, 1.0, 2.0):
+        zt = z.numpy() / t
+        ref = np.mean([np.log(np.exp(r - r.max()).sum()) + r.max() - r[k]
+                       for r, k in zip(zt, y.numpy(), strict=True)])
+        assert temperature_nll(z, y, t).item() == pytest.approx(ref, abs=1e-12)
+    # float32 logits give a float32 value; huge logits stay finite (no softmax then log)
+    assert temperature_nll(z.float(), y).dtype == torch.float32
+    far = torch.tensor([[1000.0, -1000.0]])
+    assert temperature_nll(far, torch.tensor([1])).item() == pytest.approx(2000.0)
+    assert temperature_nll(torch.zeros(1, 2), torch.tensor([0]), 2.0).item() == \
+        pytest.approx(math.log(2))
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        temperature_nll(z, y, -1.0)
+
+
+def test_fit_temperature_minimises_temperature_nll():
+    g = torch.Generator().manual_seed(4)
+    z = 3 * torch.randn(500, 4, generator=g)
+    y = torch.multinomial(torch.softmax(z / 3, dim=1), 1, generator=g).squeeze(1)
+    t = fit_temperature(z, y)
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20), 300))
+    best = min(temperature_nll(z.double(), y, float(s)).item() for s in grid)
+    assert temperature_nll(z.double(), y, t).item() <= best + 1e-6
 
 
 # ------------------------------------------------------------------ validation at the boundary

@@ -135,7 +135,8 @@ def paper_probe_calibration(
     Paper-compatible only. This measures a **probe fitted on the latents with the labels of
     the evaluated domain** (target labels for the target domain), not the network's own
     softmax: use it only to compare with the paper, and report
-    :func:`~sidda.metrics.expected_calibration_error` and :func:`~sidda.metrics.brier_score` of the network as the result.
+    :func:`~sidda.metrics.expected_calibration_error` and :func:`~sidda.metrics.brier_score`
+    of the network as the result.
 
     The reference fits ``CalibratedClassifierCV(LogisticRegression(max_iter=1000),
     method="sigmoid")`` on the test latents and labels and scores the same latents (in-sample).
@@ -152,8 +153,8 @@ def paper_probe_calibration(
         random_state: seed of the outer fold shuffle (int, ``np.random.Generator`` or None).
 
     Returns:
-        :class:`ProbeResult` with out-of-fold ``probs`` (N, K) and their :func:`~sidda.metrics.paper_ece`,
-        :func:`~sidda.metrics.paper_brier` and accuracy.
+        :class:`ProbeResult` with out-of-fold ``probs`` (N, K) and their
+        :func:`~sidda.metrics.paper_ece`, :func:`~sidda.metrics.paper_brier` and accuracy.
 
     Example:
         >>> rng = np.random.default_rng(0)
