@@ -8,7 +8,7 @@ import yaml
 
 from sidda import ConfigError, RunConfig
 from sidda.cli import main
-from sidda.sweep import distance_curves, format_table, group_curves, run_sweep, summarize
+from sidda.sweep import format_table, run_sweep, summarize
 
 
 def _report(model, method, seed):
@@ -38,23 +38,6 @@ def test_summarize_is_mean_and_sample_std_over_seeds():
     one = summarize([_report("cnn", "sidda", 0)])[0]
     assert one["target_accuracy_std"] == 0.0
     assert "cnn" in format_table(rows) and "+-" in format_table(rows)
-
-
-def test_group_curves_handles_ragged_runs_and_gaps():
-    a = [{"epoch": 0, "d": None}, {"epoch": 1, "d": 2.0}, {"epoch": 2, "d": 4.0}]
-    b = [{"epoch": 0, "d": None}, {"epoch": 1, "d": 4.0}]  # stopped early
-    c = [{"epoch": 0, "x": 1.0}]  # never logged the column
-    st = group_curves([a, b, c], "d")
-    assert st.n == 2 and list(st.epochs) == [1, 2]
-    assert np.allclose(st.mean, [3.0, 4.0]) and np.allclose(st.std, [np.sqrt(2), 0.0])
-    assert group_curves([c], "d") is None
-
-
-def test_distance_curves_prefer_the_distance_columns():
-    h = [[{"epoch": 1, "val_sinkhorn_fixed": 1.0, "val_da": 5.0}]]
-    assert list(distance_curves({"g": h})) == ["val_sinkhorn_fixed"]
-    assert list(distance_curves({"g": [[{"epoch": 1, "val_da": 5.0}]]})) == ["val_da"]
-    assert distance_curves({"g": [[{"epoch": 1}]]}) == {}
 
 
 def test_bad_sweeps_fail_before_training(tmp_path, tiny_config):

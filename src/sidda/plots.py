@@ -2,8 +2,8 @@
 
 Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot``, so no
 global figure state and no GUI backend is involved (a bare Figure renders PNGs with Agg), and
-the caller saves it (``fig.savefig(path)``). The numbers drawn come from :mod:`sidda.metrics`,
-:mod:`sidda.evaluate` and :mod:`sidda.sweep`; nothing is computed here that is not drawn.
+the caller saves it (``fig.savefig(path)``). The numbers drawn come from :mod:`sidda.metrics`
+and :mod:`sidda.evaluate`; nothing is computed here that is not drawn.
 
 * :func:`reliability_diagram` - per domain, before and after temperature scaling;
 * :func:`confusion_matrices` - per domain, row-normalised;
@@ -23,12 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sidda import metrics
+from sidda.evaluate.curves import CurveStats
+from sidda.evaluate.embedding import IsomapEmbedding
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from sidda.evaluate import IsomapEmbedding
-    from sidda.sweep import CurveStats
 
 __all__ = [
     "DISTANCE_COLUMNS",
@@ -227,7 +226,7 @@ def training_curves(
     epochs are shaded.
 
     Args:
-        epochs: Rows of ``history.csv`` (see :func:`sidda.evaluate.load_history`).
+        epochs: Rows of ``history.csv`` (see :func:`sidda.runs.load_history`).
         steps: Rows of ``history_steps.csv``, or None.
         title: Figure title.
     """
@@ -327,7 +326,7 @@ def distance_by_group(
     when the band stays positive and spans more than a factor of 10.
 
     Args:
-        curves: column -> group -> :class:`sidda.sweep.CurveStats`.
+        curves: column -> group -> :class:`sidda.evaluate.CurveStats`.
         labels: column -> axis title (default :data:`DISTANCE_COLUMNS`).
         warmup: Last warm-up epoch + 1, drawn as a vertical line.
     """

@@ -7,8 +7,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from sidda import plots  # noqa: E402
-from sidda.evaluate import IsomapEmbedding  # noqa: E402
-from sidda.sweep import CurveStats  # noqa: E402
+from sidda.evaluate import CurveStats, IsomapEmbedding  # noqa: E402
 
 
 def _png(fig, min_bytes=1000):

@@ -15,6 +15,7 @@ from sidda.evaluate import (
     load_history,
     paper_compatible,
     prediction_entropy,
+    run_temperature,
     select_checkpoints,
 )
 from sidda.experiments import evaluate_run, load_run_model, prepare_data, train_run
@@ -157,6 +158,9 @@ def test_temperature_minimises_the_source_validation_nll(run):
     assert m["temperature"]["val_nll_after"] == pytest.approx(nll(t), abs=1e-5)
     grid = np.exp(np.linspace(np.log(0.05), np.log(20), 400))
     assert nll(t) <= min(nll(g) for g in grid) + 1e-4
+    # what `sidda predict` divides the logits by
+    assert run_temperature(run) == t and run_temperature(run, checkpoint="final") == t
+    assert run_temperature(run, checkpoint="best_val_acc") is None
 
 
 def test_temperature_never_reads_target_labels(run, tmp_path, monkeypatch):

@@ -1,0 +1,96 @@
+r"""Evaluate a trained run: predictions, test metrics, calibration, label-free selection.
+
+:func:`sidda.experiments.evaluate_run` composes the pieces and writes ``metrics.json``
+(:mod:`~sidda.evaluate.publish` documents its layout). Three kinds of numbers, kept apart
+(docs/evaluation.md explains each):
+
+* **The network's own calibration** on its softmax: equal-width binned ECE, multiclass Brier
+  :math:`\frac1N\sum_i\sum_k(p_{ik}-1[y_i=k])^2` and NLL. Then the same after temperature
+  scaling, with :math:`T` fitted on the **source validation split only**; no target label is
+  read (:mod:`~sidda.evaluate.calibration`).
+* **Paper-compatible** numbers: the authors' logistic-regression probe on the latents,
+  cross-fitted (:func:`paper_compatible`); a comparison with the paper, not a result.
+* **Label-free checkpoint selection**: what each rule that reads no target label would pick
+  among the saved checkpoints, next to the oracle that reads the target test labels
+  (:mod:`~sidda.evaluate.selection`).
+
+Modules: :mod:`~sidda.evaluate.predict` (the forward pass, :class:`Predictions`, predictions
+of new images), :mod:`~sidda.evaluate.calibration`, :mod:`~sidda.evaluate.selection`,
+:mod:`~sidda.evaluate.embedding` (Isomap of the latents), :mod:`~sidda.evaluate.curves`
+(training curves over seeds), :mod:`~sidda.evaluate.publish` (the files). The metric
+formulas are in :mod:`sidda.metrics`; :func:`load_history` is :func:`sidda.runs.load_history`.
+"""
+
+from sidda.evaluate.calibration import (
+    ProbeResult,
+    fit_source_temperature,
+    paper_compatible,
+    paper_probe_calibration,
+    temperature_metrics,
+)
+from sidda.evaluate.curves import CurveStats, distance_curves, group_curves, mean_std
+from sidda.evaluate.embedding import IsomapEmbedding, isomap_embedding
+from sidda.evaluate.predict import (
+    Predictions,
+    domain_metrics,
+    forward_all,
+    predict,
+    predict_arrays,
+)
+from sidda.evaluate.publish import (
+    MAX_BINS,
+    PREDICTION_FILES,
+    check_bins,
+    clean_staging,
+    publish_evaluation,
+    run_temperature,
+    save_predictions,
+    write_metrics,
+    write_predictions_csv,
+)
+from sidda.evaluate.selection import (
+    RULES,
+    RiskEstimate,
+    checkpoint_scores,
+    domain_weights,
+    importance_weighted_risk,
+    prediction_entropy,
+    select_checkpoints,
+)
+from sidda.runs import load_history
+
+__all__ = [
+    "MAX_BINS",
+    "PREDICTION_FILES",
+    "RULES",
+    "CurveStats",
+    "IsomapEmbedding",
+    "Predictions",
+    "ProbeResult",
+    "RiskEstimate",
+    "check_bins",
+    "checkpoint_scores",
+    "clean_staging",
+    "distance_curves",
+    "domain_metrics",
+    "domain_weights",
+    "fit_source_temperature",
+    "forward_all",
+    "group_curves",
+    "importance_weighted_risk",
+    "isomap_embedding",
+    "load_history",
+    "mean_std",
+    "paper_compatible",
+    "paper_probe_calibration",
+    "predict",
+    "predict_arrays",
+    "prediction_entropy",
+    "publish_evaluation",
+    "run_temperature",
+    "save_predictions",
+    "select_checkpoints",
+    "temperature_metrics",
+    "write_metrics",
+    "write_predictions_csv",
+]
