@@ -314,6 +314,12 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         raw = path.read_bytes()
     except OSError as e:
         raise InputError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from None
+    head = raw[: len(CHECKPOINT_MAGIC)]
+    if len(head) == len(CHECKPOINT_MAGIC) and 0 < sum(
+            a != b for a, b in zip(head, CHECKPOINT_MAGIC)) <= 2:
+        raise InputError(f"{path}: damaged checkpoint (its header was changed after it was "
+                         "written). Restore it from a backup, or start the run again "
+                         "(`sidda train --config ... --force`)")
     if raw.startswith(CHECKPOINT_MAGIC):
         start = len(CHECKPOINT_MAGIC)
         digest, body = raw[start : start + _DIGEST_BYTES], raw[start + _DIGEST_BYTES :]
@@ -327,7 +333,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         body = raw
     try:
         ckpt = torch.load(io.BytesIO(body), map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as e:
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError,
+            MemoryError) as e:  # a damaged length field can ask for any size
         raise InputError(f"{path}: not a readable checkpoint ({one_line(e, limit=200)}); it "
                          "was not written by sidda, or the file was damaged after it was "
                          "written") from None

@@ -73,6 +73,7 @@ from torch.nn import functional as F
 
 from sidda.errors import InputError
 from sidda.losses import SIDDALoss, SIDDAOutput
+from sidda.models import unwrap  # re-exported: validate, export and save through it
 from sidda.train.collectives import (
     DistContext,
     _gather_counts,
@@ -325,14 +326,3 @@ def prepare_model(
     warnings.filterwarnings("ignore", "Grad strides do not match bucket view strides",
                             UserWarning)
     return ddp(model, device_ids=device_ids, **no_resync)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DDP wrapper (or the model itself).
-
-    Validate, export and save through this: a forward pass of the wrapper may start
-    collectives that the other ranks never join.
-    """
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-

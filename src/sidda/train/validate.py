@@ -20,23 +20,12 @@ from torch.nn import functional as F
 
 from sidda.alignment import fixed_blur_sinkhorn, paper_js_distance
 from sidda.datasets import ImageSet, cycle_batches
+from sidda.evaluate import forward_all
 from sidda.methods import DAMethod, StepOutputs
 from sidda.methods.sidda import SIDDAMethod
 from sidda.train.recovery import NonFiniteError
 
 __all__ = ["validate"]
-
-
-@torch.no_grad()
-def _forward_all(
-    model: nn.Module, images: ImageSet, batch_size: int, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    zs, ls = [], []
-    for idx in torch.arange(len(images)).split(batch_size):
-        z, logits = model(images.x[idx].to(device, non_blocking=True))
-        zs.append(z.float())
-        ls.append(logits.float())
-    return torch.cat(zs), torch.cat(ls)  # (N, D), (N, K)
 
 
 def _check_finite(z: Tensor, logits: Tensor, domain: str) -> None:
@@ -65,7 +54,7 @@ def validate(
     two alignment diagnostics when target validation images exist. Target labels unused.
     Draws no random numbers (``eval()`` mode; a fixed-seed batch pairing)."""
     model.eval()
-    z_s, logits = _forward_all(model, val_s, batch_size, device)
+    z_s, logits = forward_all(model, val_s, batch_size=batch_size, device=device)
     _check_finite(z_s, logits, "source")
     y_s = val_s.y.to(device)
     out = {
@@ -76,7 +65,7 @@ def validate(
     if val_t is not None and len(val_t):
         stats = getattr(criterion, "domain_stats", None)
         with stats.target() if stats is not None else contextlib.nullcontext():
-            z_t, logits_t = _forward_all(model, val_t, batch_size, device)
+            z_t, logits_t = forward_all(model, val_t, batch_size=batch_size, device=device)
         _check_finite(z_t, logits_t, "target")
         if with_da and criterion is not None:
             # the training objective's DA term on (source batch i, target batch i) pairs
