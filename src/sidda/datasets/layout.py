@@ -50,7 +50,7 @@ class DataConfig:
     """Where the data is and how it is read.
 
     Attributes:
-        path: Folder in one of the layouts of the module docstring.
+        path: Data folder in one of the layouts of docs/data.md (`zenodo` or `mrssc2`).
         layout: ``"zenodo"`` (``train/``, ``test/`` with file suffixes) or ``"mrssc2"`` (flat
             ``source_X_train.npy`` ... files; the suffixes are ignored).
         target_suffix: Suffix of the target domain files (``_noise``, ``_PSF``, ``_desi``,
