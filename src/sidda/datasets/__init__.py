@@ -25,7 +25,7 @@ from sidda.datasets.check import (
     resolve_data_config,
 )
 from sidda.datasets.fits import FITS_EXTENSIONS
-from sidda.datasets.folders import IMAGE_EXTENSIONS, import_image_folders
+from sidda.datasets.folders import IMAGE_EXTENSIONS, import_image_folders, read_image_file
 from sidda.datasets.imageset import (
     MAX_IMAGE_SIZE,
     DomainData,
@@ -73,6 +73,7 @@ __all__ = [
     "file_checksum",
     "format_summary",
     "import_image_folders",
+    "read_image_file",
     "layout_paths",
     "load_domains",
     "load_split",

@@ -34,7 +34,7 @@ from sidda.errors import InputError
 from sidda.generators._common import stratified_split
 from sidda.runs import atomic_dir
 
-__all__ = ["IMAGE_EXTENSIONS", "import_image_folders"]
+__all__ = ["IMAGE_EXTENSIONS", "import_image_folders", "read_image_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,28 @@ def _pixels(path: Path, *, channels: int, size: int, fit: str) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise DataError(f"{path}: image has non-finite pixels (NaN or inf); fix or remove it")
     return _fit(arr, size=size, fit=fit, clip=mode != "F")
+
+
+def read_image_file(path: str | Path, *, channels: int, size: int, fit: str = "crop"
+                    ) -> np.ndarray:
+    """One image file read as :func:`import_image_folders` reads it: (size, size, C) float32.
+
+    PNG/JPEG/... files are scaled to [0, 1] and given ``channels`` (1: grey, 3: RGB); FITS
+    cutouts keep their values and bands (NaN pixels become 0), and must have ``channels``
+    bands. Both are cropped to their central square (``fit="crop"``) or stretched, then
+    resized with bicubic interpolation.
+
+    Raises:
+        DataError: the file cannot be read, or its band count is not ``channels``.
+    """
+    path = Path(path)
+    if not is_fits(path):
+        return _pixels(path, channels=channels, size=size, fit=fit)
+    pixels, _ = read_fits(path)
+    if pixels.shape[2] != channels:
+        raise DataError(f"{path}: {pixels.shape[2]} band(s), but the model takes {channels}; "
+                        "give it cutouts with the bands it was trained on")
+    return _fit(pixels, size=size, fit=fit, clip=False)
 
 
 def _is_fits_import(files: list[Path]) -> bool:
