@@ -13,8 +13,8 @@ pytest.importorskip("matplotlib")
 
 from sidda import RunConfig  # noqa: E402
 from sidda.cli import main  # noqa: E402
-from sidda.experiments import train_run  # noqa: E402
-from sidda.report import build_report, needs_evaluation  # noqa: E402
+from sidda.experiments import needs_evaluation, train_run  # noqa: E402
+from sidda.report import build_report  # noqa: E402
 
 EVIL = "<script>alert('x')</script>"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
@@ -41,7 +41,7 @@ def page(tmp_path_factory):
         runs.append(train_run(cfg))
     man = runs[1] / "data_manifest.json"
     man.write_text(json.dumps(json.loads(man.read_text()) | {"note": EVIL}))
-    assert all(needs_evaluation(r) for r in runs)  # never evaluated: the report does it
+    assert all(needs_evaluation(r) for r in runs)  # never evaluated: `sidda report` does it
     out = root / "report.html"
     assert main(["report", *map(str, runs), "--out", str(out), "-q"]) == 0
     torch.set_num_threads(n)
