@@ -22,8 +22,8 @@ from sidda.experiments.data import class_names, data_checksums
 from sidda.runs import LOCK_NAME, atomic_write, environment_info, lock_run, write_json
 from sidda.train import History, resolve_device
 
-__all__ = ["clear_run_dir", "on_rank0", "resolve_context", "run_lock", "unfinished_setup",
-           "write_setup", "write_summary"]
+__all__ = ["SETUP_FILES", "clear_run_dir", "on_rank0", "resolve_context", "run_lock",
+           "unfinished_setup", "write_setup", "write_summary"]
 
 #: What a run directory holds before ``run.json`` is written (killed or failed during setup).
 SETUP_FILES = {LOCK_NAME, "config.yaml", "argv.txt", "environment.json", "data_manifest.json"}

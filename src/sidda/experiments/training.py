@@ -58,7 +58,6 @@ def _build_model(cfg: RunConfig, data: DomainData) -> torch.nn.Module:
         ) from None
 
 
-
 def train_run(
     cfg: RunConfig,
     *,
