@@ -114,7 +114,7 @@ class RunConfig:
         try:
             d = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
         except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
-            raise ConfigError(f"{path}: not valid YAML ({_one_line(e)})") from None
+            raise ConfigError(f"{path}: not valid YAML ({_yaml_error_line(e)})") from None
         except OSError as e:
             raise ConfigError(f"{path}: cannot read the config ({e.strerror or e})") from None
         if not isinstance(d, dict):
@@ -190,7 +190,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _one_line(e: Exception) -> str:
+def _yaml_error_line(e: Exception) -> str:
     """A YAML error as one line: the problem and where it is."""
     mark = getattr(e, "problem_mark", None)
     if getattr(e, "problem", None) and mark is not None:

@@ -1,10 +1,11 @@
 """One self-contained HTML page about one or several evaluated runs.
 
 :func:`write_report` reads each run directory (``config.yaml``, ``data_manifest.json``,
-``metrics.json``, the prediction arrays, ``history.csv``), evaluates a run whose
-``metrics.json`` is missing or older than this module's needs, and writes one HTML file:
-every figure is a base64-embedded PNG and every piece of text is HTML-escaped, so the page
-needs no other file and shows a run name like ``<b>`` as text.
+``metrics.json``, the prediction arrays, ``history.csv``) and writes one HTML file. It renders
+only: the runs are evaluated first (:func:`sidda.experiments.evaluate_runs`, as ``sidda report``
+does), and a run without ``metrics.json`` is an error. Every figure is a base64-embedded PNG
+and every piece of text is HTML-escaped, so the page needs no other file and shows a run name
+like ``<b>`` as text.
 
 Sections: summary table; calibration (standard, temperature-scaled, paper-compatible);
 label-free checkpoint selection; latent space (Isomap, the paper's Figure 4); then, per run,
@@ -19,23 +20,22 @@ import datetime as _dt
 import html
 import io
 import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sidda import __version__
+from sidda._text import fmt_cell
 from sidda.errors import InputError, short_repr
-from sidda.evaluate import MAX_BINS, check_bins
-from sidda.runs import atomic_write
+from sidda.evaluate import isomap_embedding
+from sidda.plots import confusion_matrices, isomap_figure, reliability_diagram, training_curves
+from sidda.runs import atomic_write, load_history
 
 __all__ = ["ISOMAP_POINTS", "build_report", "check_isomap_points", "figure_to_data_uri",
-           "needs_evaluation", "write_report"]
+           "write_report"]
 
-logger = logging.getLogger(__name__)
-
-_ARRAYS = ("logits", "latents", "probs")
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;
 max-width:1400px;padding:0 1rem;color:#222;line-height:1.4}
@@ -72,22 +72,6 @@ def check_isomap_points(n: object) -> int:
     return n
 
 
-def needs_evaluation(run_dir: str | Path) -> bool:
-    """True when ``metrics.json`` or a per-image array that the report draws is missing."""
-    run_dir = Path(run_dir)
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return True
-    m = json.loads(path.read_text())
-    if "selection" not in m or "temperature" not in m:
-        return True
-    bins = m.get("n_bins", 15)
-    if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= MAX_BINS:
-        return True  # e.g. written by an older sidda with --bins 100000000: too many to draw
-    return not all((run_dir / f"{k}_{d}.npy").is_file() for k in _ARRAYS
-                   for d in ("source", "target"))
-
-
 # --------------------------------------------------------------------------- html helpers
 
 
@@ -95,13 +79,8 @@ def _e(x: object) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _fmt(v: object, digits: int = 4) -> str:
-    """Plain text of a table cell: floats to ``digits`` places, None as a dash."""
-    if v is None:
-        return "\u2013"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
+def _fmt(v: object) -> str:
+    return fmt_cell(v, missing="\u2013")
 
 
 def _table(head: Sequence[str] | None, rows: Sequence[Sequence[object]], *, left: int = 1) -> str:
@@ -130,12 +109,10 @@ def _pre(text: str) -> str:
 # --------------------------------------------------------------------------- loading
 
 
-class _Run:
+class _ReportedRun:
     """Everything the report shows about one run directory."""
 
     def __init__(self, run_dir: Path, label: str) -> None:
-        from sidda.evaluate import load_history
-
         self.dir, self.label = run_dir, label
         self.anchor = "run-" + "".join(c if c.isalnum() else "-" for c in label)
         self.metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -167,7 +144,7 @@ def _labels(run_dirs: Sequence[Path]) -> list[str]:
 # --------------------------------------------------------------------------- sections
 
 
-def _summary(runs: list[_Run]) -> str:
+def _summary(runs: list[_ReportedRun]) -> str:
     head = ["run", "method", "model", "checkpoint (epoch)", "source acc", "target acc",
             "source ECE", "target ECE", "target ECE (T)", "source Brier", "target Brier",
             "target NLL", "T"]
@@ -193,7 +170,7 @@ def _summary(runs: list[_Run]) -> str:
     )
 
 
-def _calibration(runs: list[_Run]) -> str:
+def _calibration(runs: list[_ReportedRun]) -> str:
     head = ["run", "domain", "n", "accuracy", "ECE", "ECE (T)", "Brier", "Brier (T)", "NLL",
             "NLL (T)"]
     rows = []
@@ -243,7 +220,7 @@ def _calibration(runs: list[_Run]) -> str:
     )
 
 
-def _selection(runs: list[_Run]) -> str:
+def _selection(runs: list[_ReportedRun]) -> str:
     rules = ["final", "best_val_acc", "best_val_loss", "entropy", "iwv", "dev", "oracle"]
     head = ["run"] + [f"{r} {'(target labels)' if r == 'oracle' else ''}".strip()
                       for r in rules]
@@ -282,10 +259,7 @@ def _selection(runs: list[_Run]) -> str:
     )
 
 
-def _isomap(runs: list[_Run], *, n_points: int) -> str:
-    from sidda.evaluate import isomap_embedding
-    from sidda.plots import isomap_figure
-
+def _isomap(runs: list[_ReportedRun], *, n_points: int) -> str:
     panels = {}
     for r in runs:
         z_s, z_t = r.array("latents", "source"), r.array("latents", "target")
@@ -309,9 +283,7 @@ def _isomap(runs: list[_Run], *, n_points: int) -> str:
     )
 
 
-def _run_section(r: _Run) -> str:
-    from sidda.plots import confusion_matrices, reliability_diagram, training_curves
-
+def _run_section(r: _ReportedRun) -> str:
     m = r.metrics
     parts = [f"<h2 id='{_e(r.anchor)}'>Run {_e(r.label)}</h2>",
              f"<p class='note'>Directory: {_e(r.dir.resolve())}</p>"]
@@ -384,9 +356,7 @@ def build_report(
     for p in paths:
         if not (p / "metrics.json").is_file():
             raise FileNotFoundError(f"{p}: no metrics.json; run `sidda evaluate {p}` first")
-    runs = [_Run(p, label) for p, label in zip(paths, _labels(paths), strict=True)]
-    from sidda import __version__
-
+    runs = [_ReportedRun(p, label) for p, label in zip(paths, _labels(paths), strict=True)]
     title = title or ("sidda report: " + ", ".join(r.label for r in runs))
     stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     nav = " &middot; ".join(f'<a href="#{a}">{t}</a>' for a, t in (
@@ -409,38 +379,20 @@ def write_report(
     out: str | Path,
     *,
     title: str | None = None,
-    evaluate: str = "missing",
-    checkpoint: str = "final",
-    n_bins: int = 15,
-    device: str = "cpu",
     isomap_points: int = 600,
     extra_html: str = "",
 ) -> Path:
-    """Evaluate runs where needed and write the report to ``out`` (atomically).
+    """Write the report of evaluated runs (:func:`build_report`) to ``out``, atomically.
 
     Args:
-        run_dirs: Run directories written by ``sidda train``.
+        run_dirs: Run directories with a ``metrics.json``
+            (:func:`sidda.experiments.evaluate_runs` makes them so).
         out: The HTML file to write.
         title: Page title.
-        evaluate: ``"missing"`` evaluates a run whose metrics or arrays are missing or
-            incomplete (:func:`needs_evaluation`); ``"always"`` re-evaluates every run;
-            ``"never"`` uses what is there.
-        checkpoint: Checkpoint evaluated when a run is (re-)evaluated.
-        n_bins: ECE bins when a run is (re-)evaluated.
-        device: Where to evaluate.
         isomap_points: Points per domain in the Isomap.
         extra_html: Trusted HTML inserted after the summary.
     """
-    if evaluate not in ("missing", "always", "never"):
-        raise ValueError(f"evaluate must be 'missing', 'always' or 'never', got {evaluate!r}")
-    check_bins(n_bins)
     check_isomap_points(isomap_points)
-    for p in map(Path, run_dirs):
-        if evaluate == "always" or (evaluate == "missing" and needs_evaluation(p)):
-            from sidda.experiments import evaluate_run
-
-            logger.info("evaluating %s (checkpoint %s)", p, checkpoint)
-            evaluate_run(p, checkpoint=checkpoint, n_bins=n_bins, device=device)
     text = build_report(run_dirs, title=title, isomap_points=isomap_points,
                         extra_html=extra_html)
     out = Path(out)

@@ -19,6 +19,8 @@ switching a base config to another method; ``sidda compare`` (:mod:`sidda.compar
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import logging
 from collections.abc import Sequence
@@ -26,10 +28,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 from sidda.config import ConfigError, RunConfig
+from sidda.errors import one_line
 from sidda.evaluate.curves import CurveStats, distance_curves, group_curves
 from sidda.evaluate.curves import mean_std as _mean_std
+from sidda.experiments import evaluate_runs, needs_evaluation, train_run
+from sidda.methods import method_class
 from sidda.methods.config import METHOD_NAMES, method_loss
-from sidda.runs import atomic_write, write_csv, write_json
+from sidda.plots import distance_by_group
+from sidda.report import write_report
+from sidda.runs import atomic_write, load_history, write_csv, write_json
+from sidda.train import resolve_device
 
 __all__ = [
     "CurveStats",
@@ -125,8 +133,6 @@ def format_table(rows: Sequence[dict]) -> str:
 
 def check_methods_available(methods: Sequence[str]) -> None:
     """Raise :class:`ConfigError` unless every method's module imports (before any training)."""
-    from sidda.methods import method_class
-
     for m in dict.fromkeys(methods):
         if m == "source_only":
             continue
@@ -134,13 +140,9 @@ def check_methods_available(methods: Sequence[str]) -> None:
             method_class(m)
         except (ImportError, AttributeError) as e:
             raise ConfigError(
-                f"method {m!r} is not available in this installation ({_one_line(e)}); "
+                f"method {m!r} is not available in this installation ({one_line(e)}); "
                 "leave it out of the list"
             ) from None
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _state(run_dir: Path, cfg: RunConfig, force: bool) -> str:
@@ -173,16 +175,14 @@ def ensure_run(
 ) -> dict:
     """Train and evaluate one run unless its directory already holds it; its ``metrics.json``.
 
-    A finished run with the same config is reused (re-evaluated when its metrics are of another
-    checkpoint), a run whose training finished is evaluated, anything else (no directory, a
-    half-trained one) is trained from scratch.
+    A finished run with the same config is reused: its metrics as they are when they are of
+    ``checkpoint`` and complete (:func:`~sidda.experiments.needs_evaluation`), else it is
+    evaluated again; a run whose training finished is evaluated; anything else (no directory,
+    a half-trained one) is trained from scratch and evaluated.
 
     Raises:
         ConfigError: the directory holds a run of another config and ``force`` is False.
     """
-    from sidda.experiments import evaluate_run, train_run
-    from sidda.train import resolve_device
-
     run_dir = run_cfg.run_dir
     label = label or run_dir.name
     device = str(resolve_device(run_cfg.train.device))
@@ -190,15 +190,14 @@ def ensure_run(
     if state == "evaluated":
         logger.info("%s: already trained and evaluated, reused", label)
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        if metrics.get("checkpoint") == checkpoint:
+        if metrics.get("checkpoint") == checkpoint and not needs_evaluation(run_dir):
             return metrics
     elif state == "trained":
         logger.info("%s: already trained, evaluating", label)
     else:
         logger.info("training %s", label)
         train_run(run_cfg, argv=argv, force=True, callbacks=callbacks)
-    evaluate_run(run_dir, checkpoint=checkpoint, device=device)
-    return json.loads((run_dir / "metrics.json").read_text())
+    return evaluate_runs([run_dir], when="always", checkpoint=checkpoint, device=device)[0]
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -268,17 +267,13 @@ def run_sweep(
     write_json(out / "summary.json", {"rows": rows, "runs": [str(r) for r in runs]})
     figure = _figure5(out, plan, runs, warmup=cfg.train.warmup)
     page = None
-    if report:
-        from sidda.report import write_report
-
+    if report:  # every run is evaluated (ensure_run): the page only renders
         page = write_report(runs, out / "report.html", title=f"sidda sweep: {out.name}",
-                            evaluate="never", extra_html=_sweep_html(rows, figure))
+                            extra_html=_sweep_html(rows, figure))
     return SweepResult(out, runs, rows, figure, page)
 
 
 def _figure5(out: Path, plan: list[RunConfig], runs: list[Path], *, warmup: int) -> Path | None:
-    from sidda.evaluate import load_history
-
     histories: dict[str, list[list[dict]]] = {}
     for run_cfg, run_dir in zip(plan, runs, strict=True):
         label = f"{run_cfg.model.name} / {run_cfg.loss.method}"
@@ -287,8 +282,6 @@ def _figure5(out: Path, plan: list[RunConfig], runs: list[Path], *, warmup: int)
     if not curves:
         logger.warning("no run logged a domain distance; figure5.png not drawn")
         return None
-    from sidda.plots import distance_by_group
-
     fig = distance_by_group(curves, warmup=warmup)
     fig.savefig(out / ".figure5.png", dpi=110)
     (out / ".figure5.png").replace(out / "figure5.png")
@@ -296,9 +289,6 @@ def _figure5(out: Path, plan: list[RunConfig], runs: list[Path], *, warmup: int)
 
 
 def _sweep_html(rows: list[dict], figure: Path | None) -> str:
-    import base64
-    import html
-
     head = ["model", "method", "seeds"] + [f"{d} {k}" for d, k in SUMMARY_METRICS]
     cells = []
     for r in rows:

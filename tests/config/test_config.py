@@ -5,7 +5,7 @@ import pytest
 import sidda
 from sidda import ConfigError, RunConfig
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 
 
 def test_public_api_resolves():

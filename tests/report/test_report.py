@@ -13,8 +13,8 @@ pytest.importorskip("matplotlib")
 
 from sidda import RunConfig  # noqa: E402
 from sidda.cli import main  # noqa: E402
-from sidda.experiments import train_run  # noqa: E402
-from sidda.report import build_report, needs_evaluation  # noqa: E402
+from sidda.experiments import needs_evaluation, train_run  # noqa: E402
+from sidda.report import build_report  # noqa: E402
 
 EVIL = "<script>alert('x')</script>"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
@@ -41,7 +41,7 @@ def page(tmp_path_factory):
         runs.append(train_run(cfg))
     man = runs[1] / "data_manifest.json"
     man.write_text(json.dumps(json.loads(man.read_text()) | {"note": EVIL}))
-    assert all(needs_evaluation(r) for r in runs)  # never evaluated: the report does it
+    assert all(needs_evaluation(r) for r in runs)  # never evaluated: `sidda report` does it
     out = root / "report.html"
     assert main(["report", *map(str, runs), "--out", str(out), "-q"]) == 0
     torch.set_num_threads(n)
@@ -168,3 +168,23 @@ def test_report_renders_in_headless_chromium(page, tmp_path):
     assert img.shape[:2] == (2400, 1280)
     ink = (img.mean(axis=2) < 0.9).mean()  # fraction of non-white pixels
     assert 0.02 < ink < 0.9 and img.std() > 0.05
+
+
+def test_report_renders_only(tmp_path, tiny_data):
+    """write_report never evaluates: a trained, unevaluated run is an error and stays as it is."""
+    import sys
+
+    from sidda.report import write_report
+
+    run = train_run(RunConfig.from_dict({
+        "name": "r", "out_dir": str(tmp_path / "runs"), "data": {"path": str(tiny_data)},
+        "model": {"name": "cnn"},
+        "train": {"epochs": 1, "warmup": 0, "batch_size": 16, "seed": 0, "threads": 1},
+    }))
+    with pytest.raises(FileNotFoundError, match="no metrics.json"):
+        write_report([run], tmp_path / "r.html")
+    assert not (run / "metrics.json").exists() and not (tmp_path / "r.html").exists()
+    code = "import sys, sidda.report; print('sidda.experiments' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"

@@ -1,0 +1,149 @@
+"""The experiment commands: ``train``, ``evaluate``, ``report``, ``sweep``, ``compare``, ``demo``.
+
+Each command turns its options into one library call (:mod:`sidda.experiments`,
+:mod:`sidda.report`, :mod:`sidda.sweep`, :mod:`sidda.compare`) and prints the result; the work
+is done there. The library functions are looked up on their modules when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+from sidda import compare, distributed, experiments, report, sweep
+from sidda.cli.console import Progress, setup_logging
+from sidda.cli.tables import calibration_lines, demo_lines, run_table
+from sidda.config import RunConfig
+from sidda.errors import InputError, short_repr
+
+__all__ = ["cmd_compare", "cmd_demo", "cmd_evaluate", "cmd_report", "cmd_sweep", "cmd_train"]
+
+
+def _progress(epochs: int, args: argparse.Namespace) -> Progress:
+    return Progress(epochs, enabled=sys.stderr.isatty() and not args.quiet)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        if args.set or args.force:
+            raise InputError(
+                "--resume continues with the run's own config.yaml; drop --set and --force (to "
+                "change settings, start a new run with --config)"
+            )
+        cfg_path = Path(args.resume) / "config.yaml"  # resume_run explains a missing one
+        cfg = RunConfig.from_yaml(cfg_path) if cfg_path.is_file() else RunConfig()
+    else:
+        cfg = RunConfig.from_yaml(args.config).override(args.set or [])
+        if args.device is not None:
+            cfg = cfg.override([f"train.device={args.device!r}"])
+    ctx = distributed.init_distributed(args.device or cfg.train.device,
+                                       timeout_s=cfg.dist.timeout_s)
+    try:
+        if ctx.is_distributed:
+            setup_logging(args.quiet or not ctx.is_main, args.verbose and ctx.is_main,
+                          prefix=f"rank {ctx.rank}: " if ctx.rank else "")
+        progress = [_progress(cfg.train.epochs, args)] if ctx.is_main else []
+        if args.resume is not None:
+            run_dir = experiments.resume_run(args.resume, argv=args.argv, callbacks=progress,
+                                             ctx=ctx, device=args.device)
+        else:
+            run_dir = experiments.train_run(cfg, argv=args.argv, force=args.force,
+                                            callbacks=progress, ctx=ctx)
+    finally:
+        distributed.shutdown()
+    if not ctx.is_main:
+        return 0
+    print(f"trained: {run_dir}")
+    if args.evaluate:
+        rep = experiments.evaluate_run(run_dir, device=str(ctx.device))
+        print(run_table({run_dir.name: rep}))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    rep = experiments.evaluate_run(
+        args.run_dir, data_path=args.data, checkpoint=args.checkpoint, device=args.device,
+        n_bins=args.bins,
+    )
+    print(run_table({Path(args.run_dir).name: rep}))
+    print(calibration_lines(rep))
+    print(f"wrote {experiments.evaluation_dir(args.run_dir, args.data) / 'metrics.json'}")
+    return 0
+
+
+def _need_matplotlib() -> None:
+    if importlib.util.find_spec("matplotlib") is None:
+        raise InputError("figures need matplotlib; install it with: pip install 'sidda[plot]'")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    _need_matplotlib()
+    report.check_isomap_points(args.isomap_points)
+    experiments.evaluate_runs(
+        args.run_dirs, when="always" if args.reevaluate else "missing",
+        checkpoint=args.checkpoint, n_bins=args.bins, device=args.device,
+    )
+    out = report.write_report(args.run_dirs, args.out, title=args.title,
+                              isomap_points=args.isomap_points)
+    print(f"wrote {out}")
+    return 0
+
+
+def _split_list(text: str, kind: type = str) -> list:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return [kind(t) for t in items]
+    except ValueError:
+        raise InputError(
+            f"expected a comma-separated list of {kind.__name__}, got {short_repr(text)}"
+        ) from None
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    _need_matplotlib()
+    cfg = RunConfig.from_yaml(args.config).override(args.set or [])
+    res = sweep.run_sweep(
+        cfg, models=_split_list(args.models), seeds=_split_list(args.seeds, int),
+        methods=_split_list(args.methods), out=args.out, checkpoint=args.checkpoint,
+        force=args.force, report=not args.no_report, argv=args.argv,
+        callbacks=[_progress(cfg.train.epochs, args)],
+    )
+    print(sweep.format_table(res.rows))
+    for what, path in (("summary", res.out / "summary.csv"), ("figure", res.figure),
+                       ("report", res.report)):
+        if path is not None:
+            print(f"{what}: {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    _need_matplotlib()
+    cfg = RunConfig.from_yaml(args.config).override(args.set or [])
+    res = compare.run_compare(
+        cfg, data=compare.parse_data(args.data), methods=_split_list(args.methods),
+        seeds=_split_list(args.seeds, int), out=args.out, model=args.model,
+        checkpoint=args.checkpoint, force=args.force, report=not args.no_report, argv=args.argv,
+        callbacks=[_progress(cfg.train.epochs, args)],
+    )
+    print(res.text, end="")
+    for what, path in (("table", res.out / "compare.md"), ("runs", res.out / "compare.csv"),
+                       ("report", res.report)):
+        if path is not None:
+            print(f"{what}: {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    res = experiments.run_demo(
+        args.out, dataset=args.dataset, model=args.model, n_per_class=args.n_per_class,
+        image_size=args.image_size, epochs=args.epochs, warmup=args.warmup,
+        batch_size=args.batch_size, protocol=args.protocol, checkpoint=args.checkpoint,
+        seed=args.seed, argv=args.argv, callbacks=[_progress(args.epochs, args)],
+    )
+    print(run_table(res.reports))
+    print("\n" + demo_lines(res, checkpoint=args.checkpoint))
+    if res.out is not None:
+        print(f"data and runs kept in {res.out}")
+    return 0

@@ -1,0 +1,72 @@
+"""``main``: parse the command line, run the command, and map what it raised to an exit status.
+
+Exit statuses: 0 done; 2 bad input; 1 a diverged run, a failed write or an internal error;
+128 + N stopped by signal N (the package docstring, :mod:`sidda.cli`, says more).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import sys
+from collections.abc import Sequence
+
+from sidda.cli.console import end_progress, setup_logging
+from sidda.cli.parser import build_parser
+from sidda.errors import InputError, one_line
+from sidda.recovery import NonFiniteError, TrainingInterrupted
+
+__all__ = ["EXIT_FAILURE", "EXIT_USAGE", "main"]
+
+logger = logging.getLogger("sidda")
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _error(e: BaseException) -> None:
+    print(f"sidda: error: {one_line(e)}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sidda`` console script.
+
+    Exit statuses: 0 done; 2 bad input (:class:`~sidda.errors.InputError`, which config and
+    data errors are, and a missing or existing path); 1 a diverged run, a failed write, or an
+    internal error (a bug: any other exception, reported as such); 128 + N stopped by signal N.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = ["sidda", *(sys.argv[1:] if argv is None else argv)]  # recorded in argv.txt
+    setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
+    try:
+        return args.func(args)
+    except Exception as e:  # noqa: BLE001 - every failure becomes one line and a status
+        end_progress()  # the message starts on a line of its own
+        return _failure(e)
+    except KeyboardInterrupt:
+        end_progress()
+        print("sidda: interrupted", file=sys.stderr)
+        return 130
+
+
+def _failure(e: Exception) -> int:
+    """Print what went wrong in one line; the exit status."""
+    if isinstance(e, InputError | FileExistsError | FileNotFoundError):
+        _error(e)
+        return EXIT_USAGE
+    if isinstance(e, TrainingInterrupted):  # last.pt is written; schedulers read 128 + signal
+        print(f"sidda: {e}", file=sys.stderr)
+        return e.exit_status
+    if isinstance(e, OSError):  # a write failed (full disk ...), or a path the system refuses
+        _error(e)
+        return EXIT_USAGE if e.errno == errno.ENAMETOOLONG else EXIT_FAILURE
+    if isinstance(e, NonFiniteError):  # diverged
+        _error(e)
+        return EXIT_FAILURE
+    # not the input's fault: say so, in one line
+    logger.debug("internal error", exc_info=e)
+    print(f"sidda: internal error (a bug in sidda, or a computation that diverged): "
+          f"{type(e).__name__}: {one_line(e)}; rerun with -v for the traceback",
+          file=sys.stderr)
+    return EXIT_FAILURE

@@ -1,0 +1,219 @@
+"""The argument parser of every ``sidda`` subcommand; each sets ``func``, the command to run."""
+
+from __future__ import annotations
+
+import argparse
+
+from sidda import __version__
+from sidda.cli.commands import (
+    cmd_compare,
+    cmd_demo,
+    cmd_evaluate,
+    cmd_report,
+    cmd_sweep,
+    cmd_train,
+)
+from sidda.cli.data_commands import (
+    cmd_data_check,
+    cmd_data_import,
+    cmd_data_make,
+    cmd_data_show,
+)
+from sidda.runs import CHECKPOINTS
+
+__all__ = ["build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    p = argparse.ArgumentParser(
+        prog="sidda", description="SInkhorn Dynamic Domain Adaptation for image classifiers."
+    )
+    p.add_argument("--version", action="version", version=f"sidda {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", parents=[common], help="train a run from a YAML config",
+                       description="Train SIDDA or the source-only baseline into out_dir/name, "
+                       "or continue an interrupted run with --resume RUN_DIR.")
+    source = t.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="experiment YAML (see configs/)")
+    source.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue an interrupted run from RUN_DIR/checkpoints/last.pt, with "
+                        "the run's own config (docs/recovery.md)")
+    t.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                   help="dotted overrides, e.g. train.epochs=2 model.name=d4")
+    t.add_argument("--force", action="store_true", help="replace an existing run directory")
+    t.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:<i> or auto: shorthand for --set train.device=...; with "
+                   "--resume, continue on this device (docs/distributed.md)")
+    t.add_argument("--evaluate", action="store_true", help="evaluate the final model afterwards")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", parents=[common], help="test metrics of a trained run",
+                       description="Accuracy, ECE, Brier, NLL on source and target test sets; "
+                       "writes RUN_DIR/metrics.json and the per-image .npy files.")
+    e.add_argument("run_dir")
+    e.add_argument("--data", help="data folder (default: the one the run was trained on)")
+    e.add_argument("--checkpoint", default="final",
+                   choices=CHECKPOINTS)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--bins", type=int, default=15, help="bins of the ECE (default 15)")
+    e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("data", help="make, import, check and show data sets").add_subparsers(
+        dest="data_command", required=True, metavar="ACTION")
+    m = d.add_parser("make", parents=[common], help="generate a source/target data set",
+                     description="Generate the paper's synthetic sets in the Zenodo layout.")
+    m.add_argument("name", choices=("shapes", "astro", "mnist-m"))
+    m.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    m.add_argument("--n-per-class", type=int, default=1000, help="base images per class")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--protocol", choices=("clean", "paper"), default="clean",
+                   help="clean: disjoint base images per domain and split; paper: targets are "
+                   "corrupted copies of the source images")
+    m.add_argument("--shift", default=None, help="target shift (mnist-m: noise or psf)")
+    m.add_argument("--image-size", type=int, default=None)
+    m.set_defaults(func=cmd_data_make)
+
+    im = d.add_parser(
+        "import-folder", parents=[common], help="convert image folders into a data set",
+        description="Convert folders of PNG/JPEG images into a data folder: SOURCE holds one "
+        "sub-folder per class (sorted names give labels 0..K-1); TARGET holds the same class "
+        "sub-folders, or images directly when unlabelled. Images are cropped to their central "
+        "square, resized (bicubic), scaled to [0, 1] and split train/test per class.")
+    im.add_argument("source", help="source folder: one sub-folder of images per class")
+    im.add_argument("target", help="target folder: the same class sub-folders, or flat")
+    im.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    im.add_argument("--image-size", type=int, default=None,
+                    help="side of the square output images (default: the images' own size)")
+    im.add_argument("--test-fraction", type=float, default=0.2)
+    im.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    im.add_argument("--fit", choices=("crop", "stretch"), default="crop",
+                    help="non-square images: central square crop (default) or stretch")
+    im.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                    help="output channels (default: 3 if any image is in colour, else 1)")
+    im.set_defaults(func=cmd_data_import)
+
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("dir", help="data folder")
+    where.add_argument("--layout", choices=("zenodo", "mrssc2"), default=None,
+                       help="default: from manifest.json or the files present")
+    where.add_argument("--source-suffix", default=None,
+                       help="zenodo layout: suffix of the source files (default: inferred)")
+    where.add_argument("--target-suffix", default=None,
+                       help="zenodo layout: suffix of the target files (default: inferred)")
+    where.add_argument("--image-size", type=int, default=None, help="resize as data.image_size")
+    where.add_argument("--memory-budget-mb", type=int, default=2048,
+                       help="files above this float32 size stay memory-mapped (default 2048)")
+
+    c = d.add_parser("check", parents=[common, where], help="validate a data folder",
+                     description="Load every file of a data folder as training would, and print "
+                     "counts per class, value ranges, dtypes, shapes and domain sizes. Invalid "
+                     "data exits with status 2 and one line naming the file and the problem.")
+    c.add_argument("--verify", action="store_true",
+                   help="also recompute the SHA-256 checksums listed in manifest.json")
+    c.add_argument("--write-manifest", action="store_true",
+                   help="write manifest.json (counts, shapes, checksums) if the folder has none")
+    c.set_defaults(func=cmd_data_check)
+
+    sh = d.add_parser("show", parents=[common, where], help="draw samples per class to a PNG",
+                      description="Draw training images, one row per class, source on the left "
+                      "and target on the right (random samples for an unlabelled target).")
+    sh.add_argument("--out", required=True, help="output image, e.g. grid.png")
+    sh.add_argument("--per-class", type=int, default=6, help="images per class and domain")
+    sh.add_argument("--seed", type=int, default=0)
+    sh.add_argument("--scale", choices=("domain", "image"), default="domain",
+                    help="grey levels per domain (default, keeps intensity differences) or per "
+                    "image")
+    sh.set_defaults(func=cmd_data_show)
+
+    r = sub.add_parser("report", parents=[common], help="HTML report of evaluated runs",
+                       description="Write one self-contained HTML page (figures embedded) with "
+                       "the config, data manifest, metrics, calibration, checkpoint selection, "
+                       "reliability diagrams, confusion matrices, Isomap and training curves of "
+                       "one or more runs. Runs without a complete metrics.json are evaluated.")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    r.add_argument("--out", required=True, metavar="FILE.html")
+    r.add_argument("--title", default=None)
+    r.add_argument("--reevaluate", action="store_true",
+                   help="re-evaluate every run, even one with a complete metrics.json")
+    r.add_argument("--checkpoint", default="final",
+                   choices=CHECKPOINTS,
+                   help="checkpoint to evaluate when a run is (re-)evaluated")
+    r.add_argument("--bins", type=int, default=15, help="ECE bins when evaluating")
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--isomap-points", type=int, default=600,
+                   help="points per domain in the Isomap (default 600, as the paper)")
+    r.set_defaults(func=cmd_report)
+
+    sw = sub.add_parser("sweep", parents=[common], help="models x seeds x methods, then summary",
+                        description="Train and evaluate every model, seed and method on one "
+                        "config; write OUT/summary.csv, the table of mean +- std over seeds, "
+                        "OUT/figure5.png (domain distance against epoch per model) and "
+                        "OUT/report.html. Finished runs in OUT are reused.")
+    sw.add_argument("--config", required=True, help="experiment YAML (see configs/)")
+    sw.add_argument("--models", required=True, help="comma-separated, e.g. cnn,d1,d2,d4,d8")
+    sw.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
+    sw.add_argument("--methods", default="source_only,sidda",
+                    help="comma-separated loss.method names (default: source_only,sidda)")
+    sw.add_argument("--out", required=True, help="sweep folder")
+    sw.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                    help="dotted overrides applied to every run, e.g. train.epochs=20")
+    sw.add_argument("--checkpoint", default="final",
+                    choices=CHECKPOINTS,
+                    help="checkpoint whose metrics enter the table")
+    sw.add_argument("--force", action="store_true", help="retrain runs that exist in OUT")
+    sw.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
+    sw.set_defaults(func=cmd_sweep)
+
+    cm = sub.add_parser("compare", parents=[common], help="methods x seeds x data sets, tables",
+                        description="Train and evaluate every method and seed on every data set "
+                        "with one base config and one model; write OUT/compare.md (a table per "
+                        "data set: mean +- std over seeds, per seed, gap closed), compare.csv, "
+                        "compare_summary.csv, compare.json and OUT/report.html. Finished runs "
+                        "in OUT are reused, so a stopped comparison continues when rerun.")
+    cm.add_argument("--config", required=True, help="base experiment YAML, e.g. "
+                    "configs/compare_shapes.yaml")
+    cm.add_argument("--data", required=True, nargs="+", metavar="NAME=PATH",
+                    help="data sets, e.g. shapes=data/shapes astro=data/astro (a bare PATH is "
+                    "named after its folder)")
+    cm.add_argument("--methods", default="source_only,sidda",
+                    help="comma-separated METHOD or METHOD:VARIANT, e.g. source_only,sidda,"
+                    "sidda:robust,dan,coral,dann,cdan,deepjdot,mcc (default source_only,sidda)")
+    cm.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
+    cm.add_argument("--out", required=True, help="comparison folder")
+    cm.add_argument("--model", default=None, help="model of every run (default: the config's)")
+    cm.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                    help="dotted overrides applied to every run, e.g. train.epochs=20")
+    cm.add_argument("--checkpoint", default="final",
+                    choices=CHECKPOINTS,
+                    help="checkpoint whose metrics enter the tables")
+    cm.add_argument("--force", action="store_true", help="retrain runs that exist in OUT")
+    cm.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
+    cm.set_defaults(func=cmd_compare)
+
+    de = sub.add_parser("demo", parents=[common],
+                        help="source-only vs SIDDA (paper and robust) on a small simulated set",
+                        description="Generate a small simulated set (clean source, Poisson-noise "
+                        "target), train the source-only model and SIDDA's paper and robust "
+                        "variants, evaluate them and print the table. The default data are the "
+                        "paper's astronomical objects; docs/demo.md says why, and what happens "
+                        "on shapes.")
+    de.add_argument("--out", default=None, help="keep data and runs here (default: temporary)")
+    de.add_argument("--dataset", choices=("astro", "shapes"), default="astro",
+                    help="astronomical objects (default) or geometric shapes")
+    de.add_argument("--model", default="cnn")
+    de.add_argument("--n-per-class", type=int, default=600)
+    de.add_argument("--image-size", type=int, default=64)
+    de.add_argument("--epochs", type=int, default=24)
+    de.add_argument("--warmup", type=int, default=12)
+    de.add_argument("--batch-size", type=int, default=64)
+    de.add_argument("--protocol", choices=("clean", "paper"), default="clean")
+    de.add_argument("--checkpoint", default="final",
+                    choices=CHECKPOINTS)
+    de.add_argument("--seed", type=int, default=0)
+    de.set_defaults(func=cmd_demo)
+    return p

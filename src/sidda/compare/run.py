@@ -1,0 +1,141 @@
+"""Run a comparison: plan every (data set, method, seed), train and evaluate, write the results.
+
+Every run config is validated and every data folder checked before anything is trained;
+finished runs are reused (:func:`sidda.sweep.ensure_run`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from sidda.compare.page import compare_html
+from sidda.compare.plan import PLAIN_NAME, MethodSpec, check_data, parse_method
+from sidda.compare.summary import best_row, by_data, run_row, summarize_compare
+from sidda.compare.tables import format_markdown, format_text
+from sidda.config import ConfigError, RunConfig
+from sidda.report import write_report
+from sidda.runs import atomic_write, write_csv, write_json
+from sidda.sweep import check_methods_available, ensure_run, method_loss
+
+__all__ = ["CompareResult", "run_compare"]
+
+logger = logging.getLogger(__name__)
+
+
+class CompareResult(NamedTuple):
+    """What :func:`run_compare` made."""
+
+    out: Path  #: the comparison folder
+    runs: list[Path]  #: run directories, in (data set, method, seed) order
+    rows: list[dict]  #: :func:`summarize_compare` rows
+    markdown: str  #: the text of ``compare.md``
+    text: str  #: the text of ``compare.txt``
+    report: Path | None  #: report.html, or None when not asked for
+
+
+def run_compare(
+    cfg: RunConfig,
+    *,
+    data: Mapping[str, str | Path],
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    out: str | Path,
+    model: str | None = None,
+    checkpoint: str = "final",
+    force: bool = False,
+    report: bool = True,
+    argv: Sequence[str] = (),
+    callbacks: Sequence = (),
+) -> CompareResult:
+    """Train and evaluate every (data set, method, seed) and write the tables and the report.
+
+    Args:
+        cfg: The base config; ``name``, ``out_dir``, ``data.path``, ``model.name``, ``loss``
+            and ``train.seed`` are set per run.
+        data: Data set name -> data folder (:func:`parse_data`).
+        methods: Method tokens (:func:`parse_method`), e.g. ``["source_only", "sidda",
+            "sidda:robust", "dan"]``.
+        seeds: Training seeds.
+        out: The comparison folder.
+        model: Model of every run (default: ``cfg.model.name``).
+        checkpoint: Checkpoint whose test metrics enter the tables.
+        force: Retrain runs that exist.
+        report: Also write ``report.html``.
+        argv: Command line, recorded in each run.
+        callbacks: Passed to training.
+
+    Raises:
+        ConfigError, DataError: a bad method, variant, seed list, data name or folder, or a
+            run config that does not validate; raised before anything is written.
+    """
+    if not data or not methods or not seeds:
+        raise ConfigError("a comparison needs at least one data set, one method and one seed")
+    specs = [parse_method(m) for m in methods]
+    seen: dict[tuple, str] = {}
+    for s in specs:
+        if (s.method, s.variant) in seen:
+            raise ConfigError(f"--methods lists {seen[(s.method, s.variant)]!r} and {s.token!r},"
+                              " the same method; list it once")
+        seen[(s.method, s.variant)] = s.token
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds lists a seed twice: {list(seeds)}")
+    data = {name: Path(p) for name, p in data.items()}
+    for name in data:
+        if not PLAIN_NAME.fullmatch(name):
+            raise ConfigError(f"data set name {name!r} must be a plain name, e.g. shapes")
+    out = Path(out)
+    model = model or cfg.model.name
+    plan: list[tuple[str, MethodSpec, int, RunConfig]] = []
+    for name, path in data.items():
+        for spec in specs:
+            for seed in seeds:
+                d = cfg.to_dict()
+                d.update(name=f"{spec.folder}_seed{seed}", out_dir=str(out / "runs" / name))
+                d["data"]["path"], d["model"]["name"], d["train"]["seed"] = str(path), model, seed
+                d["loss"] = method_loss(d["loss"], spec.method, variant=spec.variant)
+                try:
+                    run_cfg = RunConfig.from_dict(d)
+                except ConfigError as e:
+                    raise ConfigError(f"{name} / {spec.token} / seed {seed}: {e}") from None
+                plan.append((name, spec, seed, run_cfg))
+        check_data(name, plan[-1][3])
+    check_methods_available([s.method for s in specs])
+    info = {"data": {k: str(v) for k, v in data.items()}, "methods": [s.token for s in specs],
+            "seeds": list(seeds), "model": model, "checkpoint": checkpoint,
+            "loss": {s.token: method_loss(cfg.to_dict()["loss"], s.method, variant=s.variant)
+                     for s in specs},
+            "config": cfg.to_dict()}
+    logger.info("compare: %d runs (%d data sets x %d methods x %d seeds, model %s) into %s",
+                len(plan), len(data), len(specs), len(seeds), model, out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "compare_plan.json", info)
+    runs, results = [], []
+    for i, (name, spec, seed, run_cfg) in enumerate(plan, 1):
+        metrics = ensure_run(run_cfg, checkpoint=checkpoint, force=force, argv=argv,
+                             callbacks=callbacks,
+                             label=f"[{i}/{len(plan)}] {name}/{run_cfg.name}")
+        runs.append(run_cfg.run_dir)
+        results.append({"data": name, "method": spec.token, "variant": spec.variant,
+                        "seed": seed, "metrics": metrics, "run_dir": run_cfg.run_dir})
+    rows = summarize_compare(results)
+    bins = {r["metrics"].get("n_bins") for r in results}
+    info["n_bins"] = bins.pop() if len(bins) == 1 else None  # None: the runs differ
+    write_csv(out / "compare.csv", [run_row(r) for r in results])
+    write_csv(out / "compare_summary.csv", [
+        r | {"seeds": " ".join(map(str, r["seeds"])), "target_accuracy_per_seed": " ".join(
+            "" if v is None else repr(v) for v in r["target_accuracy_per_seed"])}
+        for r in rows])
+    best = {data: b["method"] for data, rs in by_data(rows).items() if (b := best_row(rs))}
+    write_json(out / "compare.json", {"rows": rows, "best_on_target": best, "plan": info,
+                                      "runs": [run_row(r) for r in results]})
+    markdown, text = format_markdown(rows, info), format_text(rows, info)
+    atomic_write(out / "compare.md", markdown)
+    atomic_write(out / "compare.txt", text)
+    page = None
+    if report:  # every run is evaluated (ensure_run): the page only renders
+        page = write_report(runs, out / "report.html", title=f"sidda compare: {out.name}",
+                            extra_html=compare_html(rows, info))
+    return CompareResult(out, runs, rows, markdown, text, page)

@@ -1,0 +1,55 @@
+"""evaluate_runs: evaluate what is missing (or everything), before a report renders."""
+
+import json
+
+import pytest
+
+from sidda import RunConfig
+from sidda.experiments import evaluate_runs, needs_evaluation, train_run
+
+
+@pytest.fixture
+def runs(tmp_path, tiny_data):
+    out = []
+    for name in ("a", "b"):
+        out.append(train_run(RunConfig.from_dict({
+            "name": name, "out_dir": str(tmp_path / "runs"), "data": {"path": str(tiny_data)},
+            "model": {"name": "cnn", "latent_dim": 16},
+            "train": {"epochs": 2, "warmup": 1, "batch_size": 16, "seed": 0, "threads": 1},
+        })))
+    return out
+
+
+def test_evaluate_runs_evaluates_only_what_is_missing(runs):
+    a, b = runs
+    assert needs_evaluation(a) and needs_evaluation(b)
+    first = evaluate_runs([a], checkpoint="best_val_loss")
+    assert first[0]["checkpoint"] == "best_val_loss" and not needs_evaluation(a)
+    stamp = (a / "metrics.json").stat().st_mtime_ns
+    both = evaluate_runs([a, b])  # a is complete: read as it is, of its own checkpoint
+    assert (a / "metrics.json").stat().st_mtime_ns == stamp
+    assert [m["checkpoint"] for m in both] == ["best_val_loss", "final"]
+    assert both[0] == json.loads((a / "metrics.json").read_text())
+    (a / "latents_target.npy").unlink()  # an incomplete evaluation is done again
+    assert needs_evaluation(a)
+    assert evaluate_runs([a, b])[0]["checkpoint"] == "final"
+    assert not needs_evaluation(a)
+
+
+def test_evaluate_runs_always_reevaluates(runs):
+    a, _ = runs
+    evaluate_runs([a])
+    again = evaluate_runs([a], when="always", checkpoint="best_val_acc", n_bins=7)
+    assert again[0]["checkpoint"] == "best_val_acc" and again[0]["n_bins"] == 7
+    assert json.loads((a / "metrics.json").read_text())["n_bins"] == 7
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"when": "never"}, "when must be"),
+    ({"checkpoint": "last"}, "checkpoint must be"),
+    ({"n_bins": 0}, "bins"),
+])
+def test_bad_options_fail_before_any_evaluation(runs, options, message):
+    with pytest.raises(ValueError, match=message):
+        evaluate_runs(runs, **options)
+    assert all(not (r / "metrics.json").exists() for r in runs)
