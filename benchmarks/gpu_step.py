@@ -39,10 +39,13 @@ from pathlib import Path
 import torch
 
 from sidda.cli import main as sidda_main
-from sidda.distributed import DistConfig, DistContext, prepare_model, to_device
 from sidda.methods.sidda import SIDDAMethod
 from sidda.models import build_model
 from sidda.train import train_step
+from sidda.train.collectives import DistContext
+from sidda.train.config import DistConfig
+from sidda.train.device import to_device
+from sidda.train.distributed import prepare_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "shapes_d4_sidda.yaml"

@@ -18,19 +18,20 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import write_tiny_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import write_tiny_data
 from sidda import ConfigError, DataConfig, DataError, InputError, RunConfig, load_domains
 from sidda.cli import main
 from sidda.datasets import check_data
-from sidda.distributed import check_device
 from sidda.errors import MAX_MESSAGE, one_line
 from sidda.evaluate import MAX_BINS, PREDICTION_FILES, check_bins
+from sidda.experiments import needs_evaluation
 from sidda.models import MAX_GROUP_ORDER, parse_model_name
-from sidda.report import ISOMAP_POINTS, check_isomap_points, needs_evaluation
+from sidda.report import ISOMAP_POINTS, check_isomap_points
 from sidda.runs import LOCK_NAME, load_checkpoint, lock_run, save_checkpoint
+from sidda.train.device import check_device
 
 PROPS = settings(max_examples=40, deadline=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -6,12 +6,13 @@ The pieces, each usable on its own:
   drop into any training loop;
 * :mod:`sidda.methods` - ``LossConfig``, ``build_method``: SIDDA and the methods it is compared
   with (DAN, Deep CORAL, DANN, CDAN, DeepJDOT, MCC), one objective interface;
-* :mod:`sidda.models` - ``build_model("cnn" | "c<N>" | "d<N>", ...)``: the paper's networks;
-* :mod:`sidda.train` - ``fit``: one loop for SIDDA and the source-only baseline;
-* :mod:`sidda.distributed` - ``DistConfig``, ``init_distributed``: bf16 on the GPU, and
-  several processes (``torchrun --nproc_per_node=N -m sidda train ...``);
-* :mod:`sidda.recovery` - resuming, signals, non-finite steps (``NonFiniteError``,
-  ``TrainingInterrupted``);
+* :mod:`sidda.models` - ``build_model("cnn" | "c<N>" | "d<N>" | "pkg.module:callable", ...)``:
+  the paper's networks, or your own (docs/models.md);
+* :mod:`sidda.train` - ``fit``: one loop for SIDDA, the source-only baseline and the other
+  methods; :mod:`sidda.train.distributed` (``DistConfig``, ``init_distributed``: bf16 on the GPU,
+  and several processes, ``torchrun --nproc_per_node=N -m sidda train ...``) and
+  :mod:`sidda.train.recovery` (resuming, signals, non-finite steps: ``NonFiniteError``,
+  ``TrainingInterrupted``) are in it;
 * :mod:`sidda.datasets`, :mod:`sidda.generators` - data on disk and synthetic data;
 * :mod:`sidda.metrics`, :mod:`sidda.evaluate` - accuracy and calibration;
 * :mod:`sidda.config`, :mod:`sidda.experiments` - whole runs, as the ``sidda`` command runs them;
@@ -19,11 +20,9 @@ The pieces, each usable on its own:
   ones), as opposed to a bug.
 """
 
-__version__ = "0.1.0"
-
+from sidda._version import __version__
 from sidda.config import ConfigError, RunConfig
 from sidda.datasets import DataConfig, DataError, ImageSet, load_domains
-from sidda.distributed import DistConfig, DistContext, init_distributed
 from sidda.errors import InputError
 from sidda.losses import (
     SIDDALoss,
@@ -35,8 +34,16 @@ from sidda.losses import (
 )
 from sidda.methods import DAMethod, LossConfig, build_method
 from sidda.models import ModelConfig, build_model, export_model
-from sidda.recovery import NonFiniteError, TrainingInterrupted
-from sidda.train import History, TrainConfig, fit
+from sidda.train import (
+    DistConfig,
+    DistContext,
+    History,
+    NonFiniteError,
+    TrainConfig,
+    TrainingInterrupted,
+    fit,
+    init_distributed,
+)
 
 __all__ = [
     "ConfigError",

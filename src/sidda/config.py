@@ -28,11 +28,10 @@ from pathlib import Path
 import yaml
 
 from sidda.datasets import DataConfig
-from sidda.distributed import DistConfig
 from sidda.errors import InputError, short_repr
 from sidda.methods.config import LossConfig, method_loss
 from sidda.models import ModelConfig
-from sidda.train import TrainConfig
+from sidda.train.config import DistConfig, TrainConfig
 
 __all__ = ["ConfigError", "RunConfig"]
 

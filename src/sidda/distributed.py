@@ -2,8 +2,6 @@
 :mod:`sidda.train.collectives`, :mod:`sidda.train.device`, :mod:`sidda.train.config`); this
 module only re-exports them."""
 
-from sidda.train.config import DA_SCOPES, DEVICE_PATTERN, DistConfig
-from sidda.train.device import autocast_context, check_device, to_device, use_channels_last
 from sidda.train.collectives import (
     DistContext,
     all_reduce_with_grad,
@@ -14,6 +12,8 @@ from sidda.train.collectives import (
     max_over_ranks,
     shard_indices,
 )
+from sidda.train.config import DA_SCOPES, DEVICE_PATTERN, DistConfig
+from sidda.train.device import autocast_context, check_device, to_device, use_channels_last
 from sidda.train.distributed import (
     convert_sync_batchnorm,
     distributed_cross_entropy,

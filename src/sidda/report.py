@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from sidda import __version__
 from sidda._text import fmt_cell
+from sidda._version import __version__
 from sidda.errors import InputError, short_repr
 from sidda.evaluate import isomap_embedding
 from sidda.plots import confusion_matrices, isomap_figure, reliability_diagram, training_curves

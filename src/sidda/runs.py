@@ -316,7 +316,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         raise InputError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from None
     head = raw[: len(CHECKPOINT_MAGIC)]
     if len(head) == len(CHECKPOINT_MAGIC) and 0 < sum(
-            a != b for a, b in zip(head, CHECKPOINT_MAGIC)) <= 2:
+            a != b for a, b in zip(head, CHECKPOINT_MAGIC, strict=True)) <= 2:
         raise InputError(f"{path}: damaged checkpoint (its header was changed after it was "
                          "written). Restore it from a backup, or start the run again "
                          "(`sidda train --config ... --force`)")

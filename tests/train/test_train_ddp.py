@@ -23,8 +23,8 @@ design on the CPU; the resume and run-directory scenarios use the paper's CNN as
 from __future__ import annotations
 
 import contextlib
-import math
 import csv
+import math
 import multiprocessing
 import os
 import socket

@@ -17,9 +17,9 @@ from sidda.losses import SIDDALoss
 from sidda.methods.sidda import SIDDAMethod
 from sidda.models import build_model
 from sidda.train import train_step
+from sidda.train.collectives import DistContext
 from sidda.train.config import DistConfig
 from sidda.train.device import autocast_context, to_device, use_channels_last
-from sidda.train.collectives import DistContext
 from sidda.train.distributed import distributed_sidda_loss, prepare_model, unwrap
 
 

@@ -16,7 +16,6 @@ from sidda.losses import SIDDALoss, sinkhorn_divergence
 from sidda.methods.sidda import SIDDAMethod
 from sidda.models import build_model
 from sidda.train import train_step
-from sidda.train.device import autocast_context
 from sidda.train.collectives import (
     DistContext,
     all_reduce_with_grad,
@@ -25,6 +24,7 @@ from sidda.train.collectives import (
     gather_with_grad,
     shard_indices,
 )
+from sidda.train.device import autocast_context
 from sidda.train.distributed import (
     convert_sync_batchnorm,
     distributed_cross_entropy,

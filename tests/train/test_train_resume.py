@@ -22,8 +22,8 @@ from torch import nn
 from sidda import DataConfig, LossConfig, RunConfig, TrainConfig, build_model, fit, load_domains
 from sidda.cli import main
 from sidda.experiments import train_run
-from sidda.recovery import NonFiniteError, TrainingInterrupted, read_state, resume_path
 from sidda.runs import atomic_write, load_checkpoint
+from sidda.train.recovery import NonFiniteError, TrainingInterrupted, read_state, resume_path
 
 # 39 training images after the validation split: 3 steps per epoch, 12 in all.
 TRAIN = {"epochs": 4, "warmup": 1, "batch_size": 16, "seed": 3, "threads": 1,
@@ -283,9 +283,9 @@ def test_consecutive_non_finite_steps_stop_with_a_clear_error(sets, tmp_path, va
 
 
 def test_cli_reports_a_non_finite_stop_in_one_line(tiny_config, tmp_path, monkeypatch, capsys):
-    import sidda.experiments
+    import sidda.experiments.training
 
-    monkeypatch.setattr(sidda.experiments, "build_model",
+    monkeypatch.setattr(sidda.experiments.training, "build_model",
                         lambda *a, **k: Flaky({c: "logits" for c in range(1, 100)}))
     cfg = tmp_path / "c.yaml"
     cfg.write_text(tiny_config.override(["train.threads=1"]).to_yaml())

@@ -22,7 +22,8 @@ from sidda.train import train_step
 
 def _batch(b_s=8, b_t=6, d=5, k=3, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return StepOutputs(z_s=torch.randn(b_s, d, generator=g), z_t=torch.randn(b_t, d, generator=g) + 2,
+    return StepOutputs(z_s=torch.randn(b_s, d, generator=g),
+                       z_t=torch.randn(b_t, d, generator=g) + 2,
                        logits_s=torch.randn(b_s, k, generator=g),
                        logits_t=torch.randn(b_t, k, generator=g),
                        y_s=torch.randint(0, k, (b_s,), generator=g))

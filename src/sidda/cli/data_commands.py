@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sidda.datasets import DataConfig, load_domains, write_manifest
-from sidda.experiments import write_generated
-from sidda.formats import (
+from sidda.datasets import (
+    DataConfig,
     check_data,
     format_summary,
     import_image_folders,
+    load_domains,
     resolve_data_config,
     sample_grid,
+    write_manifest,
 )
+from sidda.experiments import write_generated
 from sidda.generators import make_dataset
 
 __all__ = ["cmd_data_check", "cmd_data_import", "cmd_data_make", "cmd_data_show"]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from sidda.cli.console import end_progress, setup_logging
 from sidda.cli.parser import build_parser
 from sidda.errors import InputError, one_line
-from sidda.recovery import NonFiniteError, TrainingInterrupted
+from sidda.train.recovery import NonFiniteError, TrainingInterrupted
 
 __all__ = ["EXIT_FAILURE", "EXIT_USAGE", "main"]
 

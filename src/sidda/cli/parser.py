@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sidda import __version__
+from sidda._version import __version__
 from sidda.cli.commands import (
     cmd_compare,
     cmd_demo,

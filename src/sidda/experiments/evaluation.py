@@ -19,7 +19,6 @@ import torch
 
 from sidda.config import RunConfig
 from sidda.datasets import DataConfig, DataError, ImageSet, load_domains
-from sidda.distributed import check_device
 from sidda.evaluate import (
     MAX_BINS,
     Predictions,
@@ -37,6 +36,7 @@ from sidda.experiments.data import prepare_data
 from sidda.methods.domain_bn import load_target_stats
 from sidda.models import build_model, export_model
 from sidda.runs import CHECKPOINTS, load_checkpoint, lock_run
+from sidda.train.device import check_device
 
 __all__ = ["EVALUATION_ARRAYS", "evaluate_run", "evaluate_runs", "evaluation_dir",
            "load_run_model", "needs_evaluation"]

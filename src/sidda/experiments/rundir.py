@@ -17,10 +17,10 @@ from pathlib import Path
 
 from sidda.config import ConfigError, RunConfig
 from sidda.datasets import DomainData
-from sidda.distributed import DistContext, broadcast_object
 from sidda.experiments.data import class_names, data_checksums
 from sidda.runs import LOCK_NAME, atomic_write, environment_info, lock_run, write_json
 from sidda.train import History, resolve_device
+from sidda.train.collectives import DistContext, broadcast_object
 
 __all__ = ["SETUP_FILES", "clear_run_dir", "on_rank0", "resolve_context", "run_lock",
            "unfinished_setup", "write_setup", "write_summary"]

@@ -21,7 +21,6 @@ import torch
 
 from sidda.config import ConfigError, RunConfig
 from sidda.datasets import DomainData
-from sidda.distributed import DistContext
 from sidda.experiments.data import check_same_data, data_checksums, prepare_data
 from sidda.experiments.rundir import (
     clear_run_dir,
@@ -33,9 +32,10 @@ from sidda.experiments.rundir import (
     write_summary,
 )
 from sidda.models import build_model
-from sidda.recovery import read_state
 from sidda.runs import LOCK_NAME, environment_info, write_json
 from sidda.train import Callback, fit
+from sidda.train.collectives import DistContext
+from sidda.train.recovery import read_state
 
 __all__ = ["resume_run", "train_run"]
 

@@ -1,8 +1,8 @@
 """The interface every domain-adaptation method implements, and the registry of methods.
 
 A method is an :class:`torch.nn.Module` that turns one training step's network outputs into the
-objective to minimise. The training loop (:func:`sidda.train.step.train_step`) makes one forward pass
-on ``cat([x_s, x_t])`` after the warm-up, splits the latents and logits by domain into a
+objective to minimise. The training loop (:func:`sidda.train.step.train_step`) makes one forward
+pass on ``cat([x_s, x_t])`` after the warm-up, splits the latents and logits by domain into a
 :class:`StepOutputs`, and calls the method on it. The method returns a :class:`MethodOutput`:
 the total to backpropagate, the cross-entropy, the alignment term and anything else worth
 logging. Parameters a method owns (SIDDA's etas, an adversarial domain head) are trained by the

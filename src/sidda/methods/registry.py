@@ -34,7 +34,9 @@ def method_class(name: str) -> type[DAMethod]:
     return getattr(importlib.import_module(module), cls)
 
 
-def build_method(cfg: LossConfig, *, latent_dim: int = 256, num_classes: int = 3) -> DAMethod | None:
+def build_method(
+    cfg: LossConfig, *, latent_dim: int = 256, num_classes: int = 3
+) -> DAMethod | None:
     """The method module of ``cfg`` (None for ``source_only``).
 
     Args:

@@ -25,8 +25,10 @@ The modules:
   ``docs/benchmarks.md``.
 """
 
-from sidda.models._cpu import _channels_last  # noqa: F401 - benchmarks import it from here
-from sidda.models._cpu import tune_cpu_allocator
+from sidda.models._cpu import (
+    _channels_last,  # noqa: F401 - benchmarks import it from here
+    tune_cpu_allocator,
+)
 from sidda.models.build import (
     ModelConfig,
     build_model,

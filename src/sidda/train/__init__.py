@@ -13,9 +13,9 @@
 """
 
 from sidda.runs import History
+from sidda.train.collectives import DistContext
 from sidda.train.config import MAX_EPOCHS, DistConfig, TrainConfig
 from sidda.train.device import resolve_device
-from sidda.train.collectives import DistContext
 from sidda.train.distributed import init_distributed
 from sidda.train.loop import Callback, fit
 from sidda.train.recovery import NonFiniteError, TrainingInterrupted
