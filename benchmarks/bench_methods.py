@@ -2,7 +2,8 @@
 
 One full step of :func:`sidda.train.step.train_step` (one forward pass on B source + B target
 images, the method's objective in float32, backward, clipping, AdamW on the model and the
-method's own parameters) for SIDDA (paper and robust variants) and the baselines, on the ``cnn`` at S x S.
+method's own parameters) for SIDDA (paper and robust variants) and the baselines, on the ``cnn``
+at S x S.
 Every method has its own model and optimiser, built from the same seed; the repetitions
 alternate between the methods (A B C ... A B C ...), and the table gives the medians and their
 ratio to the SIDDA (paper) step. Target: every baseline <= 1.15x.
