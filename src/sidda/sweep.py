@@ -190,7 +190,8 @@ def ensure_run(
     if state == "evaluated":
         logger.info("%s: already trained and evaluated, reused", label)
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        if metrics.get("checkpoint") == checkpoint and not needs_evaluation(run_dir):
+        if checkpoint in (metrics.get("checkpoint_rule"), metrics.get("checkpoint")) and \
+                not needs_evaluation(run_dir):
             return metrics
     elif state == "trained":
         logger.info("%s: already trained, evaluating", label)

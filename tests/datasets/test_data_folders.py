@@ -295,9 +295,8 @@ def test_import_folder_cli_then_train(tmp_path, capsys):
     out = tmp_path / "conv"
     assert main(["data", "import-folder", str(src), str(tgt), "--out", str(out),
                  "--image-size", "16", "--seed", "1", "-q"]) == 0
-    assert "target_suffix: _target" in capsys.readouterr().out
-    run = _train(tmp_path, CONFIGS / "shapes_cnn_sidda.yaml", out, "data.target_suffix=_target",
-                 "data.image_size=null")
+    assert "records the target suffix, _target" in capsys.readouterr().out
+    run = _train(tmp_path, CONFIGS / "shapes_cnn_sidda.yaml", out, "data.image_size=null")
     assert json.loads((run / "run.json").read_text())["class_names"] == ["cat", "dog", "owl"]
     assert main(["data", "import-folder", str(src), str(tgt), "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err

@@ -46,7 +46,7 @@ def test_evaluate_runs_always_reevaluates(runs):
 
 @pytest.mark.parametrize("options, message", [
     ({"when": "never"}, "when must be"),
-    ({"checkpoint": "last"}, "checkpoint must be"),
+    ({"checkpoint": "last"}, "unknown checkpoint"),
     ({"n_bins": 0}, "bins"),
 ])
 def test_bad_options_fail_before_any_evaluation(runs, options, message):

@@ -173,14 +173,14 @@ class Crash(Exception):
 def _rank_fits(ctx, data, out):
     """Whole fit() runs: against one process, a crash and resume, a one-rank non-finite
     step, and who writes the run directory."""
-    import sidda.runs
+    import sidda.runs.history
     import sidda.train.recovery
     from sidda.experiments import train_run
 
     writes = []  # every checkpoint (train.recovery) and history file (runs.History) written
-    save, write_csv = sidda.train.recovery.save_checkpoint, sidda.runs.write_csv
+    save, write_csv = sidda.train.recovery.save_checkpoint, sidda.runs.history.write_csv
     sidda.train.recovery.save_checkpoint = lambda p, o: (writes.append(str(p)), save(p, o))[1]
-    sidda.runs.write_csv = lambda p, rows: (writes.append(str(p)), write_csv(p, rows))[1]
+    sidda.runs.history.write_csv = lambda p, rows: (writes.append(str(p)), write_csv(p, rows))[1]
     d = load_domains(DataConfig(path=data))
     sets = dict(val_s=d.test_s, val_t=d.test_t)
     res = {}

@@ -12,11 +12,12 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from sidda import compare, distributed, experiments, report, sweep
+from sidda import compare, experiments, report, sweep
 from sidda.cli.console import Progress, setup_logging
 from sidda.cli.tables import calibration_lines, demo_lines, run_table
 from sidda.config import RunConfig
 from sidda.errors import InputError, short_repr
+from sidda.train import distributed
 
 __all__ = ["cmd_compare", "cmd_demo", "cmd_evaluate", "cmd_report", "cmd_sweep", "cmd_train"]
 
@@ -76,6 +77,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _need_matplotlib() -> None:
     if importlib.util.find_spec("matplotlib") is None:
         raise InputError("figures need matplotlib; install it with: pip install 'sidda[plot]'")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from sidda.experiments.prediction import predict_run
+
+    res = predict_run(args.run_dir, args.images, args.out, checkpoint=args.checkpoint,
+                      domain=args.domain, temperature=args.temperature, latents=args.latents,
+                      batch_size=args.batch_size, device=args.device)
+    names = res["class_names"] or [str(k) for k in range(len(res["counts"]))]
+    counts = ", ".join(f"{n} {c}" for n, c in zip(names, res["counts"], strict=True))
+    temp = f", temperature {res['temperature']:.3g}" if res["temperature"] else ""
+    print(f"wrote {res['out']}: {res['n']} images ({counts}); checkpoint {res['checkpoint']}, "
+          f"{res['domain']} BatchNorm statistics{temp}")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -52,7 +52,8 @@ def cmd_data_import(args: argparse.Namespace) -> int:
         test_fraction=args.test_fraction, random_state=args.seed, fit=args.fit,
         channels=args.channels,
     )
-    print(f"wrote {out}; train on it with  data: {{path: {out}, target_suffix: _target}}")
+    print(f"wrote {out}; train on it with  data: {{path: {out}}}  (its manifest records the "
+          "target suffix, _target)")
     return 0
 
 

@@ -9,6 +9,7 @@ from sidda.cli.commands import (
     cmd_compare,
     cmd_demo,
     cmd_evaluate,
+    cmd_predict,
     cmd_report,
     cmd_sweep,
     cmd_train,
@@ -19,9 +20,24 @@ from sidda.cli.data_commands import (
     cmd_data_make,
     cmd_data_show,
 )
-from sidda.runs import CHECKPOINTS
+from sidda.errors import InputError
+from sidda.evaluate import PICK_RULES
+from sidda.runs import CHECKPOINTS, check_checkpoint_name
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "checkpoint_arg"]
+
+CHECKPOINT_HELP = (f"a checkpoint ({', '.join(CHECKPOINTS)}, epoch_0007 when the run kept them) "
+                   f"or the pick of a label-free rule ({', '.join(PICK_RULES)}); default final")
+
+
+def checkpoint_arg(text: str) -> str:
+    """``--checkpoint``: a checkpoint name or a label-free rule."""
+    if text in PICK_RULES:
+        return text
+    try:
+        return check_checkpoint_name(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,11 +73,32 @@ def build_parser() -> argparse.ArgumentParser:
                        "writes RUN_DIR/metrics.json and the per-image .npy files.")
     e.add_argument("run_dir")
     e.add_argument("--data", help="data folder (default: the one the run was trained on)")
-    e.add_argument("--checkpoint", default="final",
-                   choices=CHECKPOINTS)
+    e.add_argument("--checkpoint", default="final", metavar="NAME", type=checkpoint_arg,
+                   help=CHECKPOINT_HELP)
     e.add_argument("--device", default="cpu")
     e.add_argument("--bins", type=int, default=15, help="bins of the ECE (default 15)")
     e.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser(
+        "predict", parents=[common], help="classify new images with a trained run",
+        description="Class probabilities of new images, one CSV row each. IMAGES is a .npy file "
+        "(NHW, NHWC or NCHW), an image or FITS file, or a folder of them; they are prepared as "
+        "the run's data was (import-folder reading, data.normalize, the model's size).")
+    pr.add_argument("run_dir")
+    pr.add_argument("images", help=".npy file, image/FITS file, or folder of them")
+    pr.add_argument("--out", required=True, help="the CSV to write, e.g. preds.csv")
+    pr.add_argument("--checkpoint", default="final", metavar="NAME", type=checkpoint_arg,
+                    help=CHECKPOINT_HELP + " (a rule needs `sidda evaluate` first)")
+    pr.add_argument("--domain", choices=("target", "source"), default="target",
+                    help="BatchNorm statistics of which domain, for runs that keep one set per "
+                    "domain (robust SIDDA); default target")
+    pr.add_argument("--temperature", action="store_true",
+                    help="divide the logits by the temperature `sidda evaluate` fitted on the "
+                    "source validation split")
+    pr.add_argument("--latents", action="store_true", help="also write the latent vectors")
+    pr.add_argument("--batch-size", type=int, default=256)
+    pr.add_argument("--device", default="cpu")
+    pr.set_defaults(func=cmd_predict)
 
     d = sub.add_parser("data", help="make, import, check and show data sets").add_subparsers(
         dest="data_command", required=True, metavar="ACTION")
@@ -79,11 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_data_make)
 
     im = d.add_parser(
-        "import-folder", parents=[common], help="convert image folders into a data set",
-        description="Convert folders of PNG/JPEG images into a data folder: SOURCE holds one "
-        "sub-folder per class (sorted names give labels 0..K-1); TARGET holds the same class "
-        "sub-folders, or images directly when unlabelled. Images are cropped to their central "
-        "square, resized (bicubic), scaled to [0, 1] and split train/test per class.")
+        "import-folder", parents=[common], help="convert PNG/JPEG or FITS folders into a data set",
+        description="Convert folders of PNG/JPEG images or FITS cutouts (.fits, .fit, .fts, "
+        "optionally .gz; 2-D images or (C, H, W) band cubes) into a data folder: SOURCE holds "
+        "one sub-folder per class (sorted names give labels 0..K-1); TARGET holds the same "
+        "class sub-folders, or images directly when unlabelled. Images are cropped to their "
+        "central square, resized (bicubic) and split train/test per class; PNG/JPEG are scaled "
+        "to [0, 1], FITS values are kept as float32 (NaN -> 0).")
     im.add_argument("source", help="source folder: one sub-folder of images per class")
     im.add_argument("target", help="target folder: the same class sub-folders, or flat")
     im.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
@@ -94,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--fit", choices=("crop", "stretch"), default="crop",
                     help="non-square images: central square crop (default) or stretch")
     im.add_argument("--channels", type=int, choices=(1, 3), default=None,
-                    help="output channels (default: 3 if any image is in colour, else 1)")
+                    help="output channels of PNG/JPEG images (default: 3 if any image is in "
+                    "colour, else 1); FITS files keep their band count")
     im.set_defaults(func=cmd_data_import)
 
     where = argparse.ArgumentParser(add_help=False)
@@ -140,9 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--title", default=None)
     r.add_argument("--reevaluate", action="store_true",
                    help="re-evaluate every run, even one with a complete metrics.json")
-    r.add_argument("--checkpoint", default="final",
-                   choices=CHECKPOINTS,
-                   help="checkpoint to evaluate when a run is (re-)evaluated")
+    r.add_argument("--checkpoint", default="final", metavar="NAME", type=checkpoint_arg,
+                   help=CHECKPOINT_HELP)
     r.add_argument("--bins", type=int, default=15, help="ECE bins when evaluating")
     r.add_argument("--device", default="cpu")
     r.add_argument("--isomap-points", type=int, default=600,
@@ -162,9 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", required=True, help="sweep folder")
     sw.add_argument("--set", nargs="+", metavar="KEY=VALUE",
                     help="dotted overrides applied to every run, e.g. train.epochs=20")
-    sw.add_argument("--checkpoint", default="final",
-                    choices=CHECKPOINTS,
-                    help="checkpoint whose metrics enter the table")
+    sw.add_argument("--checkpoint", default="final", metavar="NAME", type=checkpoint_arg,
+                    help=CHECKPOINT_HELP)
     sw.add_argument("--force", action="store_true", help="retrain runs that exist in OUT")
     sw.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
     sw.set_defaults(func=cmd_sweep)
@@ -188,9 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     cm.add_argument("--model", default=None, help="model of every run (default: the config's)")
     cm.add_argument("--set", nargs="+", metavar="KEY=VALUE",
                     help="dotted overrides applied to every run, e.g. train.epochs=20")
-    cm.add_argument("--checkpoint", default="final",
-                    choices=CHECKPOINTS,
-                    help="checkpoint whose metrics enter the tables")
+    cm.add_argument("--checkpoint", default="final", metavar="NAME", type=checkpoint_arg,
+                    help=CHECKPOINT_HELP)
     cm.add_argument("--force", action="store_true", help="retrain runs that exist in OUT")
     cm.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
     cm.set_defaults(func=cmd_compare)
@@ -212,8 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--warmup", type=int, default=12)
     de.add_argument("--batch-size", type=int, default=64)
     de.add_argument("--protocol", choices=("clean", "paper"), default="clean")
-    de.add_argument("--checkpoint", default="final",
-                    choices=CHECKPOINTS)
+    de.add_argument("--checkpoint", default="final", metavar="NAME", type=checkpoint_arg,
+                    help=CHECKPOINT_HELP)
     de.add_argument("--seed", type=int, default=0)
     de.set_defaults(func=cmd_demo)
     return p

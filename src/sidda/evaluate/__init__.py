@@ -49,6 +49,7 @@ from sidda.evaluate.publish import (
     write_predictions_csv,
 )
 from sidda.evaluate.selection import (
+    PICK_RULES,
     RULES,
     RiskEstimate,
     checkpoint_scores,
@@ -62,6 +63,7 @@ from sidda.runs import load_history
 __all__ = [
     "MAX_BINS",
     "PREDICTION_FILES",
+    "PICK_RULES",
     "RULES",
     "CurveStats",
     "IsomapEmbedding",

@@ -25,6 +25,7 @@ from sidda.evaluate.predict import Predictions
 from sidda.evaluate.threads import single_blas_thread
 
 __all__ = [
+    "PICK_RULES",
     "RULES",
     "RiskEstimate",
     "checkpoint_scores",
@@ -44,6 +45,9 @@ RULES: dict[str, tuple[str, str]] = {
     "iwv": ("iwv_risk", "min"),
     "dev": ("dev_risk", "min"),
 }
+#: The rules that ``--checkpoint`` accepts by name: the others share their names with the saved
+#: checkpoints they choose during training (``best_val_acc``, ``best_val_loss``).
+PICK_RULES = ("entropy", "iwv", "dev")
 
 
 class RiskEstimate(NamedTuple):

@@ -18,9 +18,11 @@ from pathlib import Path
 import torch
 
 from sidda.config import RunConfig
-from sidda.datasets import DataConfig, DataError, ImageSet, load_domains
+from sidda.datasets import DataConfig, DataError, DomainData, ImageSet, load_domains
+from sidda.errors import InputError
 from sidda.evaluate import (
     MAX_BINS,
+    PICK_RULES,
     Predictions,
     check_bins,
     checkpoint_scores,
@@ -35,7 +37,13 @@ from sidda.evaluate import (
 from sidda.experiments.data import prepare_data
 from sidda.methods.domain_bn import load_target_stats
 from sidda.models import build_model, export_model
-from sidda.runs import CHECKPOINTS, load_checkpoint, lock_run
+from sidda.runs import (
+    check_checkpoint_name,
+    checkpoint_path,
+    load_checkpoint,
+    lock_run,
+    model_checkpoints,
+)
 from sidda.train.device import check_device
 
 __all__ = ["EVALUATION_ARRAYS", "evaluate_run", "evaluate_runs", "evaluation_dir",
@@ -62,8 +70,7 @@ def load_run_model(
     info_path = run_dir / "run.json"
     if not info_path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no run.json); train one first")
-    if checkpoint not in CHECKPOINTS:
-        raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+    path = checkpoint_path(run_dir, checkpoint)
     info = json.loads(info_path.read_text())
     cfg = RunConfig.from_yaml(run_dir / "config.yaml")
     model = build_model(
@@ -71,7 +78,7 @@ def load_run_model(
         image_size=info["image_size"], dropout=cfg.model.dropout,
         latent_dim=cfg.model.latent_dim,
     )
-    ckpt = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")
+    ckpt = load_checkpoint(path)
     model.load_state_dict(ckpt["model"])
     stats = load_target_stats(model, ckpt.get("loss") or {})
     if domain == "target" and stats is not None:
@@ -97,13 +104,18 @@ def evaluate_run(
     * temperature scaling, fitted on the run's own **source validation** split (rebuilt with
       :func:`prepare_data`, same seed) and applied to both test domains;
     * the paper-compatible probe numbers, cross-fitted;
-    * label-free selection over all saved checkpoints, with the target-label oracle.
+    * label-free selection over all saved checkpoints (``final``, ``best_*`` and the epoch
+      checkpoints a run kept), with the target-label oracle.
 
     Args:
         run_dir: A directory written by :func:`train_run`.
         data_path: Data folder (default: the one the run was trained on); its ``train``
             split provides the validation images.
-        checkpoint: ``final``, ``best_val_acc`` or ``best_val_loss``.
+        checkpoint: ``final``, ``best_val_acc``, ``best_val_loss``, ``epoch_0007`` (runs
+            trained with ``train.keep_epoch_checkpoints``), or a label-free rule (``entropy``,
+            ``iwv``, ``dev``; :mod:`sidda.evaluate.selection`): the saved checkpoint the rule
+            picks, from validation images only, is evaluated (``metrics.json`` records it as
+            ``checkpoint`` and the rule as ``checkpoint_rule``).
         device: Where to compute.
         n_bins: Bins of the ECE.
         calibration: Add temperature scaling and the paper-compatible probe.
@@ -162,12 +174,73 @@ def _evaluate_locked(
     n_bins: int, calibration: bool, selection: bool,
 ) -> dict:
     """:func:`evaluate_run` with the run directory locked."""
-    model, info = load_run_model(run_dir, checkpoint)
-    model_t = load_run_model(run_dir, checkpoint, domain="target")[0] if info["domain_bn"] \
-        else model
+    info = json.loads((run_dir / "run.json").read_text())
+    rule = checkpoint if checkpoint in PICK_RULES else None
+    if rule is None:
+        checkpoint_path(run_dir, checkpoint)  # a missing checkpoint fails before any work
     cfg = RunConfig.from_yaml(run_dir / "config.yaml")
     dcfg = DataConfig(**{**cfg.data.__dict__, "path": str(data_path or cfg.data.path)})
     data = load_domains(dcfg, splits=("test",))
+    _check_test_data(data, info)
+    sets = _validation_sets(cfg, dcfg, info) if calibration or selection or rule else None
+    cache: dict[str, dict[str, Predictions]] = {}
+    candidates = None
+    if (selection or rule) and sets is not None and len(sets["val_s"]) and len(sets["val_t"]):
+        candidates = {}
+        for name in model_checkpoints(run_dir):
+            cache[name] = _predict_checkpoint(run_dir, name, data, sets, info, device)
+            record = load_checkpoint(checkpoint_path(run_dir, name)).get("record")
+            candidates[name] = checkpoint_scores(**cache[name], record=record)
+    if rule is not None:
+        picked = (select_checkpoints(candidates)["rules"].get(rule) if candidates else None)
+        if picked is None:
+            raise InputError(
+                f"{run_dir}: the '{rule}' rule needs validation images of both domains "
+                "(data.val_fraction > 0); evaluate a named checkpoint instead (final)"
+            )
+        checkpoint = picked["checkpoint"]
+        logger.info("rule %s picks checkpoint %s", rule, checkpoint)
+    preds_all = cache.get(checkpoint) or _predict_checkpoint(
+        run_dir, checkpoint, data, sets, info, device, validation=calibration)
+    report = {
+        "method": info["method"], "model": info["model"], "checkpoint": checkpoint,
+        "checkpoint_epoch": _checkpoint_epoch(run_dir, checkpoint),
+        "data_path": str(Path(dcfg.path).resolve()), "n_bins": n_bins,
+    }
+    if rule is not None:
+        report["checkpoint_rule"] = rule
+    names = info.get("class_names")
+    if names is not None and len(names) != info["num_classes"]:
+        names = None  # a run from before run.json checked them: classes by number
+    preds = {"source": preds_all["test_s"], "target": preds_all["test_t"]}
+    for domain, pred in preds.items():
+        report[domain] = domain_metrics(
+            pred, num_classes=info["num_classes"], class_names=names, n_bins=n_bins,
+        )
+    if calibration:
+        # Source validation logits and labels only: no target label reaches the fit.
+        val_s = preds_all.get("val_s") or Predictions(
+            torch.empty(0, info["num_classes"]), torch.empty(0, 0), None)
+        temp = fit_source_temperature(val_s)
+        report["temperature"] = temp
+        for domain, pred in preds.items():
+            if pred.labels is None:
+                continue
+            if temp["value"] is not None:
+                report[domain]["temperature_scaled"] = temperature_metrics(
+                    pred.logits, pred.labels, temp["value"], n_bins=n_bins
+                )
+            report[domain]["paper_compatible"] = paper_compatible(pred)
+    if selection and candidates is not None:
+        report["selection"] = select_checkpoints(candidates)
+    elif selection:
+        report["selection"] = {"candidates": {}, "rules": {}, "reason": (
+            "no validation images (data.val_fraction = 0): nothing to select with")}
+    publish_evaluation(out_dir, report, preds, own_folder=out_dir != run_dir)
+    return report
+
+
+def _check_test_data(data: DomainData, info: dict) -> None:
     if data.test_s.shape != (info["in_channels"], info["image_size"], info["image_size"]):
         raise DataError(
             f"test images have shape {data.test_s.shape} but the model was trained on "
@@ -180,68 +253,41 @@ def _evaluate_locked(
                 f"0..{info['num_classes'] - 1}; evaluate on data with the run's "
                 f"{info['num_classes']} classes"
             )
-    report = {
-        "method": info["method"], "model": info["model"], "checkpoint": checkpoint,
-        "checkpoint_epoch": info["checkpoint_epoch"], "data_path": str(Path(dcfg.path).resolve()),
-        "n_bins": n_bins,
-    }
-    preds = {}
-    names = info.get("class_names")
-    if names is not None and len(names) != info["num_classes"]:
-        names = None  # a run from before run.json checked them: classes by number
-    for domain, images, net in (("source", data.test_s, model), ("target", data.test_t, model_t)):
-        preds[domain] = pred = predict(net, images, device=device)
-        report[domain] = domain_metrics(
-            pred, num_classes=info["num_classes"], class_names=names, n_bins=n_bins,
+
+
+def _validation_sets(cfg: RunConfig, dcfg: DataConfig, info: dict) -> dict[str, ImageSet]:
+    """The run's own train/validation split, rebuilt exactly as train_run made it; the target
+    validation labels are dropped (no label-free rule may read them)."""
+    _, sets = prepare_data(replace(cfg, data=dcfg))
+    expected = (info.get("sizes") or {}).get("val_s")
+    if expected is not None and expected != len(sets["val_s"]):
+        raise DataError(
+            f"{dcfg.path}: the source validation split has {len(sets['val_s'])} images but "
+            f"the run was trained with {expected}; evaluate with the training data folder"
         )
-    if calibration or selection:
-        # The run's own train/validation split, rebuilt exactly as train_run made it.
-        _, sets = prepare_data(replace(cfg, data=dcfg))
-        expected = (info.get("sizes") or {}).get("val_s")
-        if expected is not None and expected != len(sets["val_s"]):
-            raise DataError(
-                f"{dcfg.path}: the source validation split has {len(sets['val_s'])} images but "
-                f"the run was trained with {expected}; evaluate with the training data folder"
-            )
-        val_t_images = ImageSet(sets["val_t"].x, None, sets["val_t"].name)  # labels dropped
-        val_s = (predict(model, sets["val_s"], device=device) if len(sets["val_s"]) else
-                 Predictions(torch.empty(0, info["num_classes"]), torch.empty(0, 0), None))
-    if calibration:
-        # Source validation logits and labels only: no target label reaches the fit.
-        temp = fit_source_temperature(val_s)
-        report["temperature"] = temp
-        for domain, pred in preds.items():
-            if pred.labels is None:
-                continue
-            if temp["value"] is not None:
-                report[domain]["temperature_scaled"] = temperature_metrics(
-                    pred.logits, pred.labels, temp["value"], n_bins=n_bins
-                )
-            report[domain]["paper_compatible"] = paper_compatible(pred)
-    if selection and len(sets["val_s"]) and len(sets["val_t"]):
-        candidates = {}
-        for name in CHECKPOINTS:
-            path = run_dir / "checkpoints" / f"{name}.pt"
-            if not path.is_file():
-                continue
-            if name == checkpoint:  # reuse what was computed above
-                p = {"val_s": val_s, "test_s": preds["source"],
-                     "test_t": preds["target"]}
-                p["val_t"] = predict(model_t, val_t_images, device=device)
-            else:
-                net = export_model(load_run_model(run_dir, name)[0])
-                net_t = export_model(load_run_model(run_dir, name, domain="target")[0]) \
-                    if info["domain_bn"] else net
-                p = {key: predict(m, images, device=device, export=False) for key, images, m in (
-                    ("val_s", sets["val_s"], net), ("val_t", val_t_images, net_t),
-                    ("test_s", data.test_s, net), ("test_t", data.test_t, net_t))}
-            candidates[name] = checkpoint_scores(**p, record=load_checkpoint(path).get("record"))
-        report["selection"] = select_checkpoints(candidates)
-    elif selection:
-        report["selection"] = {"candidates": {}, "rules": {}, "reason": (
-            "no validation images (data.val_fraction = 0): nothing to select with")}
-    publish_evaluation(out_dir, report, preds, own_folder=out_dir != run_dir)
-    return report
+    return {"val_s": sets["val_s"], "val_t": ImageSet(sets["val_t"].x, None, sets["val_t"].name)}
+
+
+def _predict_checkpoint(
+    run_dir: Path, name: str, data: DomainData, sets: dict[str, ImageSet] | None, info: dict,
+    device: str, *, validation: bool = True,
+) -> dict:
+    """One checkpoint's predictions on the test sets (and the validation sets): source images
+    through the source model, target images through the target one (domain BatchNorm)."""
+    model, meta = load_run_model(run_dir, name)
+    net = export_model(model)
+    net_t = export_model(load_run_model(run_dir, name, domain="target")[0]) \
+        if meta["domain_bn"] else net
+    jobs = [("test_s", data.test_s, net), ("test_t", data.test_t, net_t)]
+    if validation and sets is not None:
+        jobs += [("val_s", sets["val_s"], net), ("val_t", sets["val_t"], net_t)]
+    out = {key: predict(m, images, device=device, export=False) for key, images, m in jobs
+           if len(images)}
+    return out
+
+
+def _checkpoint_epoch(run_dir: Path, name: str) -> int | None:
+    return load_checkpoint(checkpoint_path(run_dir, name)).get("epoch")
 
 
 def needs_evaluation(run_dir: str | Path) -> bool:
@@ -290,8 +336,8 @@ def evaluate_runs(
     if when not in ("missing", "always"):
         raise ValueError(f"when must be 'missing' or 'always', got {when!r}")
     check_bins(n_bins)
-    if checkpoint not in CHECKPOINTS:
-        raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+    if checkpoint not in PICK_RULES:
+        check_checkpoint_name(checkpoint)
     device = str(check_device(device))
     out = []
     for p in map(Path, run_dirs):
