@@ -29,9 +29,20 @@ _ENTRY = re.compile(r"^(\w+)(?: \([^)]*\))?:\s*(.*)$")
 def field_docs(cls: type) -> dict[str, str]:
     """The ``Attributes:`` entries of a dataclass docstring, one line of text per field.
 
-    >>> from sidda.models import ModelConfig
-    >>> field_docs(ModelConfig)["dropout"]
-    'Dropout probability after each block.'
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Example:
+    ...     '''Two options.
+    ...
+    ...     Attributes:
+    ...         size: Side of the images,
+    ...             in pixels.
+    ...         seed: The seed.
+    ...     '''
+    ...     size: int = 8
+    ...     seed: int = 0
+    >>> field_docs(Example)
+    {'size': 'Side of the images, in pixels.', 'seed': 'The seed.'}
     """
     doc = inspect.getdoc(cls) or ""
     lines = doc.splitlines()
