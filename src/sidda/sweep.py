@@ -76,8 +76,13 @@ class SweepResult(NamedTuple):
 
 
 def run_name(model: str, method: str, seed: int) -> str:
-    """``<model>_<method>_seed<seed>``, the run folder name inside a sweep."""
-    return f"{model}_{method}_seed{seed}"
+    """``<model>_<method>_seed<seed>``, the run folder name inside a sweep (a custom model's
+    ``module:callable`` gives ``module-callable``).
+
+    >>> run_name("nets.res:make", "dan", 2)
+    'nets.res-make_dan_seed2'
+    """
+    return f"{model.replace(':', '-')}_{method}_seed{seed}"
 
 
 # --------------------------------------------------------------------------- statistics

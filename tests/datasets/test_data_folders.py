@@ -297,7 +297,9 @@ def test_import_folder_cli_then_train(tmp_path, capsys):
                  "--image-size", "16", "--seed", "1", "-q"]) == 0
     assert "records the target suffix, _target" in capsys.readouterr().out
     run = _train(tmp_path, CONFIGS / "shapes_cnn_sidda.yaml", out, "data.image_size=null")
-    assert json.loads((run / "run.json").read_text())["class_names"] == ["cat", "dog", "owl"]
+    info = json.loads((run / "run.json").read_text())
+    assert info["class_names"] == ["cat", "dog", "owl"]
+    assert info["target_suffix"] == "_target"  # the suffix the manifest recorded, resolved
     assert main(["data", "import-folder", str(src), str(tgt), "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sidda.config import ConfigError, RunConfig
-from sidda.datasets import DomainData
+from sidda.datasets import DomainData, resolve_target_suffix
 from sidda.experiments.data import class_names, data_checksums
 from sidda.runs import LOCK_NAME, atomic_write, environment_info, lock_run, write_json
 from sidda.train import History, resolve_device
@@ -130,6 +130,8 @@ def write_setup(run_dir: Path, cfg: RunConfig, data: DomainData, sets: dict, arg
         "method": cfg.loss.method, "model": cfg.model.name, "in_channels": data.in_channels,
         "num_classes": data.num_classes, "image_size": data.image_size,
         "data_path": str(Path(cfg.data.path).resolve()),
+        "target_suffix": (resolve_target_suffix(cfg.data.path, cfg.data.target_suffix)
+                          if cfg.data.layout == "zenodo" else None),
         "class_names": class_names(data),
         "sizes": {k: len(v) for k, v in sets.items()},
         "world_size": ctx.world_size,

@@ -21,6 +21,7 @@ import torch
 
 from sidda.config import ConfigError, RunConfig
 from sidda.datasets import DomainData
+from sidda.errors import InputError
 from sidda.experiments.data import check_same_data, data_checksums, prepare_data
 from sidda.experiments.rundir import (
     clear_run_dir,
@@ -51,6 +52,8 @@ def _build_model(cfg: RunConfig, data: DomainData) -> torch.nn.Module:
             image_size=data.image_size, dropout=cfg.model.dropout,
             latent_dim=cfg.model.latent_dim,
         )
+    except InputError:  # e.g. a custom backbone that cannot be imported: its own message
+        raise
     except ValueError as e:
         raise ConfigError(
             f"model.name={cfg.model.name!r} cannot take the data's {data.in_channels}x"
