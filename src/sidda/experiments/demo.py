@@ -102,7 +102,8 @@ def run_demo(
         }
         reports = {}
         for label, loss in DEMO_METHODS.items():
-            cfg = RunConfig.from_dict(base | {"name": f"{model.replace(':', '-')}_{label}", "loss": loss})
+            name = f"{model.replace(':', '-')}_{label}"
+            cfg = RunConfig.from_dict(base | {"name": name, "loss": loss})
             logger.info("training %s (%s) for %d epochs", model, label, epochs)
             run_dir = train_run(cfg, argv=argv, callbacks=callbacks)
             reports[run_dir.name] = evaluate_run(run_dir, checkpoint=checkpoint)
