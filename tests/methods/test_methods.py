@@ -24,7 +24,7 @@ from sidda.methods.deepjdot import entropic_plan, jdot_cost
 from sidda.methods.mcc import class_confusion
 
 BASELINES = ("dan", "coral", "dann", "cdan", "deepjdot", "mcc")
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def _outputs(b_s=7, b_t=9, d=5, k=3, *, dtype=torch.float32, shift=0.5, progress=0.5,

@@ -10,7 +10,7 @@ import pytest
 from sidda.config import RunConfig
 from sidda.config_reference import field_docs, render_reference
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 
 
 def test_docs_config_md_is_the_generated_reference():
