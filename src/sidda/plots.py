@@ -285,9 +285,9 @@ def training_curves(
         if "floor" in opts:
             ax.axhline(opts["floor"], color="0.5", ls=":", lw=1, label="floor 0.01")
         xlabel = opts.get("xlabel", "epoch")
-        if warm:  # epochs e..f are steps e*n..(f+1)*n - 1
+        if warm:  # epochs e..f (1-based) are steps (e-1)*n..f*n - 1 (0-based)
             lo, hi = (min(warm), max(warm) + 1) if xlabel == "epoch" else (
-                min(warm) * n_per_epoch, (max(warm) + 1) * n_per_epoch)
+                (min(warm) - 1) * n_per_epoch, max(warm) * n_per_epoch)
             ax.axvspan(lo - 0.5, hi - 0.5, color="0.92", zorder=0, label="warm-up")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(title=name, xlabel=xlabel)
@@ -328,7 +328,8 @@ def distance_by_group(
     Args:
         curves: column -> group -> :class:`sidda.evaluate.CurveStats`.
         labels: column -> axis title (default :data:`DISTANCE_COLUMNS`).
-        warmup: Last warm-up epoch + 1, drawn as a vertical line.
+        warmup: Number of warm-up epochs (epochs 1..warmup, as in ``history.csv``); a
+            vertical line marks the start of the alignment.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -347,7 +348,7 @@ def distance_by_group(
             _maybe_log(ax, np.concatenate([np.r_[st.mean - st.std, st.mean + st.std]
                                            for st in groups.values()]))
         if warmup:
-            ax.axvline(warmup - 0.5, color="0.5", ls=":", lw=1)
+            ax.axvline(warmup + 0.5, color="0.5", ls=":", lw=1)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(title=labels.get(column, column), xlabel="epoch", ylabel=column)
         ax.legend(fontsize=8)

@@ -34,7 +34,7 @@ import numpy as np
 
 from sidda.errors import InputError, short_repr
 from sidda.evaluate.predict import Predictions
-from sidda.runs import atomic_write, fsync_dir, write_json
+from sidda.runs import atomic_dir, atomic_write, fsync_dir, write_json
 
 __all__ = [
     "MAX_BINS",
@@ -75,9 +75,7 @@ def _prediction_arrays(pred: Predictions) -> dict[str, np.ndarray]:
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    atomic_write(path, buf.getvalue())
+    atomic_write(path, lambda f: np.save(f, arr))
 
 
 def save_predictions(run_dir: Path, domain: str, pred: Predictions) -> None:
@@ -127,27 +125,15 @@ def publish_evaluation(
     """
     out_dir = Path(out_dir)
     clean_staging(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     if own_folder:
-        staging = out_dir.parent / f".{out_dir.name}{_STAGING}"
-    else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        staging = out_dir / _STAGING
-    staging.mkdir()
-    names = []
-    for domain, pred in preds.items():
-        for kind, arr in _prediction_arrays(pred).items():
-            names.append(f"{kind}_{domain}.npy")
-            _save_npy(staging / names[-1], arr)
-    write_metrics(staging, report)
-    if own_folder:
-        old = out_dir.parent / f".{out_dir.name}.old"
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(staging, out_dir)
-        fsync_dir(out_dir.parent)
-        shutil.rmtree(old, ignore_errors=True)
+        with atomic_dir(out_dir, replace=True) as staging:
+            staging.mkdir()
+            _write_evaluation(staging, report, preds)
         return out_dir / "metrics.json"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir / _STAGING
+    staging.mkdir()
+    names = _write_evaluation(staging, report, preds)
     (out_dir / "metrics.json").unlink(missing_ok=True)
     fsync_dir(out_dir)
     for name in PREDICTION_FILES:
@@ -160,6 +146,17 @@ def publish_evaluation(
     fsync_dir(out_dir)
     staging.rmdir()
     return out_dir / "metrics.json"
+
+
+def _write_evaluation(folder: Path, report: dict, preds: dict[str, Predictions]) -> list[str]:
+    """The arrays and ``metrics.json`` of one evaluation into ``folder``; the arrays' names."""
+    names = []
+    for domain, pred in preds.items():
+        for kind, arr in _prediction_arrays(pred).items():
+            names.append(f"{kind}_{domain}.npy")
+            _save_npy(folder / names[-1], arr)
+    write_metrics(folder, report)
+    return names
 
 
 # --------------------------------------------------------------------------- new images

@@ -58,12 +58,14 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[BinaryIO], obje
 
 
 @contextlib.contextmanager
-def atomic_dir(out: str | Path) -> Iterator[Path]:
+def atomic_dir(out: str | Path, *, replace: bool = False) -> Iterator[Path]:
     """Build a folder in a staging sibling and rename it to ``out`` when the block succeeds.
 
     Yields the staging path (not yet created: the block creates it, e.g. with
-    ``write_layout``). ``out`` must not exist, or be an empty folder. If the block raises, or
-    the process is killed, ``out`` is untouched; staging folders that killed processes left
+    ``write_layout``). ``out`` must not exist, or be an empty folder, unless ``replace``: then
+    a previous ``out`` is moved aside and removed once the new one is in place (a kill between
+    the two renames leaves no ``out``, never a mixed one). If the block raises, or the process
+    is killed, ``out`` is untouched; staging folders that killed processes left
     beside ``out`` (``.NAME.staging-PID-...``) are removed on the next call.
 
     >>> import tempfile
@@ -81,7 +83,10 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
     try:
         yield holder / "d"
         if out.exists():
-            out.rmdir()  # an empty folder only; anything else raises OSError
+            if replace:
+                os.replace(out, holder / "old")
+            else:
+                out.rmdir()  # an empty folder only; anything else raises OSError
         os.replace(holder / "d", out)
         fsync_dir(out.parent)
     finally:
