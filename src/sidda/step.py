@@ -101,7 +101,8 @@ def train_step(
         if max_over_ranks(not bool(torch.isfinite(z).all()), ctx):
             bad.append("latents")
         elif isinstance(criterion, SIDDAMethod):
-            objective = _sidda_objective(criterion, logits, y_s, z, b, ctx, dist_cfg, out, bad)
+            objective = _sidda_objective(criterion, logits, y_s, z, b, ctx, dist_cfg, out, bad,
+                                         progress)
         else:
             res = method_loss(criterion, z[:b], z[b:], logits[:b], logits[b:], y_s, ctx,
                               progress=progress)
@@ -149,7 +150,7 @@ def _no_sync(net: nn.Module, ctx: DistContext) -> contextlib.AbstractContextMana
 
 def _sidda_objective(method: SIDDAMethod, logits: Tensor, y_s: Tensor, z: Tensor, b: int,
                      ctx: DistContext, dist_cfg: DistConfig, out: dict,
-                     bad: list) -> Tensor | None:
+                     bad: list, progress: float = 0.0) -> Tensor | None:
     """SIDDA's objective on the (gathered) batch, its values logged into ``out``; None when
     the latent distances overflow (``bad`` says so)."""
     try:
@@ -166,7 +167,7 @@ def _sidda_objective(method: SIDDAMethod, logits: Tensor, y_s: Tensor, z: Tensor
     if not math.isfinite(res.max_distance):
         bad.append("max distance")
         return None
-    objective = method.weigh(res.ce, res.da)  # the paper variant: res.total, recomputed
+    objective = method.weigh(res.ce, res.da, progress)  # paper variant: res.total, recomputed
     out.update(ce=res.ce.item(), da=res.da.item(), blur=res.blur, total=objective.item())
     return objective
 
