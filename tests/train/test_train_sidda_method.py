@@ -204,3 +204,99 @@ def test_robust_fit_resumes_bit_identically(tiny_data, tmp_path):
     for k in a["loss"]:
         assert torch.equal(a["loss"][k], b["loss"][k]), k
     assert "domain_stats.t0_running_mean" in a["loss"] and bool(a["loss"]["started"])
+
+
+def test_dann_ramp_against_its_closed_form():
+    from sidda.methods.sidda import dann_ramp
+
+    assert dann_ramp(0.0) == 0.0
+    for p in (0.1, 0.3, 0.5, 1.0):
+        assert dann_ramp(p) == pytest.approx(2 / (1 + math.exp(-10 * p)) - 1, rel=1e-12)
+    assert dann_ramp(1.0) == pytest.approx(0.9999092, abs=1e-7)
+    assert dann_ramp(-1.0) == 0.0 and dann_ramp(2.0) == dann_ramp(1.0)  # clipped to [0, 1]
+
+
+def test_da_ramp_scales_the_da_term_and_starts_the_etas_from_the_unramped_da():
+    from sidda.methods.sidda import dann_ramp
+
+    out = _batch()
+    out.progress = 0.2
+    method = SIDDAMethod(variant="robust", da_ramp="dann")
+    res = method(out)
+    ce, da = float(res.ce), float(res.da)  # logged unramped
+    assert method.loss.eta_2.item() == pytest.approx(max(math.sqrt(da), math.sqrt(ce)))
+    e1, e2 = method.loss.eta_1.item(), method.loss.eta_2.item()
+    lam = dann_ramp(0.2)
+    assert float(res.total) == pytest.approx(ce / (2 * e1**2) + lam * da / (2 * e2**2)
+                                             + math.log(e1 * e2), rel=1e-6)
+    # p = 0: the DA term is off (its gradient too)
+    out.progress = 0.0
+    z_s = out.z_s.clone().requires_grad_(True)
+    out.z_s = z_s
+    method(out).total.backward()
+    assert float(z_s.grad.abs().max()) == 0.0
+
+
+def test_default_and_paper_variant_ignore_progress():
+    """No ramp by default: the objective is the same at every progress, and the paper variant's
+    equals SIDDALoss's for the same inputs (it takes no ramp)."""
+    for variant in ("paper", "robust"):
+        totals = set()
+        for p in (0.0, 0.37, 1.0):
+            out = _batch()
+            out.progress = p
+            totals.add(SIDDAMethod(variant=variant)(out).total.item())
+        assert len(totals) == 1
+    out = _batch()
+    out.progress = 0.0
+    got = SIDDAMethod(variant="paper")(out).total.item()
+    want = SIDDALoss(mode="faithful")(out.logits_s, out.y_s, out.z_s, out.z_t).total.item()
+    assert got == want
+    assert LossConfig(variant="paper").da_ramp == "none"
+    assert LossConfig(variant="robust", da_ramp="dann").da_ramp == "dann"
+    with pytest.raises(ValueError, match="da_ramp"):
+        LossConfig(variant="paper", da_ramp="dann")
+    with pytest.raises(ValueError, match="da_ramp"):
+        LossConfig(variant="robust", da_ramp="linear")
+    with pytest.raises(ValueError, match="da_ramp"):
+        SIDDAMethod(variant="paper", da_ramp="dann")
+
+
+def test_train_step_passes_the_progress_to_the_ramp():
+    torch.manual_seed(0)
+    net = build_model("cnn", in_channels=1, num_classes=3, image_size=16, latent_dim=8)
+    method = SIDDAMethod(variant="robust", da_ramp="dann")
+    method.attach(net)
+    opt = torch.optim.AdamW([{"params": net.parameters()}, *method.param_groups()])
+    x_s, y_s = torch.randn(6, 1, 16, 16), torch.randint(0, 3, (6,))
+    x_t = torch.randn(6, 1, 16, 16) + 1
+    out = train_step(net, x_s, y_s, x_t, criterion=method, optimizer=opt, grad_clip=10.0,
+                     progress=0.0)
+    # at p = 0 the total is the CE term and the log alone (etas from this step's CE and DA)
+    e1 = math.sqrt(out["ce"])
+    e2 = max(math.sqrt(out["da"]), e1)
+    assert out["total"] == pytest.approx(0.5 + math.log(e1 * e2), rel=1e-5)
+
+
+def test_stationary_window_holds_the_etas_at_the_mean_ce_and_da():
+    method = SIDDAMethod(variant="robust", stationary_window=0.1)
+    steps = [(0.2, 36.0, 0.0), (0.4, 4.0, 0.03), (0.3, 2.0, 0.09)]
+    for i, (ce, da, p) in enumerate(steps, 1):
+        method.weigh(torch.tensor(ce), torch.tensor(da), p)
+        mean_ce = sum(s[0] for s in steps[:i]) / i
+        mean_da = sum(s[1] for s in steps[:i]) / i
+        assert method.loss.eta_1.item() == pytest.approx(math.sqrt(mean_ce), rel=1e-6)
+        assert method.loss.eta_2.item() == pytest.approx(math.sqrt(mean_da), rel=1e-6)
+    # past the window the etas are left to the optimiser
+    with torch.no_grad():
+        method.loss.eta_2.fill_(3.0)
+    method.weigh(torch.tensor(0.1), torch.tensor(1.0), 0.1)
+    assert method.loss.eta_2.item() == 3.0
+    assert "window_sums" in method.state_dict()  # resumable
+    # the default keeps the first step's start and the state_dict of before
+    assert "window_sums" not in SIDDAMethod(variant="robust").state_dict()
+    assert LossConfig(variant="robust").stationary_window == 0.0
+    with pytest.raises(ValueError, match="stationary_window"):
+        LossConfig(variant="paper", stationary_window=0.05)
+    with pytest.raises(ValueError, match="stationary_window"):
+        SIDDAMethod(variant="paper", stationary_window=0.05)

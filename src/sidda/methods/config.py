@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 
 from sidda.losses import BACKENDS
-from sidda.methods.sidda import ROBUST_BLUR_FACTOR
+from sidda.methods.sidda import DA_RAMPS, ROBUST_BLUR_FACTOR
 
 #: The sidda variant a config gets when it names none (docs/method.md, "Which method and
 #: variant by default"); the paper's experiments in configs/ name ``variant: paper``.
@@ -33,7 +33,8 @@ OPTIONS: dict[str, dict[str, object]] = {
     "source_only": {},
     "sidda": {  # the paper variant's values; the default variant's own are VARIANT_DEFAULTS
         "variant": DEFAULT_VARIANT, "eta_mode": "faithful", "blur": None, "blur_factor": 0.05,
-        "blur_floor": 0.01, "scaling": 0.9, "backend": "auto",
+        "blur_floor": 0.01, "scaling": 0.9, "backend": "auto", "da_ramp": "none",
+        "stationary_window": 0.0,
     },
     "dan": {"weight": 1.0},
     "coral": {"weight": 1.0},
@@ -111,6 +112,12 @@ class LossConfig:
         blur_floor: sidda: floor of the dynamic blur.
         scaling: sidda, deepjdot: epsilon-scaling ratio of the Sinkhorn loop.
         backend: sidda: Sinkhorn backend (``auto`` picks by batch size).
+        da_ramp: sidda, robust variant: ``none`` or ``dann`` (the DA term times
+            ``2 / (1 + exp(-10 p)) - 1``, p the fraction of the alignment phase done; see
+            :mod:`sidda.methods.sidda`).
+        stationary_window: sidda, robust variant: fraction of the alignment phase over which
+            the etas are held at the stationary values of the mean CE and DA so far (0: set
+            once, from the first alignment step).
         weight: Trade-off of the alignment term (every method but sidda, whose weights are
             learned, and source_only).
         jdot_alpha: deepjdot: weight of the feature distance in the joint cost.
@@ -126,6 +133,8 @@ class LossConfig:
     blur_floor: float | None = None
     scaling: float | None = None
     backend: str | None = None
+    da_ramp: str | None = None
+    stationary_window: float | None = None
     weight: float | None = None
     jdot_alpha: float | None = None
     jdot_lambda: float | None = None
@@ -160,6 +169,20 @@ class LossConfig:
                 "loss.eta_mode must be 'clean' with variant robust (it updates the etas the "
                 f"clean way), got {self.eta_mode!r}; remove it or use variant paper"
             )
+        if self.da_ramp is not None and self.da_ramp not in DA_RAMPS:
+            raise ValueError(f"loss.da_ramp must be one of {DA_RAMPS}, got {self.da_ramp!r}")
+        if self.da_ramp not in (None, "none") and self.variant != "robust":
+            raise ValueError(
+                f"loss.da_ramp is an option of variant robust, got {self.da_ramp!r} with "
+                f"variant {self.variant!r}; remove it or use variant robust"
+            )
+        if self.stationary_window is not None:
+            if not 0 <= self.stationary_window < 1:
+                raise ValueError("loss.stationary_window must lie in [0, 1), got "
+                                 f"{self.stationary_window}")
+            if self.stationary_window > 0 and self.variant != "robust":
+                raise ValueError("loss.stationary_window is an option of variant robust; "
+                                 "remove it or use variant robust")
         if self.eta_mode is not None and self.eta_mode not in ("faithful", "clean"):
             raise ValueError(f"loss.eta_mode must be 'faithful' or 'clean', got {self.eta_mode!r}")
         if self.blur is not None and not self.blur > 0:

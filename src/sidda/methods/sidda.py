@@ -28,6 +28,45 @@ showed to merge classes (docs/method.md, "Robust SIDDA"):
 4. **Clean eta updates and a softer blur.** The bounds hold after every step, the etas get no
    weight decay (``eta_mode="clean"``), and the dynamic blur is ``0.2 * max distance``
    (``blur_factor``; the paper's 0.05), which matches clusters rather than single points.
+
+Two options of the robust variant, both off by default (``da_ramp="none"``,
+``stationary_window=0``):
+
+5. **A ramped alignment weight** (``da_ramp="dann"``): the DA term is multiplied by DANN's
+   schedule (Ganin et al. 2016) over the alignment phase,
+
+   .. math::
+
+       \lambda(p) = \frac{2}{1 + e^{-10 p}} - 1, \qquad
+       L = \frac{\mathrm{CE}}{2\eta_1^2} + \lambda(p)\,\frac{S_{\varepsilon(z)}}{2\eta_2^2}
+           + \log(\eta_1\eta_2),
+
+   with :math:`p` the fraction of the alignment phase done (0 at the first step after the
+   warm-up, 1 at the end; :math:`\lambda(0) = 0`, :math:`\lambda(0.1) = 0.46`,
+   :math:`\lambda(0.3) = 0.91`, :math:`\lambda(1) = 0.99991`). Why: at the switch the DA
+   term is tens and falls to about 1 within the first alignment epoch, at the full learning
+   rate; that first epoch is where the marginal alignment matches target clusters to source
+   classes, and the ramp makes it proceed while the cross-entropy keeps the classes apart. The
+   stationary start uses the *unramped* DA (:math:`\eta_2^2 = \mathrm{DA}`), the value the
+   term settles to once
+   :math:`\lambda \approx 1`; starting from :math:`\lambda(0)\,\mathrm{DA} = 0` would put
+   :math:`\eta_2` at its lower bound and the full-weight term, a few epochs later, at up to the
+   CE weight times tens, the paper's failure. AdamW moves the etas by about the learning rate per
+   step whatever the scale of the term, so the ramp barely changes their path; it scales the
+   alignment gradient. It lost on the shapes (docs/results.md, "What else we tried").
+
+6. **The stationary start over a window** (``stationary_window=w``): for the first fraction
+   ``w`` of the alignment phase the etas are held at the stationary values of the *mean* CE and
+   DA of the steps so far (:math:`\eta_1^2 = \overline{\mathrm{CE}}`,
+   :math:`\eta_2^2 = \overline{\mathrm{DA}}`), and learned from then on. Why: the first
+   step's DA is the unaligned transient (30-40 on the shapes) and falls to about 1 within one
+   or two epochs, while AdamW moves :math:`\eta_2` by about the learning rate per step, so an
+   :math:`\eta_2` started at :math:`\sqrt{\mathrm{DA}_0} \approx 6` stays near 5 for the
+   whole run and the DA weight sits an order of magnitude below the objective's stationary
+   point (measured in the runs' histories). ``w = 0.05`` is the first alignment epoch of a
+   20-epoch alignment phase. It is not the default: it helped on the shapes and on MNIST-M with
+   blur but put :math:`\eta_2` on its bound and tripled the target ECE on MNIST-M with noise
+   (docs/results.md, "What else we tried").
 """
 
 from __future__ import annotations
@@ -41,12 +80,24 @@ from sidda.losses import ETA_1_MIN, SIDDALoss
 from sidda.methods.base import DAMethod, MethodOutput, StepOutputs
 from sidda.methods.domain_bn import DomainStats
 
-__all__ = ["SIDDAMethod"]
+__all__ = ["DA_RAMPS", "SIDDAMethod", "dann_ramp"]
 
 #: Dynamic blur factor of the robust variant (the paper's is 0.05).
 ROBUST_BLUR_FACTOR = 0.2
 #: eta_2 / eta_1 lower bound of the robust variant (DA weight <= CE weight).
 ROBUST_RATIO_MIN = 1.0
+#: Schedules of the alignment weight (``da_ramp``; robust variant only).
+DA_RAMPS = ("none", "dann")
+
+
+def dann_ramp(progress: float, gamma: float = 10.0) -> float:
+    """DANN's schedule ``2 / (1 + exp(-gamma p)) - 1`` at ``p = progress`` (clipped to [0, 1]).
+
+    >>> dann_ramp(0.0), round(dann_ramp(1.0), 5)
+    (0.0, 0.99991)
+    """
+    p = min(max(float(progress), 0.0), 1.0)
+    return 2.0 / (1.0 + math.exp(-gamma * p)) - 1.0
 
 
 class SIDDAMethod(DAMethod):
@@ -65,6 +116,10 @@ class SIDDAMethod(DAMethod):
             alignment step, from that step's CE and DA).
         domain_bn: Override of the variant's BatchNorm statistics (True: one set per domain,
             :class:`~sidda.methods.domain_bn.DomainStats`).
+        da_ramp: ``"none"`` or ``"dann"``: multiply the DA term by :func:`dann_ramp` of the
+            alignment progress (module docstring, 5); robust variant only.
+        stationary_window: Fraction of the alignment phase over which the stationary start
+            is taken (module docstring, 6); 0 (the default): the first alignment step alone.
     """
 
     name = "sidda"
@@ -84,12 +139,25 @@ class SIDDAMethod(DAMethod):
         eta_ratio_min: float | None = None,
         stationary_init: bool | None = None,
         domain_bn: bool | None = None,
+        da_ramp: str = "none",
+        stationary_window: float = 0.0,
     ) -> None:
         super().__init__()
         if variant not in ("paper", "robust"):
             raise ValueError(f"variant must be 'paper' or 'robust', got {variant!r}")
+        if da_ramp not in DA_RAMPS:
+            raise ValueError(f"da_ramp must be one of {DA_RAMPS}, got {da_ramp!r}")
         robust = variant == "robust"
+        if da_ramp != "none" and not robust:
+            raise ValueError("da_ramp is an option of the robust variant; the paper variant "
+                             "weighs the DA term by its eta alone")
+        if not 0.0 <= stationary_window < 1.0:
+            raise ValueError(f"stationary_window must lie in [0, 1), got {stationary_window}")
+        if stationary_window > 0 and not robust:
+            raise ValueError("stationary_window is an option of the robust variant")
         self.variant = variant
+        self.da_ramp = da_ramp
+        self.stationary_window = float(stationary_window)
         if eta_ratio_min is None:
             eta_ratio_min = ROBUST_RATIO_MIN if robust else 0.25
         self.stationary_init = robust if stationary_init is None else stationary_init
@@ -104,6 +172,8 @@ class SIDDAMethod(DAMethod):
         self.domain_stats = DomainStats() if self.domain_bn else None
         # whether the etas were set from a first alignment step (saved with the checkpoint)
         self.register_buffer("started", torch.zeros((), dtype=torch.bool))
+        if self.stationary_window > 0:  # sums of CE, DA and steps over the window (resumable)
+            self.register_buffer("window_sums", torch.zeros(3, dtype=torch.float64))
 
     def attach(self, model: nn.Module) -> None:
         """Bind the target BatchNorm statistics to ``model`` (domain-specific BatchNorm)."""
@@ -133,15 +203,40 @@ class SIDDAMethod(DAMethod):
             self.loss.eta_2.fill_(max(math.sqrt(max(da, 0.0)), self.loss.eta_ratio_min * e1))
             self.started.fill_(True)
 
-    def weigh(self, ce: Tensor, da: Tensor) -> Tensor:
+    @torch.no_grad()
+    def settle(self, ce: float, da: float) -> None:
+        """Inside the stationary window: set the etas to the stationary values of the window's
+        mean CE and DA so far (the bounds hold)."""
+        if not (math.isfinite(ce) and math.isfinite(da)):
+            return
+        sums = self.window_sums
+        sums += torch.tensor([ce, da, 1.0], dtype=sums.dtype)
+        mean_ce, mean_da = (sums[:2] / sums[2]).tolist()
+        e1 = max(math.sqrt(max(mean_ce, 0.0)), ETA_1_MIN)
+        self.loss.eta_1.fill_(e1)
+        self.loss.eta_2.fill_(max(math.sqrt(max(mean_da, 0.0)), self.loss.eta_ratio_min * e1))
+        self.started.fill_(True)
+
+    def da_weight(self, progress: float) -> float:
+        """The factor of the DA term at this alignment ``progress`` (1 without a ramp)."""
+        return dann_ramp(progress) if self.da_ramp == "dann" else 1.0
+
+    def weigh(self, ce: Tensor, da: Tensor, progress: float = 1.0) -> Tensor:
         """The weighted objective for this step's CE and DA (0-d tensors); the robust variant
-        first sets the etas to their stationary values, once, at its first alignment step."""
-        self.start_from(ce.item(), da.item())
-        return self.loss.weigh(ce, da)
+        first sets the etas to their stationary values (from the unramped DA), once, at its
+        first alignment step. ``progress`` (fraction of the alignment phase done) matters only
+        with ``da_ramp``."""
+        if self.stationary_init and progress < self.stationary_window:
+            self.settle(ce.item(), da.item())
+        else:
+            self.start_from(ce.item(), da.item())
+        if self.da_ramp == "none":
+            return self.loss.weigh(ce, da)
+        return self.loss.weigh(ce, self.da_weight(progress) * da)
 
     def forward(self, out: StepOutputs) -> MethodOutput:  # noqa: D102
         res = self.loss(out.logits_s, out.y_s, out.z_s, out.z_t)
-        total = self.weigh(res.ce, res.da)
+        total = self.weigh(res.ce, res.da, out.progress)
         return MethodOutput(total, res.ce, res.da, {
             "blur": res.blur, "max_distance": res.max_distance,
             "eta_1": self.loss.eta_1.item(), "eta_2": self.loss.eta_2.item(),

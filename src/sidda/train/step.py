@@ -98,7 +98,8 @@ def train_step(
         if max_over_ranks(not bool(torch.isfinite(z).all()), ctx):
             bad.append("latents")
         elif isinstance(criterion, SIDDAMethod):
-            objective = _sidda_objective(criterion, logits, y_s, z, b, ctx, dist_cfg, out, bad)
+            objective = _sidda_objective(criterion, logits, y_s, z, b, ctx, dist_cfg, out, bad,
+                                         progress)
         else:
             res = method_loss(criterion, z[:b], z[b:], logits[:b], logits[b:], y_s, ctx,
                               progress=progress)
@@ -146,7 +147,7 @@ def _no_sync(net: nn.Module, ctx: DistContext) -> contextlib.AbstractContextMana
 
 def _sidda_objective(method: SIDDAMethod, logits: Tensor, y_s: Tensor, z: Tensor, b: int,
                      ctx: DistContext, dist_cfg: DistConfig, out: dict,
-                     bad: list) -> Tensor | None:
+                     bad: list, progress: float = 0.0) -> Tensor | None:
     """SIDDA's objective on the (gathered) batch, its values logged into ``out``; None when
     the latent distances overflow (a non-finite max distance, the same with one process as
     with several ranks; ``bad`` says so)."""
@@ -156,7 +157,7 @@ def _sidda_objective(method: SIDDAMethod, logits: Tensor, y_s: Tensor, z: Tensor
     if not math.isfinite(res.max_distance):
         bad.append("max distance")
         return None
-    objective = method.weigh(res.ce, res.da)  # the paper variant: res.total, recomputed
+    objective = method.weigh(res.ce, res.da, progress)  # paper variant: res.total, recomputed
     out.update(ce=res.ce.item(), da=res.da.item(), blur=res.blur, total=objective.item())
     return objective
 
