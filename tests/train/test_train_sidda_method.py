@@ -40,8 +40,9 @@ def test_paper_variant_is_siddaloss_unchanged():
 
 
 def test_robust_variant_starts_the_etas_at_their_stationary_values():
+    """Without the window (stationary_window=0) the etas are set once, at the first step."""
     out = _batch()
-    method = SIDDAMethod(variant="robust")
+    method = SIDDAMethod(variant="robust", stationary_window=0)
     res = method(out)
     ce, da = float(res.ce), float(res.da)
     assert method.loss.eta_1.item() == pytest.approx(math.sqrt(ce))
@@ -294,9 +295,21 @@ def test_stationary_window_holds_the_etas_at_the_mean_ce_and_da():
     assert method.loss.eta_2.item() == 3.0
     assert "window_sums" in method.state_dict()  # resumable
     # the default keeps the first step's start and the state_dict of before
-    assert "window_sums" not in SIDDAMethod(variant="robust").state_dict()
-    assert LossConfig(variant="robust").stationary_window == 0.0
+    assert "window_sums" not in SIDDAMethod(variant="robust", stationary_window=0).state_dict()
+    assert "window_sums" in SIDDAMethod(variant="robust").state_dict()  # the default: 0.05
+    assert LossConfig(variant="robust").stationary_window == 0.05
+    assert LossConfig(variant="paper").stationary_window == 0.0
     with pytest.raises(ValueError, match="stationary_window"):
         LossConfig(variant="paper", stationary_window=0.05)
     with pytest.raises(ValueError, match="stationary_window"):
         SIDDAMethod(variant="paper", stationary_window=0.05)
+
+
+def test_a_checkpoint_from_before_the_window_loads_into_the_default_robust_method():
+    old = SIDDAMethod(variant="robust", stationary_window=0)
+    old.loss.eta_2.data.fill_(3.0)
+    new = SIDDAMethod(variant="robust")
+    new.load_state_dict(old.state_dict())  # strict: every other key must match
+    assert new.loss.eta_2.item() == 3.0 and new.window_sums.tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(RuntimeError, match="eta_1"):
+        new.load_state_dict({k: v for k, v in old.state_dict().items() if "eta_1" not in k})

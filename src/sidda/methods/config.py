@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 
 from sidda.losses import BACKENDS
-from sidda.methods.sidda import DA_RAMPS, ROBUST_BLUR_FACTOR
+from sidda.methods.sidda import DA_RAMPS, ROBUST_BLUR_FACTOR, ROBUST_STATIONARY_WINDOW
 
 #: The sidda variant a config gets when it names none (docs/method.md, "Which method and
 #: variant by default"); the paper's experiments in configs/ name ``variant: paper``.
@@ -48,7 +48,8 @@ METHOD_NAMES = tuple(OPTIONS)
 VARIANTS = ("paper", "robust")
 #: Defaults of a sidda variant that differ from :data:`OPTIONS` (docs/method.md, "Robust SIDDA").
 VARIANT_DEFAULTS: dict[str, dict[str, object]] = {
-    "robust": {"eta_mode": "clean", "blur_factor": ROBUST_BLUR_FACTOR},
+    "robust": {"eta_mode": "clean", "blur_factor": ROBUST_BLUR_FACTOR,
+               "stationary_window": ROBUST_STATIONARY_WINDOW},
 }
 
 
@@ -116,8 +117,8 @@ class LossConfig:
             ``2 / (1 + exp(-10 p)) - 1``, p the fraction of the alignment phase done; see
             :mod:`sidda.methods.sidda`).
         stationary_window: sidda, robust variant: fraction of the alignment phase over which
-            the etas are held at the stationary values of the mean CE and DA so far (0: set
-            once, from the first alignment step).
+            the etas are held at the stationary values of the mean CE and DA so far (0.05, the
+            robust default; 0: set once, from the first alignment step).
         weight: Trade-off of the alignment term (every method but sidda, whose weights are
             learned, and source_only).
         jdot_alpha: deepjdot: weight of the feature distance in the joint cost.
