@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    many = argparse.ArgumentParser(add_help=False)  # sweep and compare: many runs in OUT
+    many.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                      help="dotted overrides applied to every run, e.g. train.epochs=20")
+    many.add_argument("--checkpoint", default="final", metavar="NAME", type=checkpoint_arg,
+                      help=CHECKPOINT_HELP)
+    many.add_argument("--force", action="store_true", help="retrain runs that exist in OUT")
+    many.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", parents=[common], help="train a run from a YAML config",
@@ -188,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="points per domain in the Isomap (default 600, as the paper)")
     r.set_defaults(func=cmd_report)
 
-    sw = sub.add_parser("sweep", parents=[common], help="models x seeds x methods, then summary",
+    sw = sub.add_parser("sweep", parents=[common, many],
+                        help="models x seeds x methods, then summary",
                         description="Train and evaluate every model, seed and method on one "
                         "config; write OUT/summary.csv, the table of mean +- std over seeds, "
                         "OUT/figure5.png (domain distance against epoch per model) and "
@@ -199,15 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--methods", default="source_only,sidda",
                     help="comma-separated loss.method names (default: source_only,sidda)")
     sw.add_argument("--out", required=True, help="sweep folder")
-    sw.add_argument("--set", nargs="+", metavar="KEY=VALUE",
-                    help="dotted overrides applied to every run, e.g. train.epochs=20")
-    sw.add_argument("--checkpoint", default="final", metavar="NAME", type=checkpoint_arg,
-                    help=CHECKPOINT_HELP)
-    sw.add_argument("--force", action="store_true", help="retrain runs that exist in OUT")
-    sw.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
     sw.set_defaults(func=cmd_sweep)
 
-    cm = sub.add_parser("compare", parents=[common], help="methods x seeds x data sets, tables",
+    cm = sub.add_parser("compare", parents=[common, many],
+                        help="methods x seeds x data sets, tables",
                         description="Train and evaluate every method and seed on every data set "
                         "with one base config and one model; write OUT/compare.md (a table per "
                         "data set: mean +- std over seeds, per seed, gap closed), compare.csv, "
@@ -224,12 +227,6 @@ def build_parser() -> argparse.ArgumentParser:
     cm.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
     cm.add_argument("--out", required=True, help="comparison folder")
     cm.add_argument("--model", default=None, help="model of every run (default: the config's)")
-    cm.add_argument("--set", nargs="+", metavar="KEY=VALUE",
-                    help="dotted overrides applied to every run, e.g. train.epochs=20")
-    cm.add_argument("--checkpoint", default="final", metavar="NAME", type=checkpoint_arg,
-                    help=CHECKPOINT_HELP)
-    cm.add_argument("--force", action="store_true", help="retrain runs that exist in OUT")
-    cm.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
     cm.set_defaults(func=cmd_compare)
 
     de = sub.add_parser("demo", parents=[common],
