@@ -36,8 +36,8 @@ from sidda.datasets.npyfiles import (
     scan_images,
 )
 
-__all__ = ["MAX_IMAGE_SIZE", "DomainData", "ImageSet", "MappedImages", "load_split",
-           "split_indices"]
+__all__ = ["MAX_IMAGE_SIZE", "DomainData", "ImageSet", "MappedImages", "convert_images",
+           "load_split", "split_indices"]
 
 logger = logging.getLogger(__name__)
 
@@ -220,8 +220,10 @@ class ImageSet:
         return ImageSet(x, None if self.y is None else self.y[idx], self.name)
 
 
-def _convert(x: np.ndarray, *, normalize: str, image_size: int | None, name: object) -> Tensor:
-    """NCHW array (memory-mapped or not) -> float32 tensor in memory, chunk by chunk."""
+def convert_images(x: np.ndarray, *, normalize: str, image_size: int | None, name: object
+                   ) -> Tensor:
+    """NCHW array (memory-mapped or not) -> float32 tensor in memory, chunk by chunk: each
+    image normalised (``data.normalize``) and resized as training loads it."""
     n, c, h, w = x.shape
     size = (image_size, image_size) if image_size else (h, w)
     out = torch.empty((n, c, *size), dtype=torch.float32)
@@ -302,7 +304,7 @@ def load_split(
                     "memory-mapped and converted per batch", images, out_bytes / 2**20,
                     memory_budget_mb)
     else:
-        t = _convert(x, normalize=normalize, image_size=image_size, name=images)
+        t = convert_images(x, normalize=normalize, image_size=image_size, name=images)
     y = None
     if labels is not None and os.path.lexists(labels):
         y = torch.from_numpy(_check_labels(_open_npy(Path(labels)), Path(labels), n,

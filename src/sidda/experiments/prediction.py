@@ -38,8 +38,7 @@ from sidda.config import RunConfig
 from sidda.datasets import DataError, read_image_file
 from sidda.datasets.fits import FITS_EXTENSIONS
 from sidda.datasets.folders import IMAGE_EXTENSIONS
-from sidda.datasets.imageset import _as_nchw, _convert
-from sidda.datasets.npyfiles import _open_npy
+from sidda.datasets.imageset import MappedImages, convert_images, load_split
 from sidda.errors import InputError
 from sidda.evaluate import PICK_RULES, predict_arrays, run_temperature, write_predictions_csv
 from sidda.experiments.evaluation import load_run_model
@@ -93,7 +92,7 @@ def _image_files(path: Path) -> list[Path]:
 def load_images(
     path: str | Path, *, in_channels: int, image_size: int, cfg: RunConfig,
     read_size: int | None = None, fit: str = "crop",
-) -> tuple[list[str], torch.Tensor]:
+) -> tuple[list[str], torch.Tensor | MappedImages]:
     """Images to predict: (names, float32 tensor (N, C, S, S)) prepared like the run's data.
 
     Args:
@@ -106,20 +105,21 @@ def load_images(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
-    if path.is_file() and path.suffix == ".npy":
-        x = _as_nchw(_open_npy(path), path, cfg.data.channels_first)
-        names = [str(i) for i in range(len(x))]
-    else:
-        files = [path] if path.is_file() else _image_files(path)
-        size = read_size or image_size
-        x = np.stack([read_image_file(f, channels=in_channels, size=size, fit=fit)
-                      for f in files])  # (N, S, S, C)
-        x = np.ascontiguousarray(np.moveaxis(x, -1, 1))
-        names = [f.name if path.is_file() else f.relative_to(path).as_posix() for f in files]
-    if x.shape[1] != in_channels:
-        raise DataError(f"{path}: images have {x.shape[1]} channel(s) but the model takes "
-                        f"{in_channels}; give it images with the bands it was trained on")
-    return names, _convert(x, normalize=cfg.data.normalize, image_size=image_size, name=path)
+    if path.is_file() and path.suffix == ".npy":  # read as the run's own image files are
+        images = load_split(path, None, normalize=cfg.data.normalize, image_size=image_size,
+                            require_labels=False, memory_budget_mb=cfg.data.memory_budget_mb,
+                            channels_first=cfg.data.channels_first)
+        if images.shape[0] != in_channels:
+            raise DataError(f"{path}: images have {images.shape[0]} channel(s) but the model "
+                            f"takes {in_channels}; give it images with the bands it was trained "
+                            "on")
+        return [str(i) for i in range(len(images))], images.x
+    files = [path] if path.is_file() else _image_files(path)
+    x = np.stack([read_image_file(f, channels=in_channels, size=read_size or image_size, fit=fit)
+                  for f in files])  # (N, S, S, C); read_image_file checks the bands
+    names = [f.name if path.is_file() else f.relative_to(path).as_posix() for f in files]
+    return names, convert_images(np.ascontiguousarray(np.moveaxis(x, -1, 1)),
+                                 normalize=cfg.data.normalize, image_size=image_size, name=path)
 
 
 def _import_settings(cfg: RunConfig) -> tuple[int | None, str]:

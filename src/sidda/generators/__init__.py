@@ -11,19 +11,8 @@ Three generators return a :class:`DomainSplits` of seeded, NHWC ``float32`` imag
 - :func:`make_dataset` (:mod:`~sidda.generators.registry`) picks one by name.
 
 The source domain holds the clean images. The target domain holds images corrupted by one of
-three shifts (:mod:`~sidda.generators.shifts`), each a pure function of NHWC arrays:
-
-.. math::
-
-    \text{poisson\_snr\_noise:}\quad \tilde x_i = \operatorname{clip}(x_i + P_i, 0, 255),
-    \quad P_i \sim \operatorname{Poisson}(\lambda_i),\quad
-    \lambda_i = \bar x_i\,(1/\mathrm{snr} - 1),
-
-    \text{shot\_noise:}\quad \tilde x = \operatorname{clip}(\operatorname{Poisson}(p\,x)/p, 0, 1),
-
-    \text{gaussian\_psf:}\quad \tilde x = \operatorname{clip}(G_\sigma * x, 0, 1),
-
-where :math:`\bar x_i` is the mean of image :math:`i` and :math:`p` the peak count.
+three shifts (:mod:`~sidda.generators.shifts`, whose docstring has their formulas), each a
+pure function of NHWC arrays.
 
 Two protocols decide which images the domains share:
 
