@@ -21,7 +21,7 @@ Two measurements, written to ``OUT/step.json``, ``OUT/epoch.json`` and ``OUT/res
 
 ``--quick`` shrinks everything (20x20 images, batches of 4, one timed step) so that the script
 runs in seconds on a CPU; its numbers then mean nothing, only that the code runs. On the CPU
-bf16 is off whatever the setting (``sidda.distributed.autocast_context``).
+bf16 is off whatever the setting (``sidda.train.device.autocast_context``).
 """
 
 from __future__ import annotations
