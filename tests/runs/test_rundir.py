@@ -37,7 +37,7 @@ from sidda.sweep import ensure_run
 
 #: What `sidda data import-folder` records; predictions must read images the same way.
 IMPORTED = {"generator": "image-folder", "image_size": 16, "fit": "stretch"}
-INFO_ = RunInfo("sidda", "cnn", 1, 3, 16, "/data/d", target_suffix="_noise",
+RECORD = RunInfo("sidda", "cnn", 1, 3, 16, "/data/d", target_suffix="_noise",
                 class_names=("a", "b", "c"), sizes={"train_s": 39, "val_s": 9}, world_size=1)
 
 
@@ -99,7 +99,7 @@ def _synthetic_run(path):
     """A run directory written by RunDir's own writers, through every state."""
     run = RunDir(path)
     run.path.mkdir(parents=True)
-    run.write_setup("name: r\n", INFO_, environment={"seed": 0}, manifest=IMPORTED,
+    run.write_setup("name: r\n", RECORD, environment={"seed": 0}, manifest=IMPORTED,
                     argv=["sidda", "train"])
     run.write_summary(History([{"epoch": 1.0, "seconds": 0.5, "train_total": 1.0}]))
     run.publish_evaluation(*_evaluation(), own_folder=False)
@@ -119,8 +119,8 @@ def test_the_five_states_follow_the_files_in_the_order_they_are_written(tmp_path
     with pytest.raises(FileNotFoundError, match=r"not a run directory \(no run.json\)"):
         run.require(RunState.SET_UP)
     run.require(RunState.SETTING_UP)  # config.yaml is there: --resume can finish the setup
-    (run.path / INFO).write_text(json.dumps(INFO_.to_json()))
-    assert run.state == RunState.SET_UP and run.info() == INFO_
+    (run.path / INFO).write_text(json.dumps(RECORD.to_json()))
+    assert run.state == RunState.SET_UP and run.info() == RECORD
     run.write_summary(History([{"epoch": 1.0, "seconds": 2.0, "skipped_steps": 1}]))
     assert run.state == RunState.TRAINED and run.summary()["seconds"] == 2.0
     with pytest.raises(FileNotFoundError, match=r"no metrics.json.*sidda evaluate"):
@@ -142,7 +142,7 @@ def test_the_five_states_follow_the_files_in_the_order_they_are_written(tmp_path
 def test_write_setup_writes_run_json_last_and_clear_keeps_the_lock(tmp_path):
     run = RunDir(tmp_path / "r")
     with run.lock("train"):
-        run.write_setup("name: r\n", INFO_, environment={"seed": 3}, manifest=IMPORTED,
+        run.write_setup("name: r\n", RECORD, environment={"seed": 3}, manifest=IMPORTED,
                         argv=["sidda", "train", "--config", "c.yaml"])
         names = {p.name: p.stat().st_mtime_ns for p in run.path.iterdir()}
         assert set(names) == {*SETUP_FILES, INFO}
@@ -159,12 +159,12 @@ def test_complete_setup_finishes_a_killed_setup_and_appends_the_command(tmp_path
     atomic_write(run.config_path, "name: r\n")
     atomic_write(run.path / ARGV, "sidda train --config c.yaml\n")
     (run.path / ".run.json.tmp123").write_text("half")  # a write a kill cut short
-    run.complete_setup(INFO_, environment={"seed": 0}, manifest={}, argv=["sidda", "x"])
-    assert run.state == RunState.SET_UP and run.info() == INFO_
+    run.complete_setup(RECORD, environment={"seed": 0}, manifest={}, argv=["sidda", "x"])
+    assert run.state == RunState.SET_UP and run.info() == RECORD
     assert not list(run.path.glob(".*.tmp*"))
     assert (run.path / ARGV).read_text() == "sidda train --config c.yaml\nsidda x\n"
     (run.path / "environment.json").write_text('{"seed": 7}')  # a set-up run keeps its own
-    run.complete_setup(INFO_, environment={"seed": 0}, manifest={}, argv=["sidda", "y"])
+    run.complete_setup(RECORD, environment={"seed": 0}, manifest={}, argv=["sidda", "y"])
     assert run.environment() == {"seed": 7}
     assert (run.path / ARGV).read_text().splitlines()[-1] == "sidda y"
 
@@ -172,14 +172,14 @@ def test_complete_setup_finishes_a_killed_setup_and_appends_the_command(tmp_path
 # --------------------------------------------------------------------------------- run.json
 
 def test_run_info_round_trip_and_older_files(tmp_path):
-    assert RunInfo.from_json(json.loads(json.dumps(INFO_.to_json()))) == INFO_
-    old = INFO_.to_json()
+    assert RunInfo.from_json(json.loads(json.dumps(RECORD.to_json()))) == RECORD
+    old = RECORD.to_json()
     for key in ("target_suffix", "class_names", "world_size", "sizes"):
         del old[key]  # keys an older sidda did not write
     got = RunInfo.from_json(old)
     assert (got.target_suffix, got.class_names, got.world_size, got.sizes) == (None, None, 1, {})
     assert (got.method, got.in_channels, got.num_classes, got.image_size) == ("sidda", 1, 3, 16)
-    two_names = RunInfo.from_json(INFO_.to_json() | {"class_names": ["a", "b"]})
+    two_names = RunInfo.from_json(RECORD.to_json() | {"class_names": ["a", "b"]})
     assert two_names.class_names is None  # not one per class: by number, as before
     run = RunDir(tmp_path)
     (tmp_path / INFO).write_text(json.dumps(old))
@@ -188,7 +188,7 @@ def test_run_info_round_trip_and_older_files(tmp_path):
                       ({"in_channels": True}, "in_channels is True"),
                       ({"image_size": None}, "image_size is None"),
                       ({"sizes": [1]}, "sizes [1]")):
-        (tmp_path / INFO).write_text(json.dumps(INFO_.to_json() | bad))
+        (tmp_path / INFO).write_text(json.dumps(RECORD.to_json() | bad))
         with pytest.raises(DamagedFileError, match=re.escape(f"run.json: damaged ({says}")):
             run.info()
 
@@ -342,7 +342,7 @@ def test_atomic_writes_replace_links_instead_of_writing_through_them(tmp_path):
 def test_each_data_folder_gets_its_own_evaluation_folder(tmp_path):
     run = RunDir(tmp_path / "r")
     (tmp_path / "r").mkdir()
-    (tmp_path / "r" / INFO).write_text(json.dumps(INFO_.to_json() | {
+    (tmp_path / "r" / INFO).write_text(json.dumps(RECORD.to_json() | {
         "data_path": str((tmp_path / "own").resolve())}))
     a, b = (tmp_path / p / "test" for p in ("A", "B"))
     assert run.eval_dir(None) == run and run.eval_dir(tmp_path / "own") == run
