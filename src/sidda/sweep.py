@@ -179,8 +179,8 @@ def _reusable_state(run: RunDir, cfg: RunConfig) -> RunState:
     if state >= RunState.TRAINED and (changed := changed_data(run, cfg)):
         raise DataError(
             f"{run.path} was trained on data that changed since ({', '.join(changed)}: SHA-256 "
-            "differs from its environment.json); pass --force to retrain it on the data now, "
-            f"or restore the data it was trained on ({cfg.data.path})")
+            f"differs from its environment.json); delete {run.path} or pass --force to train "
+            f"again on the data now, or restore the data it was trained on ({cfg.data.path})")
     return state
 
 
