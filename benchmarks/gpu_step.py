@@ -21,13 +21,12 @@ Two measurements, written to ``OUT/step.json``, ``OUT/epoch.json`` and ``OUT/res
 
 ``--quick`` shrinks everything (20x20 images, batches of 4, one timed step) so that the script
 runs in seconds on a CPU; its numbers then mean nothing, only that the code runs. On the CPU
-bf16 is off whatever the setting (``sidda.distributed.autocast_context``).
+bf16 is off whatever the setting (``sidda.train.device.autocast_context``).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 import statistics
@@ -41,6 +40,7 @@ import torch
 from sidda.cli import main as sidda_main
 from sidda.methods.sidda import SIDDAMethod
 from sidda.models import build_model
+from sidda.runs import RunDir
 from sidda.train import train_step
 from sidda.train.collectives import DistContext
 from sidda.train.config import DistConfig
@@ -163,12 +163,11 @@ def bench_epoch(device: torch.device, out: Path, *, model_name: str, n_per_class
         _reset_peak(device)
         _run(["train", "--config", str(CONFIG), "--device", str(device), "--force", "-q",
               "--set", *sets])
-        run = out / "runs" / f"epoch_{name}"
-        with open(run / "history.csv", newline="") as f:
-            epochs = {r["phase"]: float(r["seconds"]) for r in csv.DictReader(f)}
-        with open(run / "history_steps.csv", newline="") as f:
-            n_steps = sum(r["phase"] == "sidda" for r in csv.DictReader(f))
-        sizes = json.loads((run / "run.json").read_text())["sizes"]
+        run = RunDir(out / "runs" / f"epoch_{name}")
+        hist = run.history()
+        epochs = {r["phase"]: r["seconds"] for r in hist.epochs}
+        n_steps = sum(r["phase"] == "sidda" for r in hist.steps)
+        sizes = run.info().sizes
         results[name] = {"sidda_epoch_s": epochs["sidda"], "warmup_epoch_s": epochs["warmup"],
                          "sidda_steps": n_steps, "peak_mib": _peak_mib(device),
                          "sizes": sizes}

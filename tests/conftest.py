@@ -1,4 +1,4 @@
-"""Shared fixtures: a fixed seed for every test and tiny synthetic data folders."""
+"""Shared fixtures: a fixed seed for every test, tiny synthetic data folders, a config writer."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
+import yaml
 
 
 def pytest_collection_modifyitems(config, items):
@@ -56,9 +57,35 @@ def write_tiny_data(root, *, n_train=48, n_test=24, size=16, seed=0, target_labe
     return root
 
 
+def write_config(root, data, *, name="run", **sections):
+    """Write ``root/<name>.yaml``: a tiny run ``root/runs/<name>`` on the data folder ``data``.
+
+    A section given as a dict (``model=``, ``loss=``, ``train=``, ...) is merged over the
+    defaults (model ``cnn``; 2 epochs, 1 of warm-up, batches of 16, seed 0, one thread); any
+    other value (``out_dir=``) replaces the key.
+    """
+    cfg = {"name": name, "out_dir": str(root / "runs"), "data": {"path": str(data)},
+           "model": {"name": "cnn"},
+           "train": {"epochs": 2, "warmup": 1, "batch_size": 16, "seed": 0, "threads": 1}}
+    for key, value in sections.items():
+        cfg[key] = cfg.get(key, {}) | value if isinstance(value, dict) else value
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 @pytest.fixture
 def tiny_data(tmp_path):
     return write_tiny_data(tmp_path / "data")
+
+
+@pytest.fixture(scope="module")
+def tiny_sets(tmp_path_factory):
+    """The tiny data folder loaded (train and test of both domains), once per test module."""
+    from sidda import DataConfig, load_domains
+
+    root = write_tiny_data(tmp_path_factory.mktemp("tiny") / "data")
+    return load_domains(DataConfig(path=str(root)))
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The package's shape: no import cycles, every module importable on its own, small modules.
+"""The package's shape: no import cycles, every module importable on its own, small modules,
+and one owner for the run directory (sidda.runs).
 
 The import graph is read from the source (every ``import`` of a sidda module, at any level,
 ``TYPE_CHECKING`` blocks included), so a cycle cannot hide behind a function-level import.
@@ -7,6 +8,7 @@ The import graph is read from the source (every ``import`` of a sidda module, at
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -166,3 +168,32 @@ def _env() -> dict:
 def test_modules_stay_small(mod):
     n = len(MODULES[mod].read_text().splitlines())
     assert n <= MAX_LINES, f"{mod} has {n} lines; split it by noun (house rule: about 400)"
+
+
+#: A run's file names as string literals; only sidda.runs may spell them.
+RUN_FILE_LITERAL = re.compile(r'"(run|metrics|summary|environment|data_manifest)\.json"'
+                              r'|"(config\.yaml|argv\.txt|history(_steps)?\.csv)"')
+
+
+def test_only_the_runs_package_names_the_files_of_a_run():
+    hits = [f"{path.relative_to(SRC)}:{i}: {line.strip()}"
+            for mod, path in MODULES.items() if not mod.startswith("sidda.runs")
+            for i, line in enumerate(path.read_text().splitlines(), 1)
+            if RUN_FILE_LITERAL.search(line)]
+    assert hits == [], "use sidda.runs.RunDir instead of a file name:\n" + "\n".join(hits)
+    assert RUN_FILE_LITERAL.search('path / "metrics.json"')  # the pattern finds one
+
+
+def test_one_place_says_what_is_not_a_run_directory():
+    where = [mod for mod, path in MODULES.items()
+             for _ in range(path.read_text().count("not a run directory"))]
+    assert where == ["sidda.runs.rundir"]
+
+
+def test_evaluate_computes_and_never_opens_a_run_directory():
+    graph = import_graph()
+    up = sorted(f"{mod} -> {dep}" for mod, deps in graph.items()
+                if mod.startswith("sidda.evaluate") for dep in deps if dep.startswith("sidda.runs"))
+    assert up == []
+    assert all(not (PKG / p).exists() for p in ("experiments/rundir.py", "evaluate/publish.py",
+                                                "distributed.py", "recovery.py"))

@@ -21,16 +21,23 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import write_tiny_data
+from conftest import write_config, write_tiny_data
 from sidda import ConfigError, DataConfig, DataError, InputError, RunConfig, load_domains
 from sidda.cli import main
 from sidda.datasets import check_data
 from sidda.errors import MAX_MESSAGE, one_line
-from sidda.evaluate import MAX_BINS, PREDICTION_FILES, check_bins
+from sidda.evaluate import MAX_BINS, check_bins
 from sidda.experiments import needs_evaluation
 from sidda.models import MAX_GROUP_ORDER, parse_model_name
 from sidda.report import ISOMAP_POINTS, check_isomap_points
-from sidda.runs import LOCK_NAME, load_checkpoint, lock_run, save_checkpoint
+from sidda.runs import (
+    LOCK_NAME,
+    PREDICTION_FILES,
+    RunDir,
+    load_checkpoint,
+    lock_run,
+    save_checkpoint,
+)
 from sidda.train.device import check_device
 
 PROPS = settings(max_examples=40, deadline=None,
@@ -39,14 +46,7 @@ PROPS = settings(max_examples=40, deadline=None,
 
 
 def _config(tmp_path, data, name="r", **train):
-    cfg = {
-        "name": name, "out_dir": str(tmp_path / "runs"), "data": {"path": str(data)},
-        "model": {"name": "cnn", "latent_dim": 16},
-        "train": {"epochs": 2, "warmup": 1, "batch_size": 16, "seed": 0, "threads": 1} | train,
-    }
-    p = tmp_path / f"{name}.yaml"
-    p.write_text(yaml.safe_dump(cfg))
-    return p
+    return write_config(tmp_path, data, name=name, model={"latent_dim": 16}, train=train)
 
 
 def _one_error_line(capsys):
@@ -268,9 +268,10 @@ def test_S3_L2_other_data_is_evaluated_beside_the_run(trained, tmp_path, capsys)
     for split in ("train", "test"):
         (other / split / f"y_{split}_noise.npy").unlink()
     assert main(["evaluate", "-q", str(run), "--data", str(other)]) == 0
-    assert f"wrote {run / 'eval' / 'unlabelled' / 'metrics.json'}" in capsys.readouterr().out
+    out = RunDir(run).eval_dir(other).path  # eval/unlabelled-<hash of the folder's path>
+    assert out.parent == run / "eval" and out.name.startswith("unlabelled-")
+    assert f"wrote {out / 'metrics.json'}" in capsys.readouterr().out
     assert {f: (run / f).read_bytes() for f in own} == own  # the run's own results are kept
-    out = run / "eval" / "unlabelled"
     m = _consistent(out)
     assert not (out / "labels_target.npy").exists() and m["target"]["labelled"] is False
     assert m["data_path"] == str(other.resolve())

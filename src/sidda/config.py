@@ -54,7 +54,7 @@ class RunConfig:
         loss: Objective options.
         train: Optimisation options.
         dist: GPU precision, memory format and multi-process options
-            (:class:`~sidda.distributed.DistConfig`, ``docs/distributed.md``).
+            (:class:`~sidda.train.config.DistConfig`, ``docs/distributed.md``).
     """
 
     name: str = "run"

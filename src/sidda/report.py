@@ -1,9 +1,9 @@
 """One self-contained HTML page about one or several evaluated runs.
 
-:func:`write_report` reads each run directory (``config.yaml``, ``data_manifest.json``,
-``metrics.json``, the prediction arrays, ``history.csv``) and writes one HTML file. It renders
+:func:`write_report` reads each run directory through :class:`~sidda.runs.RunDir` (its config,
+data manifest, metrics, prediction arrays and history) and writes one HTML file. It renders
 only: the runs are evaluated first (:func:`sidda.experiments.evaluate_runs`, as ``sidda report``
-does), and a run without ``metrics.json`` is an error. Every figure is a base64-embedded PNG
+does), and a run without a complete evaluation is an error. Every figure is a base64-embedded PNG
 and every piece of text is HTML-escaped, so the page needs no other file and shows a run name
 like ``<b>`` as text.
 
@@ -22,7 +22,7 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from sidda._version import __version__
 from sidda.errors import InputError, short_repr
 from sidda.evaluate import isomap_embedding
 from sidda.plots import confusion_matrices, isomap_figure, reliability_diagram, training_curves
-from sidda.runs import atomic_write, load_history
+from sidda.runs import History, RunDir, RunInfo, RunState, atomic_write
 
 __all__ = ["ISOMAP_POINTS", "build_report", "check_isomap_points", "figure_to_data_uri",
            "write_report"]
@@ -109,42 +109,46 @@ def _pre(text: str) -> str:
 # --------------------------------------------------------------------------- loading
 
 
-class _ReportedRun:
-    """Everything the report shows about one run directory."""
+class _Run(NamedTuple):
+    """One run on the page: what :class:`~sidda.runs.RunDir` read from it, once."""
 
-    def __init__(self, run_dir: Path, label: str) -> None:
-        self.dir, self.label = run_dir, label
-        self.anchor = "run-" + "".join(c if c.isalnum() else "-" for c in label)
-        self.metrics = json.loads((run_dir / "metrics.json").read_text())
-        self.info = _read_json(run_dir / "run.json")
-        self.manifest = _read_json(run_dir / "data_manifest.json")
-        self.summary = _read_json(run_dir / "summary.json")
-        self.config = (run_dir / "config.yaml").read_text() if (
-            run_dir / "config.yaml").is_file() else ""
-        self.epochs = load_history(run_dir / "history.csv")
-        self.steps = load_history(run_dir / "history_steps.csv")
-        self.class_names = self.info.get("class_names") or self.manifest.get("class_names")
+    dir: RunDir
+    label: str
+    metrics: dict
+    info: RunInfo
+    summary: dict
+    manifest: dict
+    config: str  #: the text of config.yaml
+    history: History
+
+    @classmethod
+    def read(cls, run: RunDir, label: str) -> _Run:
+        return cls(run, label, run.metrics() or {}, run.info(), run.summary() or {},
+                   run.manifest(), run.config_text(), run.history())
+
+    @property
+    def anchor(self) -> str:
+        return "run-" + "".join(c if c.isalnum() else "-" for c in self.label)
+
+    @property
+    def class_names(self) -> Sequence[str] | None:
+        return self.info.class_names or self.manifest.get("class_names")
 
     def array(self, kind: str, domain: str) -> np.ndarray | None:
-        path = self.dir / f"{kind}_{domain}.npy"
-        return np.load(path) if path.is_file() else None
+        return self.dir.array(kind, domain)
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _labels(run_dirs: Sequence[Path]) -> list[str]:
+def _labels(runs: Sequence[RunDir]) -> list[str]:
     """Run names, made unique with their parent folder where two runs share a name."""
-    names = [p.name for p in run_dirs]
-    return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name
-            for p in run_dirs]
+    names = [r.name for r in runs]
+    return [f"{r.path.parent.name}/{r.name}" if names.count(r.name) > 1 else r.name
+            for r in runs]
 
 
 # --------------------------------------------------------------------------- sections
 
 
-def _summary(runs: list[_ReportedRun]) -> str:
+def _summary(runs: list[_Run]) -> str:
     head = ["run", "method", "model", "checkpoint (epoch)", "source acc", "target acc",
             "source ECE", "target ECE", "target ECE (T)", "source Brier", "target Brier",
             "target NLL", "T"]
@@ -170,7 +174,7 @@ def _summary(runs: list[_ReportedRun]) -> str:
     )
 
 
-def _calibration(runs: list[_ReportedRun]) -> str:
+def _calibration(runs: list[_Run]) -> str:
     head = ["run", "domain", "n", "accuracy", "ECE", "ECE (T)", "Brier", "Brier (T)", "NLL",
             "NLL (T)"]
     rows = []
@@ -220,7 +224,7 @@ def _calibration(runs: list[_ReportedRun]) -> str:
     )
 
 
-def _selection(runs: list[_ReportedRun]) -> str:
+def _selection(runs: list[_Run]) -> str:
     rules = ["final", "best_val_acc", "best_val_loss", "entropy", "iwv", "dev", "oracle"]
     head = ["run"] + [f"{r} {'(target labels)' if r == 'oracle' else ''}".strip()
                       for r in rules]
@@ -259,7 +263,7 @@ def _selection(runs: list[_ReportedRun]) -> str:
     )
 
 
-def _isomap(runs: list[_ReportedRun], *, n_points: int) -> str:
+def _isomap(runs: list[_Run], *, n_points: int) -> str:
     panels = {}
     for r in runs:
         z_s, z_t = r.array("latents", "source"), r.array("latents", "target")
@@ -283,14 +287,14 @@ def _isomap(runs: list[_ReportedRun], *, n_points: int) -> str:
     )
 
 
-def _run_section(r: _ReportedRun) -> str:
+def _run_section(r: _Run) -> str:
     m = r.metrics
     parts = [f"<h2 id='{_e(r.anchor)}'>Run {_e(r.label)}</h2>",
-             f"<p class='note'>Directory: {_e(r.dir.resolve())}</p>"]
+             f"<p class='note'>Directory: {_e(r.dir.path.resolve())}</p>"]
     facts = [["method", m.get("method")], ["model", m.get("model")],
              ["evaluated checkpoint", f"{m.get('checkpoint')} (epoch {m.get('checkpoint_epoch')})"],
              ["test data", m.get("data_path")],
-             ["split sizes", json.dumps(r.info.get("sizes", {}))],
+             ["split sizes", json.dumps(r.info.sizes)],
              ["epochs run", r.summary.get("epochs_run")],
              ["best epochs", json.dumps(r.summary.get("best_epochs", {}))],
              ["training seconds", r.summary.get("seconds")]]
@@ -312,9 +316,10 @@ def _run_section(r: _ReportedRun) -> str:
         parts.append("<h3>Confusion matrices (row-normalised; counts in brackets)</h3>"
                      + _img(confusion_matrices(cms, class_names=r.class_names),
                             f"confusion matrices of {r.label}"))
-    if r.epochs:
+    if r.history.epochs:
         parts.append("<h3>Training curves</h3>"
-                     + _img(training_curves(r.epochs, r.steps), f"training curves of {r.label}"))
+                     + _img(training_curves(r.history.epochs, r.history.steps),
+                            f"training curves of {r.label}"))
     for dom in ("source", "target"):
         rep = m.get(dom, {}).get("report")
         if not rep:
@@ -335,7 +340,7 @@ def _run_section(r: _ReportedRun) -> str:
 
 
 def build_report(
-    run_dirs: Sequence[str | Path],
+    run_dirs: Sequence[RunDir | str | Path],
     *,
     title: str | None = None,
     isomap_points: int = 600,
@@ -344,19 +349,21 @@ def build_report(
     """The HTML text of the report for evaluated run directories.
 
     Args:
-        run_dirs: Run directories with a ``metrics.json`` from ``sidda evaluate``.
+        run_dirs: Run directories with a complete evaluation (``sidda evaluate``).
         title: Page title.
         isomap_points: Points per domain in the Isomap.
         extra_html: Trusted HTML inserted after the summary (used by ``sidda sweep``).
+
+    Raises:
+        FileNotFoundError: a run is not evaluated; DamagedFileError: a run file does not read.
     """
     if not run_dirs:
         raise ValueError("build_report needs at least one run directory")
     check_isomap_points(isomap_points)
-    paths = [Path(p) for p in run_dirs]
-    for p in paths:
-        if not (p / "metrics.json").is_file():
-            raise FileNotFoundError(f"{p}: no metrics.json; run `sidda evaluate {p}` first")
-    runs = [_ReportedRun(p, label) for p, label in zip(paths, _labels(paths), strict=True)]
+    dirs = [RunDir.of(p) for p in run_dirs]
+    for run in dirs:  # every run before reading any
+        run.require(RunState.EVALUATED)
+    runs = [_Run.read(run, label) for run, label in zip(dirs, _labels(dirs), strict=True)]
     title = title or ("sidda report: " + ", ".join(r.label for r in runs))
     stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     nav = " &middot; ".join(f'<a href="#{a}">{t}</a>' for a, t in (
@@ -375,7 +382,7 @@ def build_report(
 
 
 def write_report(
-    run_dirs: Sequence[str | Path],
+    run_dirs: Sequence[RunDir | str | Path],
     out: str | Path,
     *,
     title: str | None = None,
@@ -385,7 +392,7 @@ def write_report(
     """Write the report of evaluated runs (:func:`build_report`) to ``out``, atomically.
 
     Args:
-        run_dirs: Run directories with a ``metrics.json``
+        run_dirs: Run directories with a complete evaluation
             (:func:`sidda.experiments.evaluate_runs` makes them so).
         out: The HTML file to write.
         title: Page title.

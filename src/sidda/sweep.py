@@ -10,33 +10,36 @@
   against epoch, one line per model, mean and +-1 std over seeds (:func:`distance_curves`);
 * ``report.html`` - the HTML report of every run, with the table and the figure on top.
 
-A run that is already complete (``metrics.json`` written) with the same config is reused,
-so an interrupted sweep resumes where it stopped; a run whose training finished but whose
-evaluation did not is only evaluated; one with another config is an error unless ``force``
-retrains it. :func:`ensure_run` holds these rules and :func:`method_loss` the rule for
-switching a base config to another method; ``sidda compare`` (:mod:`sidda.compare`) uses both.
+A run that is already complete (evaluated) with the same config and the same training data
+(the SHA-256 checksums it recorded) is reused, so an interrupted sweep resumes where it
+stopped; a run whose training finished but whose evaluation did not (or whose evaluation files
+are damaged) is only evaluated; one with another config, or trained on data that changed since,
+is an error unless ``force`` retrains it. :func:`ensure_run` holds these rules and
+:func:`method_loss` the rule for switching a base config to another method; ``sidda compare``
+(:mod:`sidda.compare`) uses both.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from sidda.config import ConfigError, RunConfig
-from sidda.errors import one_line
+from sidda.datasets import DataError
+from sidda.errors import InputError, one_line
 from sidda.evaluate.curves import CurveStats, distance_curves, group_curves
 from sidda.evaluate.curves import mean_std as _mean_std
-from sidda.experiments import evaluate_runs, needs_evaluation, train_run
+from sidda.experiments import evaluate_runs, run_config, train_run
+from sidda.experiments.data import changed_data
 from sidda.methods import method_class
 from sidda.methods.config import METHOD_NAMES, method_loss
 from sidda.plots import distance_by_group
 from sidda.report import write_report
-from sidda.runs import atomic_write, load_history, write_csv, write_json
+from sidda.runs import DamagedFileError, RunDir, RunState, atomic_write, write_csv, write_json
 from sidda.train import resolve_device
 
 __all__ = [
@@ -150,23 +153,35 @@ def check_methods_available(methods: Sequence[str]) -> None:
             ) from None
 
 
-def _state(run_dir: Path, cfg: RunConfig, force: bool) -> str:
-    """``"evaluated"``, ``"trained"`` (training finished, no metrics) or ``"missing"``.
+def _cannot_reuse(run: RunDir, problem: str) -> InputError:
+    return InputError(f"{problem}; delete {run.path} to train that run again, or pass --force "
+                      "to train every run again")
+
+
+def _reusable_state(run: RunDir, cfg: RunConfig) -> RunState:
+    """How far ``run`` got, once it is known to be a run of ``cfg`` on today's data.
 
     Raises:
-        ConfigError: ``run_dir`` holds a run of another config and ``force`` is False.
+        ConfigError: ``run`` holds a run of another config (compared as resolved configs: a
+            key an older ``config.yaml`` lacks takes its default).
+        DataError: a finished ``run`` was trained on files that changed since.
+        InputError: ``config.yaml`` is damaged.
     """
-    if force or not run_dir.exists():
-        return "missing"
-    old = run_dir / "config.yaml"
-    if old.is_file() and old.read_text() != cfg.to_yaml():
-        raise ConfigError(
-            f"{run_dir} exists with a different config; choose another --out, or pass --force "
-            "to retrain it"
-        )
-    if not old.is_file() or not (run_dir / "summary.json").is_file():  # written after fit
-        return "missing"
-    return "evaluated" if (run_dir / "metrics.json").is_file() else "trained"
+    if run.config_path.is_file():
+        try:
+            old = run_config(run)
+        except DamagedFileError as e:
+            raise _cannot_reuse(run, f"{e.path}: damaged ({e.reason})") from None
+        if old.to_dict() != cfg.to_dict():
+            raise ConfigError(f"{run.path} exists with a different config; choose another "
+                              "--out, or pass --force to retrain it")
+    state = run.state
+    if state >= RunState.TRAINED and (changed := changed_data(run, cfg)):
+        raise DataError(
+            f"{run.path} was trained on data that changed since ({', '.join(changed)}: SHA-256 "
+            f"differs from its environment.json); delete {run.path} or pass --force to train "
+            f"again on the data now, or restore the data it was trained on ({cfg.data.path})")
+    return state
 
 
 def ensure_run(
@@ -180,30 +195,39 @@ def ensure_run(
 ) -> dict:
     """Train and evaluate one run unless its directory already holds it; its ``metrics.json``.
 
-    A finished run with the same config is reused: its metrics as they are when they are of
-    ``checkpoint`` and complete (:func:`~sidda.experiments.needs_evaluation`), else it is
-    evaluated again; a run whose training finished is evaluated; anything else (no directory,
-    a half-trained one) is trained from scratch and evaluated.
+    A finished run with the same config and training data is reused: its metrics as they are
+    when they are of ``checkpoint`` and complete (:meth:`~sidda.runs.RunDir.needs_evaluation`),
+    else it is evaluated again; a run whose training finished is evaluated; anything else (no
+    directory, a half-trained one) is trained from scratch and evaluated.
 
     Raises:
-        ConfigError: the directory holds a run of another config and ``force`` is False.
+        ConfigError, DataError: the directory holds a run of another config, or one trained on
+            data that changed since, and ``force`` is False.
+        InputError: a reused run lost a file it needs (a checkpoint, a damaged file); the
+            message says to delete it or to pass ``force``.
     """
-    run_dir = run_cfg.run_dir
-    label = label or run_dir.name
+    run = RunDir(run_cfg.run_dir)
+    label = label or run.name
     device = str(resolve_device(run_cfg.train.device))
-    state = _state(run_dir, run_cfg, force)
-    if state == "evaluated":
-        logger.info("%s: already trained and evaluated, reused", label)
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        if checkpoint in (metrics.get("checkpoint_rule"), metrics.get("checkpoint")) and \
-                not needs_evaluation(run_dir):
+    state = RunState.ABSENT if force else _reusable_state(run, run_cfg)
+    if state == RunState.EVALUATED:
+        metrics = run.metrics() or {}
+        if checkpoint in (metrics.get("checkpoint_rule"), metrics.get("checkpoint")):
+            logger.info("%s: already trained and evaluated, reused", label)
             return metrics
-    elif state == "trained":
+        logger.info("%s: already trained, evaluating checkpoint %s", label, checkpoint)
+    elif state == RunState.TRAINED:
         logger.info("%s: already trained, evaluating", label)
     else:
         logger.info("training %s", label)
         train_run(run_cfg, argv=argv, force=True, callbacks=callbacks)
-    return evaluate_runs([run_dir], when="always", checkpoint=checkpoint, device=device)[0]
+    try:
+        return evaluate_runs([run], when="always", checkpoint=checkpoint, device=device)[0]
+    except (FileNotFoundError, DamagedFileError) as e:
+        if state < RunState.TRAINED:
+            raise
+        problem = f"{e.path}: damaged ({e.reason})" if isinstance(e, DamagedFileError) else e
+        raise _cannot_reuse(run, str(problem)) from None
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -268,9 +292,10 @@ def run_sweep(
                                   label=f"[{i}/{len(plan)}] {run_cfg.run_dir.name}"))
         runs.append(run_cfg.run_dir)
     rows = summarize(reports)
-    write_csv(out / "summary.csv", rows)
-    atomic_write(out / "summary.txt", format_table(rows) + "\n")
-    write_json(out / "summary.json", {"rows": rows, "runs": [str(r) for r in runs]})
+    summary = out / "summary"  # .csv, .txt and .json
+    write_csv(summary.with_suffix(".csv"), rows)
+    atomic_write(summary.with_suffix(".txt"), format_table(rows) + "\n")
+    write_json(summary.with_suffix(".json"), {"rows": rows, "runs": [str(r) for r in runs]})
     figure = _figure5(out, plan, runs, warmup=cfg.train.warmup)
     page = None
     if report:  # every run is evaluated (ensure_run): the page only renders
@@ -283,7 +308,7 @@ def _figure5(out: Path, plan: list[RunConfig], runs: list[Path], *, warmup: int)
     histories: dict[str, list[list[dict]]] = {}
     for run_cfg, run_dir in zip(plan, runs, strict=True):
         label = f"{run_cfg.model.name} / {run_cfg.loss.method}"
-        histories.setdefault(label, []).append(load_history(run_dir))
+        histories.setdefault(label, []).append(RunDir(run_dir).history().epochs)
     curves = distance_curves(histories)
     if not curves:
         logger.warning("no run logged a domain distance; figure5.png not drawn")

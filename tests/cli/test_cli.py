@@ -6,18 +6,12 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import write_config
 from sidda.cli import main
 
 
 def _config(tmp_path, data, **train):
-    cfg = {
-        "name": "run1", "out_dir": str(tmp_path / "runs"), "data": {"path": str(data)},
-        "model": {"name": "cnn"},
-        "train": {"epochs": 2, "warmup": 1, "batch_size": 16, "seed": 0} | train,
-    }
-    p = tmp_path / "cfg.yaml"
-    p.write_text(yaml.safe_dump(cfg))
-    return p
+    return write_config(tmp_path, data, name="run1", train=train)
 
 
 def test_train_then_evaluate(tmp_path, tiny_data, capsys):

@@ -5,8 +5,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-import yaml
 
+from conftest import write_config
 from sidda import ConfigError, RunConfig
 from sidda.cli import main
 from sidda.compare import (
@@ -33,13 +33,9 @@ def one_thread():
 
 
 def _config(tmp_path, data, **loss):
-    cfg = {"name": "x", "out_dir": str(tmp_path / "ignored"), "data": {"path": str(data)},
-           "model": {"name": "cnn", "latent_dim": 16},
-           "loss": {"method": "sidda", "eta_mode": "clean", **loss},
-           "train": {"epochs": 2, "warmup": 1, "batch_size": 8, "seed": 0, "threads": 1}}
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_config(tmp_path, data, name="x", out_dir=str(tmp_path / "ignored"),
+                        model={"latent_dim": 16}, train={"batch_size": 8},
+                        loss={"method": "sidda", "eta_mode": "clean", **loss})
 
 
 def _metrics(out, data, folder, seed):

@@ -9,13 +9,8 @@ import torch
 
 from sidda import InputError, build_model
 from sidda.datasets import ImageSet, MappedImages
-from sidda.evaluate import (
-    forward_all,
-    predict,
-    predict_arrays,
-    run_temperature,
-    write_predictions_csv,
-)
+from sidda.evaluate import forward_all, predict, predict_arrays
+from sidda.experiments.prediction import run_temperature, write_predictions_csv
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,18 @@ from sidda.evaluate import (
     domain_weights,
     importance_weighted_risk,
     isomap_embedding,
-    load_history,
     paper_compatible,
     prediction_entropy,
-    run_temperature,
     select_checkpoints,
 )
-from sidda.experiments import evaluate_run, load_run_model, prepare_data, train_run
-from sidda.runs import load_checkpoint
+from sidda.experiments import (
+    evaluate_run,
+    load_run_model,
+    prepare_data,
+    run_temperature,
+    train_run,
+)
+from sidda.runs import RunDir, load_checkpoint, load_history
 
 RULES = ("final", "best_val_acc", "best_val_loss", "entropy", "iwv", "dev", "oracle")
 
@@ -189,7 +193,7 @@ def test_temperature_never_reads_target_labels(run, tmp_path, monkeypatch):
     assert after["temperature"] == before["temperature"]
     assert after["source"] == before["source"]
     # other data: written beside the run's own results, which stay as they were
-    assert not np.array_equal(np.load(copy / "eval" / "data" / "labels_target.npy"),
+    assert not np.array_equal(np.load(RunDir(copy).eval_dir(data).path / "labels_target.npy"),
                               np.load(run / "labels_target.npy"))
     assert np.array_equal(np.load(copy / "labels_target.npy"), np.load(run / "labels_target.npy"))
     # ... and without any target label file: same temperature, unlabelled target.

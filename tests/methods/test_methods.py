@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from sidda import DataConfig, LossConfig, TrainConfig, build_model, fit, load_domains
+from sidda import LossConfig, TrainConfig, build_model, fit
 from sidda.methods import OPTIONS, StepOutputs, method_class
 from sidda.methods.adversarial import (
     domain_loss,
@@ -70,11 +70,6 @@ def test_unequal_batches_finite_and_total_is_ce_plus_weighted_da(name):
 def test_single_source_latent_works(name):
     res = _method(name)(_outputs(1, 4))  # the last, partial source batch of an epoch
     assert torch.isfinite(res.total)
-
-
-@pytest.fixture
-def tiny_sets(tiny_data):
-    return load_domains(DataConfig(path=str(tiny_data)))
 
 
 @pytest.mark.parametrize("name", BASELINES)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from train_nets import NoBatchNorm, global_batch, paper_cnn, params
 
-from sidda import DataConfig, LossConfig, TrainConfig, fit, load_domains
+from sidda import LossConfig, TrainConfig, fit
 from sidda.cli import main
 from sidda.losses import SIDDALoss
 from sidda.methods.sidda import SIDDAMethod
@@ -91,11 +91,6 @@ class Recorder(NoBatchNorm):
         if self.training:
             self.seen.append((torch.is_autocast_enabled("cpu"), logits.dtype))
         return z, logits
-
-
-@pytest.fixture
-def tiny_sets(tiny_data):
-    return load_domains(DataConfig(path=str(tiny_data)))
 
 
 def test_bf16_is_off_on_the_cpu_and_channels_last_reaches_fit(tiny_sets):

@@ -4,15 +4,9 @@ import math
 import pytest
 import torch
 
-from sidda import DataConfig, LossConfig, TrainConfig, build_model, fit, load_domains
+from sidda import LossConfig, TrainConfig, build_model, fit
 from sidda.datasets import ImageSet
 from sidda.runs import load_checkpoint
-
-
-@pytest.fixture
-def tiny_sets(tiny_data):
-    d = load_domains(DataConfig(path=str(tiny_data)))
-    return d
 
 
 def _model(seed=0):

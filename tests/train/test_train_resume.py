@@ -19,6 +19,7 @@ import torch
 import yaml
 from torch import nn
 
+from conftest import write_config
 from sidda import DataConfig, LossConfig, RunConfig, TrainConfig, build_model, fit, load_domains
 from sidda.cli import main
 from sidda.experiments import train_run
@@ -32,11 +33,7 @@ EPOCH_CHECKPOINTS = tuple(f"epoch_{e:04d}" for e in range(1, TRAIN["epochs"] + 1
 
 
 def _config(root, data, name, **train):
-    cfg = {"name": name, "out_dir": str(root / "runs"), "data": {"path": str(data)},
-           "model": {"name": "cnn"}, "train": TRAIN | train}
-    path = root / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_config(root, data, name=name, train=TRAIN | train)
 
 
 def _rows(path):

@@ -17,6 +17,7 @@ from sidda.cli.console import Progress, setup_logging
 from sidda.cli.tables import calibration_lines, demo_lines, run_table
 from sidda.config import RunConfig
 from sidda.errors import InputError, short_repr
+from sidda.runs import RunDir
 from sidda.train import distributed
 
 __all__ = ["cmd_compare", "cmd_demo", "cmd_evaluate", "cmd_report", "cmd_sweep", "cmd_train"]
@@ -33,8 +34,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "--resume continues with the run's own config.yaml; drop --set and --force (to "
                 "change settings, start a new run with --config)"
             )
-        cfg_path = Path(args.resume) / "config.yaml"  # resume_run explains a missing one
-        cfg = RunConfig.from_yaml(cfg_path) if cfg_path.is_file() else RunConfig()
+        run = RunDir(args.resume)  # resume_run explains a missing config.yaml
+        cfg = experiments.run_config(run) if run.config_path.is_file() else RunConfig()
     else:
         cfg = RunConfig.from_yaml(args.config).override(args.set or [])
         if args.device is not None:
@@ -70,7 +71,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print(run_table({Path(args.run_dir).name: rep}))
     print(calibration_lines(rep))
-    print(f"wrote {experiments.evaluation_dir(args.run_dir, args.data) / 'metrics.json'}")
+    print(f"wrote {experiments.evaluation_dir(args.run_dir, args.data).metrics_path}")
     return 0
 
 

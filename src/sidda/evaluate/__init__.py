@@ -1,7 +1,7 @@
 r"""Evaluate a trained run: predictions, test metrics, calibration, label-free selection.
 
 :func:`sidda.experiments.evaluate_run` composes the pieces and writes ``metrics.json``
-(:mod:`~sidda.evaluate.publish` documents its layout). Three kinds of numbers, kept apart
+(``docs/evaluation.md`` documents its layout). Three kinds of numbers, kept apart
 (docs/evaluation.md explains each):
 
 * **The network's own calibration** on its softmax: equal-width binned ECE, multiclass Brier
@@ -17,12 +17,15 @@ r"""Evaluate a trained run: predictions, test metrics, calibration, label-free s
 Modules: :mod:`~sidda.evaluate.predict` (the forward pass, :class:`Predictions`, predictions
 of new images), :mod:`~sidda.evaluate.calibration`, :mod:`~sidda.evaluate.selection`,
 :mod:`~sidda.evaluate.embedding` (Isomap of the latents), :mod:`~sidda.evaluate.curves`
-(training curves over seeds), :mod:`~sidda.evaluate.publish` (the files). The metric
-formulas are in :mod:`sidda.metrics`; :func:`load_history` is :func:`sidda.runs.load_history`.
+(training curves over seeds). The metric formulas are in :mod:`sidda.metrics`. This package
+computes and never touches a run directory: :mod:`sidda.experiments.evaluation` reads and
+writes the files.
 """
 
 from sidda.evaluate.calibration import (
+    MAX_BINS,
     ProbeResult,
+    check_bins,
     fit_source_temperature,
     paper_compatible,
     paper_probe_calibration,
@@ -37,17 +40,6 @@ from sidda.evaluate.predict import (
     predict,
     predict_arrays,
 )
-from sidda.evaluate.publish import (
-    MAX_BINS,
-    PREDICTION_FILES,
-    check_bins,
-    clean_staging,
-    publish_evaluation,
-    run_temperature,
-    save_predictions,
-    write_metrics,
-    write_predictions_csv,
-)
 from sidda.evaluate.selection import (
     PICK_RULES,
     RULES,
@@ -58,11 +50,9 @@ from sidda.evaluate.selection import (
     prediction_entropy,
     select_checkpoints,
 )
-from sidda.runs import load_history
 
 __all__ = [
     "MAX_BINS",
-    "PREDICTION_FILES",
     "PICK_RULES",
     "RULES",
     "CurveStats",
@@ -72,7 +62,6 @@ __all__ = [
     "RiskEstimate",
     "check_bins",
     "checkpoint_scores",
-    "clean_staging",
     "distance_curves",
     "domain_metrics",
     "domain_weights",
@@ -81,18 +70,12 @@ __all__ = [
     "group_curves",
     "importance_weighted_risk",
     "isomap_embedding",
-    "load_history",
     "mean_std",
     "paper_compatible",
     "paper_probe_calibration",
     "predict",
     "predict_arrays",
     "prediction_entropy",
-    "publish_evaluation",
-    "run_temperature",
-    "save_predictions",
     "select_checkpoints",
     "temperature_metrics",
-    "write_metrics",
-    "write_predictions_csv",
 ]

@@ -4,6 +4,7 @@ r"""Calibration of a trained network: temperature scaling and the paper's probe 
   fitted on the **source validation split only** (:func:`sidda.metrics.fit_temperature`);
   no target label is read. :func:`temperature_metrics` - ECE, Brier and NLL of
   :math:`\mathrm{softmax}(z/T)` on a test domain.
+* :func:`check_bins` - the bin count of an evaluation's ECE (1..:data:`MAX_BINS`).
 * :func:`paper_compatible` - the authors' protocol (``test_calibration.py``): a
   logistic-regression probe on the latents, sigmoid-calibrated
   (:func:`paper_probe_calibration`, scikit-learn), scored with their per-sample "ECE" and
@@ -26,17 +27,35 @@ import torch
 from torch import Tensor
 
 from sidda import metrics
+from sidda.errors import InputError, short_repr
 from sidda.evaluate.predict import Predictions
 from sidda.evaluate.threads import single_blas_thread
+from sidda.metrics import MAX_BINS
 from sidda.metrics.validation import ArrayLike, as_tensor, check_int, check_labels, check_scores
 
 __all__ = [
+    "MAX_BINS",
     "ProbeResult",
+    "check_bins",
     "fit_source_temperature",
     "paper_compatible",
     "paper_probe_calibration",
     "temperature_metrics",
 ]
+
+
+def check_bins(n_bins: object) -> int:
+    """``n_bins`` if it is an integer in 1..:data:`MAX_BINS`, else :class:`InputError`.
+
+    >>> check_bins(15)
+    15
+    """
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or not 1 <= n_bins <= MAX_BINS:
+        raise InputError(
+            f"--bins (n_bins) must be an integer in 1..{MAX_BINS}, got {short_repr(n_bins)}; "
+            "the default is 15"
+        )
+    return n_bins
 
 logger = logging.getLogger(__name__)
 

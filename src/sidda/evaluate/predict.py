@@ -145,7 +145,7 @@ def predict_arrays(
     to float32 tensors.
 
     With ``temperature`` T the probabilities are :math:`\mathrm{softmax}(z / T)`; T is the
-    run's source-validation fit (:func:`sidda.evaluate.run_temperature`). T > 0 never changes
+    run's source-validation fit (``RunDir.temperature``). T > 0 never changes
     the predicted class.
 
     Args:

@@ -2,30 +2,35 @@
 
 * :mod:`~sidda.experiments.data` - :func:`prepare_data` (the run's train/validation split),
   :func:`data_checksums`, :func:`write_generated` (a generated set as a data folder);
-* :mod:`~sidda.experiments.rundir` - the run directory while it is set up (lock, setup files,
-  rank 0's work under torchrun);
-* :mod:`~sidda.experiments.training` - :func:`train_run`, :func:`resume_run`;
-* :mod:`~sidda.experiments.evaluation` - :func:`load_run_model`, :func:`evaluate_run`,
-  :func:`evaluate_runs`, :func:`evaluation_dir`, :func:`needs_evaluation`;
+* :mod:`~sidda.experiments.training` - :func:`train_run`, :func:`resume_run`,
+  :func:`run_config` (a run's ``config.yaml``), rank 0's work under torchrun;
+* :mod:`~sidda.experiments.evaluation` - :class:`TrainedRun` (a run read once),
+  :func:`load_run_model`, :func:`evaluate_run`, :func:`evaluate_runs`, :func:`evaluation_dir`,
+  :func:`needs_evaluation`;
+* :mod:`~sidda.experiments.prediction` - :func:`predict_run` (``sidda predict``),
+  :func:`run_temperature`;
 * :mod:`~sidda.experiments.demo` - :func:`run_demo`, what ``sidda demo`` runs.
+
+The files of a run directory are read and written by :class:`sidda.runs.RunDir`.
 """
 
 from sidda.experiments.data import data_checksums, prepare_data, write_generated
 from sidda.experiments.demo import DEMO_METHODS, DemoResult, run_demo
 from sidda.experiments.evaluation import (
-    EVALUATION_ARRAYS,
+    TrainedRun,
     evaluate_run,
     evaluate_runs,
     evaluation_dir,
     load_run_model,
     needs_evaluation,
 )
-from sidda.experiments.training import resume_run, train_run
+from sidda.experiments.prediction import run_temperature
+from sidda.experiments.training import resume_run, run_config, train_run
 
 __all__ = [
     "DEMO_METHODS",
-    "EVALUATION_ARRAYS",
     "DemoResult",
+    "TrainedRun",
     "data_checksums",
     "evaluate_run",
     "evaluate_runs",
@@ -34,7 +39,9 @@ __all__ = [
     "needs_evaluation",
     "prepare_data",
     "resume_run",
+    "run_config",
     "run_demo",
+    "run_temperature",
     "train_run",
     "write_generated",
 ]

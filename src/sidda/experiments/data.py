@@ -3,13 +3,13 @@
 :func:`prepare_data` splits each domain's ``train`` images into train and validation with the
 run's seed (source: ``train.seed``, target: ``train.seed + 1``); :func:`data_checksums` records
 the size and SHA-256 of every training file in ``environment.json``, so that a resumed run can
-refuse data that changed (:func:`check_same_data`). :func:`write_generated` writes a
+refuse data that changed (:func:`check_same_data`) and a finished one is not reused on other
+data (:func:`changed_data`). :func:`write_generated` writes a
 :func:`~sidda.generators.make_dataset` result as a data folder, all or nothing.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -25,9 +25,10 @@ from sidda.datasets import (
 )
 from sidda.errors import short_repr
 from sidda.generators import DomainSplits
-from sidda.runs import atomic_dir
+from sidda.runs import DamagedFileError, RunDir, atomic_dir
 
-__all__ = ["check_same_data", "class_names", "data_checksums", "prepare_data", "write_generated"]
+__all__ = ["changed_data", "check_same_data", "class_names", "data_checksums", "prepare_data",
+           "write_generated"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,16 +85,34 @@ def data_checksums(cfg: RunConfig) -> dict[str, dict]:
                                              "sha256": file_checksum(p)} for p in files}
 
 
-def check_same_data(run_dir: Path, cfg: RunConfig) -> None:
-    """Refuse to resume on training files that differ from those the run started with."""
-    env_path = run_dir / "environment.json"
-    recorded = (json.loads(env_path.read_text()) if env_path.is_file() else {}).get("data_files")
-    if not recorded:
+def changed_data(run: RunDir, cfg: RunConfig, *, now: dict | None = None) -> list[str] | None:
+    """The training files that differ from those ``run`` recorded in ``environment.json``.
+
+    Args:
+        run: The run directory.
+        cfg: The config whose data is checked.
+        now: :func:`data_checksums` of ``cfg``, when already computed.
+
+    Returns:
+        The changed files (paths in the data folder), ``[]`` when none changed, or None when
+        the run records no checksums (a warning says so: nothing can be checked).
+    """
+    try:
+        recorded = (run.environment() or {}).get("data_files")
+    except DamagedFileError as e:
+        logger.warning("%s; cannot check that the data is unchanged", e)
+        return None
+    if not recorded or not isinstance(recorded, dict):
         logger.warning("%s records no data checksums; cannot check that the data is unchanged",
-                       env_path)
-        return
-    now = data_checksums(cfg)
-    changed = sorted(f for f in set(recorded) | set(now) if recorded.get(f) != now.get(f))
+                       run.path)
+        return None
+    now = data_checksums(cfg) if now is None else now
+    return sorted(f for f in set(recorded) | set(now) if recorded.get(f) != now.get(f))
+
+
+def check_same_data(run: RunDir, cfg: RunConfig, *, now: dict | None = None) -> None:
+    """Refuse to resume on training files that differ from those the run started with."""
+    changed = changed_data(run, cfg, now=now)
     if changed:
         raise DataError(
             f"{cfg.data.path}: {', '.join(changed)} changed since the run started (SHA-256 "

@@ -7,8 +7,10 @@ pixels a test image would:
    ``data.channels_first`` of the run decides ambiguous shapes). Image files (PNG, JPEG, TIFF,
    ... and FITS cutouts, alone or in a folder, whose sub-folders are read too) are read as
    ``sidda data import-folder`` reads them (:func:`~sidda.datasets.read_image_file`): 8- and
-   16-bit images scaled to [0, 1], FITS values kept, the central square, bicubic resizing to
-   the size the run's data was imported at (its manifest's ``image_size``, else the model's).
+   16-bit images scaled to [0, 1], FITS values kept, the central square (or the whole image
+   stretched), bicubic resizing to the size the run's data was imported at: the import
+   settings the run recorded (``data_manifest.json``), not those of the data folder, which may
+   have moved or changed since (a warning says when it disagrees); else the model's size.
 2. **Normalisation and size**, as training loads images: ``data.normalize`` of the run, per
    band, then bilinear resizing to the model's input size.
 3. **Model.** A checkpoint by name (``final``, ``best_val_acc``, ``best_val_loss``,
@@ -19,7 +21,7 @@ pixels a test image would:
 4. **Probabilities**, optionally divided by the temperature fitted on the run's source
    validation split (``--temperature``; ``sidda evaluate`` fits it), and the latents on request.
 
-The result is one CSV row per image (:func:`~sidda.evaluate.write_predictions_csv`): the name
+The result is one CSV row per image (:func:`write_predictions_csv`): the name
 (file path relative to the input folder, or the row index of a ``.npy`` file), the predicted
 class (its name when the run's data has class names), the confidence and every class
 probability.
@@ -27,9 +29,13 @@ probability.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -40,19 +46,21 @@ from sidda.datasets.fits import FITS_EXTENSIONS
 from sidda.datasets.folders import IMAGE_EXTENSIONS
 from sidda.datasets.imageset import MappedImages, convert_images, load_split
 from sidda.errors import InputError
-from sidda.evaluate import PICK_RULES, predict_arrays, run_temperature, write_predictions_csv
-from sidda.experiments.evaluation import load_run_model
-from sidda.runs import checkpoint_path
+from sidda.evaluate import PICK_RULES, predict_arrays
+from sidda.experiments.evaluation import TrainedRun
+from sidda.runs import RunDir, atomic_write
+from sidda.runs.rundir import DATA_MANIFEST
 from sidda.train.device import check_device
 
-__all__ = ["load_images", "predict_run", "resolve_checkpoint"]
+__all__ = ["load_images", "predict_run", "resolve_checkpoint", "run_temperature",
+           "write_predictions_csv"]
 
 logger = logging.getLogger(__name__)
 
 _SUFFIXES = IMAGE_EXTENSIONS + FITS_EXTENSIONS
 
 
-def resolve_checkpoint(run_dir: str | Path, checkpoint: str) -> str:
+def resolve_checkpoint(run_dir: RunDir | str | Path, checkpoint: str) -> str:
     """The checkpoint file name (without ``.pt``) that ``checkpoint`` names in ``run_dir``.
 
     A label-free rule (``entropy``, ``iwv``, ``dev``) resolves to the checkpoint it picked in
@@ -62,23 +70,28 @@ def resolve_checkpoint(run_dir: str | Path, checkpoint: str) -> str:
         InputError: an unknown name, a rule the run has no pick for (not evaluated yet).
         FileNotFoundError: the run has no such checkpoint.
     """
-    run_dir = Path(run_dir)
+    run = RunDir.of(run_dir)
     if checkpoint in PICK_RULES:
-        path = run_dir / "metrics.json"
-        picks = {}
-        if path.is_file():
-            try:
-                picks = json.loads(path.read_text()).get("selection", {}).get("rules", {})
-            except (ValueError, OSError, AttributeError):
-                picks = {}
-        if checkpoint not in picks:
+        picked = run.pick(checkpoint)
+        if picked is None:
             raise InputError(
-                f"{run_dir}: no '{checkpoint}' pick recorded; run `sidda evaluate {run_dir}` "
+                f"{run.path}: no '{checkpoint}' pick recorded; run `sidda evaluate {run.path}` "
                 "first (it scores the saved checkpoints with the label-free rules)"
             )
-        return picks[checkpoint]["checkpoint"]
-    checkpoint_path(run_dir, checkpoint)  # a known name, and the run has it
+        return picked
+    run.checkpoint(checkpoint)  # a known name, and the run has it
     return checkpoint
+
+
+def run_temperature(run_dir: RunDir | str | Path, *, checkpoint: str | None = None
+                    ) -> float | None:
+    """The temperature T an evaluation of ``run_dir`` fitted on its source validation split, for
+    ``checkpoint`` when given (:meth:`RunDir.temperature <sidda.runs.RunDir.temperature>`).
+
+    Raises:
+        DamagedFileError: ``metrics.json`` does not read, or T is not a number > 0.
+    """
+    return RunDir.of(run_dir).temperature(checkpoint)
 
 
 def _image_files(path: Path) -> list[Path]:
@@ -122,13 +135,32 @@ def load_images(
                                  normalize=cfg.data.normalize, image_size=image_size, name=path)
 
 
-def _import_settings(cfg: RunConfig) -> tuple[int | None, str]:
-    """The size and fit that the run's data was imported with, when ``import-folder`` made it."""
-    path = Path(cfg.data.path) / "manifest.json"
+def _import_settings(run: TrainedRun) -> tuple[int | None, str]:
+    """The size and fit the run's data was imported with, when ``import-folder`` made it.
+
+    Read from the run's own record (``data_manifest.json``); the data folder may have moved or
+    been imported again since, so its manifest only earns a warning when it disagrees.
+    """
+    recorded = run.dir.manifest()
+    own = _settings(recorded)
+    if not isinstance(own[0], int | None) or isinstance(own[0], bool) or not isinstance(
+            own[1], str):
+        raise run.dir.damaged(DATA_MANIFEST, f"image_size {own[0]!r}, fit {own[1]!r}")
+    folder = Path(run.cfg.data.path) / "manifest.json"
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None, "crop"
+        now = _settings(json.loads(folder.read_text()))
+    except (OSError, ValueError, AttributeError):
+        return own if recorded else (None, "crop")
+    if not recorded:  # a run from before the record: the folder is all there is
+        return now
+    if now != own:
+        logger.warning("%s says the images were imported at size %s with fit %s, but the run "
+                       "was trained on an import at size %s with fit %s (%s); predicting as "
+                       "the run was trained", folder, *now, *own, DATA_MANIFEST)
+    return own
+
+
+def _settings(manifest: dict) -> tuple[int | None, str]:
     if manifest.get("generator") != "image-folder":
         return None, "crop"
     return manifest.get("image_size"), manifest.get("fit", "crop")
@@ -152,7 +184,7 @@ def predict_run(
         InputError: a bad option, images that do not fit the model, no temperature fitted.
         FileNotFoundError: no run, images or checkpoint at the given paths.
     """
-    run_dir, out = Path(run_dir), Path(out)
+    run, out = RunDir.of(run_dir), Path(out)
     if domain not in ("source", "target"):
         raise InputError(f"domain must be 'source' or 'target', got {domain!r}")
     if batch_size < 1:
@@ -160,28 +192,80 @@ def predict_run(
     if out.is_dir():
         raise InputError(f"{out} is a folder; give a file name for the CSV, e.g. preds.csv")
     device = str(check_device(device))
-    if not (run_dir / "run.json").is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no run.json); train one first")
-    name = resolve_checkpoint(run_dir, checkpoint)
-    model, info = load_run_model(run_dir, name, domain=domain)
-    cfg = RunConfig.from_yaml(run_dir / "config.yaml")
+    trained = TrainedRun.open(run)
+    info = trained.info
+    name = resolve_checkpoint(run, checkpoint)
     temp = None
     if temperature:
-        temp = run_temperature(run_dir, checkpoint=name)
+        temp = run.temperature(name)
         if temp is None:
             raise InputError(
-                f"{run_dir}: no temperature fitted for checkpoint '{name}'; run `sidda "
-                f"evaluate {run_dir} --checkpoint {name}` first, or predict without "
+                f"{run.path}: no temperature fitted for checkpoint '{name}'; run `sidda "
+                f"evaluate {run.path} --checkpoint {name}` first, or predict without "
                 "--temperature"
             )
-    read_size, fit = _import_settings(cfg)
-    names, x = load_images(images, in_channels=info["in_channels"],
-                           image_size=info["image_size"], cfg=cfg, read_size=read_size, fit=fit)
+    model = trained.load(name).exported(domain)
+    read_size, fit = _import_settings(trained)
+    names, x = load_images(images, in_channels=info.in_channels, image_size=info.image_size,
+                           cfg=trained.cfg, read_size=read_size, fit=fit)
     res = predict_arrays(model, x, batch_size=batch_size, device=device, temperature=temp,
-                         latents=latents)
-    class_names = info.get("class_names")
+                         latents=latents, export=False)
+    class_names = None if info.class_names is None else list(info.class_names)
     write_predictions_csv(out, names, res, class_names=class_names)
     counts = np.bincount(res["pred"].numpy() if torch.is_tensor(res["pred"]) else res["pred"],
-                         minlength=info["num_classes"])
+                         minlength=info.num_classes)
     return {"out": str(out), "n": len(names), "checkpoint": name, "domain": domain,
             "temperature": temp, "counts": counts.tolist(), "class_names": class_names}
+
+
+def write_predictions_csv(
+    path: str | Path,
+    names: Sequence[str],
+    out: dict[str, np.ndarray],
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """Write predictions of new images as CSV, one row per image, atomically.
+
+    Columns: ``name``; ``predicted`` (the class name, or its index without ``class_names``);
+    ``confidence`` (the largest probability); ``p_<class>`` per class; ``z_0`` .. ``z_<D-1>``
+    when ``out`` holds latents. Numbers are written with full precision (``repr``), so reading
+    them back with ``float`` gives the arrays again.
+
+    Args:
+        path: The CSV file (its folder must exist).
+        names: N image names (e.g. file names), in the order of the arrays.
+        out: :func:`~sidda.evaluate.predict_arrays` output: ``probs`` (N, K), ``pred`` (N,),
+            optionally ``latents`` (N, D).
+        class_names: K class names, or None for class indices.
+
+    Returns:
+        ``path``.
+    """
+    probs, pred = np.asarray(out["probs"]), np.asarray(out["pred"])  # (N, K), (N,)
+    lat = np.asarray(out["latents"]) if out.get("latents") is not None else None  # (N, D)
+    n, k = probs.shape
+    names = [str(s) for s in names]
+    if len(names) != n or pred.shape != (n,) or (lat is not None and len(lat) != n):
+        raise ValueError(
+            f"{len(names)} names, probs of shape {probs.shape} and pred of shape {pred.shape}"
+            + ("" if lat is None else f" and latents of shape {lat.shape}")
+            + ": need one name, one row of probabilities and one prediction per image"
+        )
+    labels = [str(c) for c in range(k)] if class_names is None else [str(c) for c in class_names]
+    if len(labels) != k:
+        raise ValueError(f"{len(labels)} class names for {k} classes; pass one per class")
+    header = ["name", "predicted", "confidence"] + [f"p_{c}" for c in labels]
+    header += [f"z_{j}" for j in range(lat.shape[1])] if lat is not None else []
+
+    def write(f: BinaryIO) -> None:
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        w = csv.writer(text)
+        w.writerow(header)
+        for i in range(n):
+            row = probs[i].tolist()
+            w.writerow([names[i], labels[int(pred[i])], repr(max(row)), *map(repr, row),
+                        *(map(repr, lat[i].tolist()) if lat is not None else ())])
+        text.flush()
+        text.detach()  # leave the binary file open for atomic_write's fsync
+
+    return atomic_write(path, write)

@@ -2,45 +2,125 @@
 
 :func:`train_run` validates everything it can (config, data, model, sizes) *before* it creates
 the run directory, so bad input leaves nothing behind. :func:`resume_run` continues an
-interrupted run from its own directory (``docs/recovery.md``).
+interrupted run from its own directory (``docs/recovery.md``). The run directory's files are
+:class:`~sidda.runs.RunDir`'s; :func:`run_config` reads a run's ``config.yaml``.
 
 Under torchrun every rank calls the same function with its
-:class:`~sidda.distributed.DistContext`; every rank loads the data and builds the model, rank 0
-alone touches the run directory, and an error it meets there is raised on every rank
-(``docs/distributed.md``).
+:class:`~sidda.train.collectives.DistContext`; every rank loads the data and builds the model,
+rank 0 alone touches the run directory (:func:`on_rank0`), and an error it meets there is raised
+on every rank (``docs/distributed.md``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Sequence
+import pickle
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from sidda.config import ConfigError, RunConfig
-from sidda.datasets import DomainData
+from sidda.datasets import DomainData, resolve_target_suffix
 from sidda.errors import InputError
-from sidda.experiments.data import check_same_data, data_checksums, prepare_data
-from sidda.experiments.rundir import (
-    clear_run_dir,
-    on_rank0,
-    resolve_context,
-    run_lock,
-    unfinished_setup,
-    write_setup,
-    write_summary,
-)
+from sidda.experiments.data import check_same_data, class_names, data_checksums, prepare_data
 from sidda.models import build_model
-from sidda.runs import LOCK_NAME, environment_info, write_json
-from sidda.train import Callback, fit
-from sidda.train.collectives import DistContext
+from sidda.runs import LOCK_NAME, RunDir, RunInfo, RunState, environment_info
+from sidda.runs.rundir import CONFIG
+from sidda.train import Callback, fit, resolve_device
+from sidda.train.collectives import DistContext, broadcast_object
 from sidda.train.recovery import read_state
 
-__all__ = ["resume_run", "train_run"]
+__all__ = ["on_rank0", "resolve_context", "resume_run", "run_config", "train_run"]
 
 logger = logging.getLogger(__name__)
+
+
+def run_config(run: RunDir | str | Path) -> RunConfig:
+    """The config a run was trained with (its ``config.yaml``); keys an older file lacks take
+    today's defaults.
+
+    Raises:
+        FileNotFoundError: no ``config.yaml`` (no run there).
+        DamagedFileError: ``config.yaml`` no longer loads (named, with what to do).
+    """
+    run = RunDir.of(run)
+    run.require(RunState.SETTING_UP)
+    try:
+        return RunConfig.from_yaml(run.config_path)
+    except ConfigError as e:
+        raise run.damaged(CONFIG, str(e).removeprefix(f"{run.config_path}: ")) from None
+
+
+# ------------------------------------------------------------------------ rank 0's work
+
+
+def on_rank0(fn: Callable[[], None], ctx: DistContext) -> None:
+    """Run ``fn`` (work on the run directory) on rank 0 alone; raise what it raised everywhere.
+
+    Every rank waits here for rank 0, so no rank starts training (and waits for a rank 0 that
+    has failed) or looks at the run directory while rank 0 changes it.
+    """
+    error = None
+    if ctx.is_main:
+        try:
+            fn()
+        except Exception as e:  # re-raised below, on every rank
+            error = e
+    if ctx.is_distributed:
+        shared = error
+        try:
+            pickle.loads(pickle.dumps(shared))
+        except Exception:  # an exception that does not pickle: send its message
+            shared = RuntimeError(f"rank 0: {error}")
+        shared = broadcast_object(shared, ctx)  # every rank calls this
+        error = error if ctx.is_main else shared
+    if error is not None:
+        raise error
+
+
+def resolve_context(cfg: RunConfig, ctx: DistContext | None) -> DistContext:
+    """``ctx``, checked against the config; one process on ``cfg.train.device`` for None."""
+    if ctx is None:
+        return DistContext(device=resolve_device(cfg.train.device))
+    if cfg.train.batch_size < ctx.world_size:
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size} is smaller than the {ctx.world_size} "
+            "processes (each rank takes a shard of every batch); raise it or start fewer"
+        )
+    return ctx
+
+
+def _run_lock(run: RunDir, ctx: DistContext, what: str) -> contextlib.AbstractContextManager:
+    """The run's lock taken by rank 0 (an error it meets raised on every rank)."""
+    stack = contextlib.ExitStack()
+    try:
+        on_rank0(lambda: stack.enter_context(run.lock(what)), ctx)
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+def _run_info(cfg: RunConfig, data: DomainData, sets: dict, ctx: DistContext) -> RunInfo:
+    """What ``run.json`` records: the model's input and classes, the data and its splits."""
+    names = class_names(data)
+    return RunInfo(
+        method=cfg.loss.method, model=cfg.model.name, in_channels=data.in_channels,
+        num_classes=data.num_classes, image_size=data.image_size,
+        data_path=str(Path(cfg.data.path).resolve()),
+        target_suffix=(resolve_target_suffix(cfg.data.path, cfg.data.target_suffix)
+                       if cfg.data.layout == "zenodo" else None),
+        class_names=None if names is None else tuple(names),
+        sizes={k: len(v) for k, v in sets.items()}, world_size=ctx.world_size,
+    )
+
+
+def _environment(cfg: RunConfig, checksums: dict) -> dict:
+    """``environment.json``: versions and platform, the seed, the training files' SHA-256."""
+    return environment_info() | {"seed": cfg.train.seed, "data_files": checksums}
 
 
 def _build_model(cfg: RunConfig, data: DomainData) -> torch.nn.Module:
@@ -82,7 +162,7 @@ def train_run(
         force: Replace an existing run directory.
         callbacks: Passed to :func:`~sidda.train.fit`.
         ctx: This process's rank and device under torchrun
-            (:func:`~sidda.distributed.init_distributed`); None: one process on
+            (:func:`~sidda.train.distributed.init_distributed`); None: one process on
             ``cfg.train.device``.
 
     Raises:
@@ -92,10 +172,11 @@ def train_run(
         TrainingInterrupted: SIGTERM or SIGINT; continue with :func:`resume_run`.
         NonFiniteError: training diverged (see the message for the settings to change).
     """
-    run_dir, ctx = cfg.run_dir, resolve_context(cfg, ctx)
+    run, ctx = RunDir(cfg.run_dir), resolve_context(cfg, ctx)
+    run_dir = run.path
 
     def refuse_existing() -> None:
-        if run_dir.exists() and not force and not unfinished_setup(run_dir):
+        if run_dir.exists() and not force and run.state != RunState.SETTING_UP:
             raise FileExistsError(
                 f"{run_dir} already exists; continue it with `sidda train --resume {run_dir}`, "
                 "choose another name (--set name=...), or pass --force to replace it"
@@ -118,16 +199,19 @@ def train_run(
 
     def write_run() -> None:  # everything is valid and the folder is ours: only now write
         refuse_existing()  # again, under the lock: another process may have made it meanwhile
-        if unfinished_setup(run_dir) and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+        if run.state == RunState.SETTING_UP and any(
+                p.name != LOCK_NAME for p in run_dir.iterdir()):
             logger.info("%s holds an unfinished setup (no run.json); starting it again", run_dir)
-        clear_run_dir(run_dir)
+        environment = _environment(cfg, data_checksums(cfg))
+        run.clear()
         try:
-            write_setup(run_dir, cfg, data, sets, argv, ctx)
+            run.write_setup(cfg.to_yaml(), _run_info(cfg, data, sets, ctx),
+                            environment=environment, manifest=data.manifest, argv=argv)
         except BaseException:
-            clear_run_dir(run_dir)  # no half-made run: the next try starts cleanly
+            run.clear()  # no half-made run: the next try starts cleanly
             raise
 
-    with run_lock(run_dir, ctx, "train"):
+    with _run_lock(run, ctx, "train"):
         on_rank0(write_run, ctx)
         hist = fit(
             model, sets["train_s"], sets["train_t"], cfg.train, loss=cfg.loss,
@@ -135,7 +219,7 @@ def train_run(
             dist_cfg=cfg.dist, ctx=ctx,
         )
         if ctx.is_main:
-            write_summary(run_dir, hist)
+            run.write_summary(hist)
     return run_dir
 
 
@@ -164,18 +248,14 @@ def resume_run(
         device: Train on this device instead of the run's ``train.device``.
 
     Raises:
-        FileNotFoundError: ``run_dir`` is not a run directory.
-        ConfigError, DataError: the config no longer loads, or the training data changed.
+        FileNotFoundError: ``run_dir`` has no ``config.yaml``: no run to resume.
+        DamagedFileError, DataError: the config no longer loads, or the training data changed.
         InputError: another process holds the run directory, or ``last.pt`` is damaged.
         TrainingInterrupted, NonFiniteError: as :func:`train_run`.
     """
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(
-            f"{run_dir}: not a run directory (no config.yaml), so there is nothing to resume; "
-            "start the run with `sidda train --config ...`"
-        )
-    cfg = RunConfig.from_yaml(run_dir / "config.yaml")
+    run = RunDir.of(run_dir)
+    run_dir = run.path
+    cfg = run_config(run)  # no config.yaml: no run to resume
     if device is not None:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device))
     ctx = resolve_context(cfg, ctx)
@@ -187,23 +267,17 @@ def resume_run(
     model = _build_model(cfg, data)
 
     def prepare_dir() -> None:
-        for stale in [*run_dir.glob(".*.tmp*"), *run_dir.glob("checkpoints/.*.tmp*")]:
-            stale.unlink()  # a write that SIGKILL cut short; the complete file is in place
-        if not (run_dir / "run.json").is_file():  # killed while being set up: finish that
+        checksums = data_checksums(cfg)
+        if run.state >= RunState.SET_UP:
+            check_same_data(run, cfg, now=checksums)
+        else:
             logger.info("%s was stopped during its setup; completing it and starting from the "
                         "beginning", run_dir)
-            write_setup(run_dir, cfg, data, sets, argv, ctx, resuming=True)
-            return
-        check_same_data(run_dir, cfg)
-        if not (run_dir / "environment.json").is_file():  # killed while being set up
-            write_json(run_dir / "environment.json", environment_info() | {
-                "seed": cfg.train.seed, "data_files": data_checksums(cfg)})
-        if not (run_dir / "data_manifest.json").is_file():
-            write_json(run_dir / "data_manifest.json", data.manifest)
-        with open(run_dir / "argv.txt", "a") as f:  # one line per resume, after the original
-            f.write(" ".join(argv) + "\n")
+        run.complete_setup(_run_info(cfg, data, sets, ctx),
+                           environment=_environment(cfg, checksums), manifest=data.manifest,
+                           argv=argv)
 
-    with run_lock(run_dir, ctx, "train --resume"):
+    with _run_lock(run, ctx, "train --resume"):
         on_rank0(prepare_dir, ctx)
         hist = fit(
             model, sets["train_s"], sets["train_t"], cfg.train, loss=cfg.loss,
@@ -211,5 +285,5 @@ def resume_run(
             resume=True, dist_cfg=cfg.dist, ctx=ctx,
         )
         if ctx.is_main:
-            write_summary(run_dir, hist)
+            run.write_summary(hist)
     return run_dir

@@ -27,6 +27,7 @@ The authors' logistic-regression probe (sklearn) is in :mod:`sidda.evaluate.cali
 """
 
 from sidda.metrics.calibration import (
+    MAX_BINS,
     ReliabilityBins,
     brier_score,
     expected_calibration_error,
@@ -39,6 +40,7 @@ from sidda.metrics.classification import accuracy, classification_report, confus
 from sidda.metrics.temperature import apply_temperature, fit_temperature, temperature_nll
 
 __all__ = [
+    "MAX_BINS",
     "ReliabilityBins",
     "accuracy",
     "apply_temperature",

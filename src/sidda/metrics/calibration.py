@@ -28,6 +28,7 @@ from sidda.metrics.validation import (
 )
 
 __all__ = [
+    "MAX_BINS",
     "ReliabilityBins",
     "brier_score",
     "expected_calibration_error",
@@ -36,6 +37,10 @@ __all__ = [
     "paper_ece",
     "reliability_bins",
 ]
+
+
+#: Most bins sidda's evaluations use for the ECE and draw in a reliability diagram.
+MAX_BINS = 1000
 
 
 class ReliabilityBins(NamedTuple):

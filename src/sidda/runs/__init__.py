@@ -1,8 +1,9 @@
 """Run directories: atomic writes, checkpoints, histories, and what a run records about itself.
 
-:mod:`~sidda.runs.files` (atomic writes of files and folders, JSON, CSV),
-:mod:`~sidda.runs.checkpoints`, :mod:`~sidda.runs.history`, :mod:`~sidda.runs.lock` (the run
-lock and the environment record).
+:mod:`~sidda.runs.rundir` (:class:`RunDir`: every file of a run, its lifecycle
+:class:`RunState` and ``run.json``'s :class:`RunInfo`), :mod:`~sidda.runs.files` (atomic writes
+of files and folders, JSON, CSV), :mod:`~sidda.runs.checkpoints`, :mod:`~sidda.runs.history`,
+:mod:`~sidda.runs.lock` (the run lock and the environment record).
 
 A run is a self-describing folder::
 
@@ -18,7 +19,7 @@ A run is a self-describing folder::
         checkpoints/epoch_0007.pt  every epoch's model, with train.keep_epoch_checkpoints
         checkpoints/last.pt  everything `sidda train --resume` needs
         metrics.json         written by `sidda evaluate`, with the per-image *.npy arrays
-        eval/<data>/         `sidda evaluate --data OTHER`: the same files for other data
+        eval/<data>-<hash>/  `sidda evaluate --data OTHER`: the same files, one folder per data
         .lock                locked by the process that trains or evaluates (lock_run)
 
 Every file is written atomically (temporary file in the same folder, fsync, rename), so a
@@ -42,6 +43,13 @@ from sidda.runs.checkpoints import (
 from sidda.runs.files import atomic_dir, atomic_write, fsync_dir, write_csv, write_json
 from sidda.runs.history import HISTORY, HISTORY_STEPS, History, load_history
 from sidda.runs.lock import LOCK_NAME, environment_info, lock_run
+from sidda.runs.rundir import (
+    PREDICTION_FILES,
+    DamagedFileError,
+    RunDir,
+    RunInfo,
+    RunState,
+)
 
 __all__ = [
     "CHECKPOINTS",
@@ -51,7 +59,12 @@ __all__ = [
     "HISTORY_STEPS",
     "History",
     "LOCK_NAME",
+    "PREDICTION_FILES",
     "RESUME_CHECKPOINT",
+    "DamagedFileError",
+    "RunDir",
+    "RunInfo",
+    "RunState",
     "atomic_dir",
     "atomic_write",
     "check_checkpoint_name",

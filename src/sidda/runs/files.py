@@ -1,4 +1,6 @@
-"""Atomic writes: one file (:func:`atomic_write`), one folder (:func:`atomic_dir`), JSON and CSV."""
+"""Atomic writes: one file (:func:`atomic_write`), one folder (:func:`atomic_dir`), JSON and CSV;
+careful reads: a regular file never through a link (:func:`read_regular`), the header of an
+``.npy`` file (:func:`npy_problem`)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,18 @@ import errno
 import io
 import json
 import logging
+import math
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
+
+import numpy as np
+
+from sidda.errors import InputError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +32,9 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[BinaryIO], obje
     ``lambda f: np.save(f, arr)``, which streams a large array without a copy in memory). The
     temporary file sits in the same folder (so the rename is atomic); the folder is fsynced
     after the rename, so the new name survives a power cut. On any failure the temporary file
-    is removed and ``path`` keeps its previous content. This is the only function in sidda
-    that writes a file in place of another.
+    is removed and ``path`` keeps its previous content. A symbolic link at ``path`` is
+    replaced, never written through. This is the only function in sidda that writes a file in
+    place of another.
 
     Raises:
         OSError: with the path and the cause (full disk, not a folder, no permission) in the
@@ -34,7 +43,9 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[BinaryIO], obje
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        _unlink_quietly(tmp)  # left by a killed process of the same id: never written through
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        with open(os.open(tmp, flags, 0o666), "wb") as f:
             if callable(data):
                 data(f)
             else:
@@ -93,6 +104,51 @@ def atomic_dir(out: str | Path, *, replace: bool = False) -> Iterator[Path]:
         shutil.rmtree(holder, ignore_errors=True)
 
 
+def publish_files(folder: str | Path, files: Mapping[str, bytes | str | Callable[[BinaryIO], object]],
+                  *, last: str, own_folder: bool, staging: str, remove: Iterable[str] = ()) -> Path:
+    """Write ``files`` (name -> data, as :func:`atomic_write` takes it) into ``folder`` as a whole.
+
+    Everything is first written into the staging folder ``folder/<staging>``.
+    ``own_folder=True`` (``folder`` holds these files only): the staging folder is renamed into
+    place (:func:`atomic_dir`), so a reader sees the old set or the new one. Otherwise ``last``
+    (the file that describes the others) is removed first and put back last, and the names in
+    ``remove`` that ``files`` lacks are deleted: a kill in between leaves no ``last``. What a
+    killed call left behind is removed first.
+
+    Returns:
+        The path of ``last``.
+    """
+    folder = Path(folder)
+    for p in (folder / staging, folder.parent / f".{folder.name}{staging}",
+              folder.parent / f".{folder.name}.old"):
+        if p.is_dir():
+            shutil.rmtree(p)
+    if own_folder:
+        with atomic_dir(folder, replace=True) as tmp:
+            tmp.mkdir()
+            for name, data in files.items():
+                atomic_write(tmp / name, data)
+        return folder / last
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / staging
+    tmp.mkdir()
+    for name, data in files.items():
+        atomic_write(tmp / name, data)
+    (folder / last).unlink(missing_ok=True)
+    fsync_dir(folder)
+    for name in remove:
+        if name not in files:
+            (folder / name).unlink(missing_ok=True)  # stale: not part of this set
+    for name in files:
+        if name != last:
+            os.replace(tmp / name, folder / name)
+    fsync_dir(folder)
+    os.replace(tmp / last, folder / last)
+    fsync_dir(folder)
+    tmp.rmdir()
+    return folder / last
+
+
 def _remove_stale_staging(parent: Path) -> None:
     """Remove the ``.NAME.staging-PID-...`` folders whose process no longer exists."""
     for p in parent.glob(".*.staging-*"):
@@ -135,8 +191,19 @@ def fsync_dir(folder: Path) -> None:
 
 
 def write_json(path: str | Path, obj: object) -> Path:
-    """Atomically write ``obj`` as indented JSON."""
-    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    """Atomically write ``obj`` as indented JSON (:func:`json_text`)."""
+    return atomic_write(path, json_text(obj))
+
+
+def json_text(obj: object) -> str:
+    """``obj`` as indented JSON text; arrays and tensors become lists, paths strings.
+
+    >>> print(json_text({"a": Path("b")}), end="")
+    {
+      "a": "b"
+    }
+    """
+    return json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n"
 
 
 def _jsonable(o: object) -> object:
@@ -159,3 +226,68 @@ def write_csv(path: str | Path, rows: Iterable[dict]) -> Path:
     for r in rows:
         w.writerow({k: ("" if v is None else v) for k, v in r.items()})
     return atomic_write(path, buf.getvalue())
+
+
+def describe_file(path: str | Path) -> str:
+    """What is at ``path``, for a message: ``"a FIFO"``, ``"a symbolic link"``, ...
+
+    >>> describe_file("/")
+    'a folder'
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return "missing"
+    for test, kind in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "a regular file" if stat.S_ISREG(mode) else "a special file"
+
+
+def read_regular(path: str | Path) -> bytes:
+    """The bytes of ``path``, refusing a symbolic link or anything but a regular file.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        InputError: a link, a FIFO, a folder ... at ``path`` (named in the message).
+    """
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        fd = None
+    if fd is not None:
+        with os.fdopen(fd, "rb") as f:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return f.read()
+    raise InputError(f"{path} is {describe_file(path)}, not a regular file; sidda writes "
+                     "nothing through it: remove it and try again")
+
+
+def npy_problem(path: str | Path) -> str | None:
+    """Why the ``.npy`` file at ``path`` cannot be read as numbers, or None (reads the header).
+
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "a.npy"
+    >>> np.save(f, np.zeros(3)); npy_problem(f)
+    >>> _ = f.write_bytes(f.read_bytes()[:-8]); npy_problem(f)
+    '144 bytes where its header needs 152; cut short?'
+    """
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as f:
+            major, _ = fmt.read_magic(f)
+            read = {1: fmt.read_array_header_1_0, 2: fmt.read_array_header_2_0}.get(major)
+            if read is None:
+                return f"an .npy file of version {major}, which sidda does not write"
+            shape, _, dtype = read(f)
+            start = f.tell()
+    except (ValueError, EOFError, OSError, SyntaxError) as e:
+        return f"not an .npy array: {one_line(e, limit=200)}"
+    if dtype.hasobject:
+        return "holds Python objects, not numbers"
+    need, size = start + math.prod(shape) * dtype.itemsize, os.stat(path).st_size
+    return None if size == need else f"{size} bytes where its header needs {need}; cut short?"

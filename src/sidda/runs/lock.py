@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import platform
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from sidda.errors import InputError
+from sidda.runs.files import describe_file
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +32,16 @@ def lock_run(run_dir: str | Path, *, what: str) -> Iterator[None]:
     ``sidda train``, ``--resume`` and ``evaluate`` each hold it while they change the folder,
     so two of them never write into one run at once. The lock is ``flock`` on
     ``run_dir/.lock``, released by the kernel when the process ends, however it ends: a
-    killed process leaves no stale lock. On a read-only file system nothing can write, and no
-    lock is taken.
+    killed process leaves no stale lock. The lock file is never opened through a symbolic link,
+    and anything but a regular file there is refused. On a read-only file system nothing can
+    write, and no lock is taken.
 
     Args:
         run_dir: The run directory.
         what: What the holder does (``"train"``, ``"evaluate"``), for the refusal message.
 
     Raises:
-        InputError: another process holds the lock.
+        InputError: another process holds the lock, or ``run_dir/.lock`` is not a regular file.
     """
     run_dir = Path(run_dir)
     try:
@@ -49,14 +52,19 @@ def lock_run(run_dir: str | Path, *, what: str) -> Iterator[None]:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_NAME
     while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as e:
-            if e.errno != errno.EROFS:
-                raise OSError(e.errno, f"could not lock {run_dir}: {e.strerror or e}") from None
-            logger.debug("%s is on a read-only file system; not locked", run_dir)
-            yield
-            return
+            if e.errno == errno.EROFS:
+                logger.debug("%s is on a read-only file system; not locked", run_dir)
+                yield
+                return
+            if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
+                raise _not_a_lock_file(path) from None
+            raise OSError(e.errno, f"could not lock {run_dir}: {e.strerror or e}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise _not_a_lock_file(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -69,7 +77,7 @@ def lock_run(run_dir: str | Path, *, what: str) -> Iterator[None]:
                 f"until it ends, or {what} another run"
             ) from None
         try:  # the folder may have been replaced while we waited: lock the file now there
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            same = os.lstat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
             same = False
         if same:
@@ -82,6 +90,11 @@ def lock_run(run_dir: str | Path, *, what: str) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _not_a_lock_file(path: Path) -> InputError:
+    return InputError(f"{path} is {describe_file(path)}, not the regular file that locks a run; "
+                      f"remove it (rm {path}) and try again")
 
 
 def environment_info() -> dict:
