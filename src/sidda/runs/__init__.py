@@ -25,7 +25,9 @@ Every file is written atomically (temporary file in the same folder, fsync, rena
 kill at any instant leaves the previous complete version in place; a failed write (full disk,
 a path that is not a folder) raises :class:`OSError` naming the file and leaves no temporary
 file behind. Checkpoints carry the SHA-256 of their bytes (:func:`save_checkpoint`), checked
-when they are loaded (:func:`load_checkpoint`).
+when they are loaded (:func:`load_checkpoint`), and hold tensors and plain data only: loading
+one never runs code (a file that names other Python objects is refused with
+:class:`UnsafeCheckpointError`; :func:`upgrade_run` converts the checkpoints of an older sidda).
 """
 
 from sidda.runs.checkpoints import (
@@ -33,6 +35,7 @@ from sidda.runs.checkpoints import (
     CHECKPOINTS,
     EPOCH_CHECKPOINT,
     RESUME_CHECKPOINT,
+    UnsafeCheckpointError,
     check_checkpoint_name,
     checkpoint_path,
     load_checkpoint,
@@ -42,6 +45,7 @@ from sidda.runs.checkpoints import (
 from sidda.runs.files import atomic_dir, atomic_write, fsync_dir, write_csv, write_json
 from sidda.runs.history import HISTORY, HISTORY_STEPS, History, load_history
 from sidda.runs.lock import LOCK_NAME, environment_info, lock_run
+from sidda.runs.upgrade import upgrade_run
 
 __all__ = [
     "CHECKPOINTS",
@@ -52,6 +56,7 @@ __all__ = [
     "History",
     "LOCK_NAME",
     "RESUME_CHECKPOINT",
+    "UnsafeCheckpointError",
     "atomic_dir",
     "atomic_write",
     "check_checkpoint_name",
@@ -63,6 +68,7 @@ __all__ = [
     "lock_run",
     "model_checkpoints",
     "save_checkpoint",
+    "upgrade_run",
     "write_csv",
     "write_json",
 ]
