@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import write_tiny_data
+from conftest import write_old_last, write_tiny_data
 from sidda.cli import main
 from sidda.runs import CHECKPOINT_MAGIC, UnsafeCheckpointError, load_checkpoint, save_checkpoint
 
@@ -137,18 +137,6 @@ def test_save_checkpoint_refuses_what_would_not_load_back(tmp_path):
 
 
 # ---------------------------------------------------------------- sidda runs upgrade
-
-
-def write_old_last(path):
-    """Rewrite ``path`` (a last.pt) as an older sidda wrote it: the NumPy random state as
-    ``np.random.get_state()`` returns it (an array inside), tagged. Returns that state."""
-    ckpt = load_checkpoint(path)
-    d = ckpt["rng"]["numpy"]
-    state = (d["bit_generator"], d["key"].numpy().astype(np.uint32), d["pos"], d["has_gauss"],
-             d["gauss"])
-    ckpt["rng"] = {**ckpt["rng"], "numpy": state}
-    path.write_bytes(_tagged(_body(ckpt)))
-    return state
 
 
 def test_runs_upgrade_converts_an_old_run_only_with_trust(trained, tmp_path, capsys):
