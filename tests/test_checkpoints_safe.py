@@ -127,13 +127,17 @@ def test_load_checkpoint_names_what_it_refused(trained, tmp_path):
     assert not (tmp_path / "PWNED").exists()
 
 
-def test_save_checkpoint_refuses_what_would_not_load_back(tmp_path):
-    with pytest.raises(ValueError, match=r"refusing to save .*numpy"):
-        save_checkpoint(tmp_path / "c.pt", {"model": {}, "rng": np.arange(3)})
-    assert not (tmp_path / "c.pt").exists()
+def test_save_checkpoint_writes_plain_data_only(tmp_path):
+    """NumPy values become tensors and numbers; any other object is refused, nothing written."""
     save_checkpoint(tmp_path / "c.pt", {"model": {"w": torch.ones(2)}, "rng": (3, (1, 2), None),
-                                        "state": {"epoch": 1, "best": -1.0, "name": "x"}})
-    assert load_checkpoint(tmp_path / "c.pt")["rng"] == (3, (1, 2), None)
+                                        "key": np.arange(3, dtype=np.uint32),
+                                        "state": {"epoch": np.int64(1), "name": "x"}})
+    got = load_checkpoint(tmp_path / "c.pt")
+    assert got["rng"] == (3, (1, 2), None) and got["state"] == {"epoch": 1, "name": "x"}
+    assert torch.equal(got["key"], torch.tensor([0, 1, 2])) and got["key"].dtype == torch.int64
+    with pytest.raises(ValueError, match=r"refusing to save .*os.makedirs"):
+        save_checkpoint(tmp_path / "d.pt", {"model": {}, "extra": Payload(tmp_path / "M")})
+    assert not (tmp_path / "d.pt").exists() and not (tmp_path / "M").exists()
 
 
 # ---------------------------------------------------------------- sidda runs upgrade

@@ -9,6 +9,7 @@ older sidda (a NumPy random state in ``last.pt``) is converted by ``sidda runs u
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import io
@@ -109,6 +110,34 @@ class UnsafeCheckpointError(InputError):
         super().__init__(text)
 
 
+def plain_data(obj: object) -> object:
+    """``obj`` with every NumPy array turned into a tensor (unsigned integers into int64) and
+    every NumPy scalar into a Python number, through dicts, lists and tuples. Containers that
+    hold none are returned as they are (a ``state_dict`` keeps its type and ``_metadata``).
+
+    >>> plain_data({"key": np.arange(3, dtype=np.uint32), "pos": np.int64(2)})
+    {'key': tensor([0, 1, 2]), 'pos': 2}
+    """
+    if isinstance(obj, np.ndarray):
+        arr = obj.astype(np.int64) if obj.dtype.kind == "u" else obj
+        return torch.from_numpy(np.ascontiguousarray(arr))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        items = {k: plain_data(v) for k, v in obj.items()}
+        if all(items[k] is v for k, v in obj.items()):
+            return obj
+        out = copy.copy(obj)  # the same mapping type, with its attributes
+        out.update(items)
+        return out
+    if type(obj) in (list, tuple):
+        values = [plain_data(v) for v in obj]
+        if all(a is b for a, b in zip(values, obj, strict=True)):
+            return obj
+        return type(obj)(values)
+    return obj
+
+
 def save_checkpoint(path: str | Path, payload: dict) -> Path:
     """Atomically save a checkpoint dict with ``torch.save``, behind a SHA-256 of its bytes.
 
@@ -117,14 +146,15 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
     they were written (a flipped bit, a partial copy). Refuses to save non-finite weights: a
     checkpoint is only ever a usable model. The payload must be tensors and plain data (dicts,
     lists, tuples, strings, numbers, None), what :func:`load_checkpoint` reads back without
-    running code.
+    running code; NumPy arrays and scalars are turned into tensors and numbers
+    (:func:`plain_data`), anything else is refused.
     """
     for key in ("model", "loss"):
         for name, t in (payload.get(key) or {}).items():
             if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
                 raise ValueError(f"refusing to save {path}: {key}.{name} holds NaN or inf")
     buf = io.BytesIO()
-    torch.save(payload, buf)
+    torch.save(plain_data(payload), buf)
     body = buf.getvalue()
     unsafe = _unsafe_names(body)
     if unsafe:  # a bug: sidda would refuse to load what it wrote

@@ -6,9 +6,9 @@ and a full unpickling of a file someone changed can run any code; such a file is
 when it is loaded. :func:`upgrade_run` converts the checkpoints of a run you trust: it reads
 each one allowing NumPy arrays and nothing else
 (:func:`~sidda.runs.checkpoints.load_legacy_checkpoint`: even then, a file that names other
-Python objects is refused), turns
-every array into a tensor (unsigned integers into int64) and every NumPy scalar into a Python
-number, and writes it back atomically with its SHA-256. A file without the checksum header
+Python objects is refused), turns every array into a tensor and every NumPy scalar into a
+Python number (:func:`~sidda.runs.checkpoints.plain_data`), and writes it back atomically
+with its SHA-256. A file without the checksum header
 gets one. Files already in the present format are left as they are.
 """
 
@@ -17,14 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from sidda.errors import InputError
 from sidda.runs.checkpoints import checkpoint_status, load_legacy_checkpoint, save_checkpoint
 from sidda.runs.lock import lock_run
 
-__all__ = ["Upgrade", "plain_data", "upgrade_run"]
+__all__ = ["Upgrade", "upgrade_run"]
 
 
 @dataclass(frozen=True)
@@ -40,25 +37,6 @@ class Upgrade:
     converted: tuple[Path, ...]
     tagged: tuple[Path, ...]
     current: tuple[Path, ...]
-
-
-def plain_data(obj: object) -> object:
-    """``obj`` with every NumPy array turned into a tensor and every NumPy scalar into a Python
-    number, through dicts, lists and tuples.
-
-    >>> plain_data({"key": np.arange(3, dtype=np.uint32), "pos": np.int64(2)})
-    {'key': tensor([0, 1, 2]), 'pos': 2}
-    """
-    if isinstance(obj, np.ndarray):
-        arr = obj.astype(np.int64) if obj.dtype.kind == "u" else obj
-        return torch.from_numpy(np.ascontiguousarray(arr))
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, dict):
-        return {k: plain_data(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(plain_data(v) for v in obj)
-    return obj
 
 
 def _checkpoint_files(run_dir: Path) -> list[Path]:
@@ -99,5 +77,5 @@ def upgrade_run(run_dir: str | Path, *, trust: bool = False) -> Upgrade:
             )
         for path in legacy + tagged:
             ckpt, _ = load_legacy_checkpoint(path)
-            save_checkpoint(path, plain_data(ckpt))  # refuses what would not load back
+            save_checkpoint(path, ckpt)  # arrays become tensors; refuses anything else
     return Upgrade(converted=tuple(legacy), tagged=tuple(tagged), current=tuple(current))
