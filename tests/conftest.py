@@ -99,3 +99,24 @@ def tiny_config(tiny_data, tmp_path):
         "model": {"name": "cnn"},
         "train": {"epochs": 3, "warmup": 1, "batch_size": 16, "seed": 0},
     })
+
+
+def write_old_last(path):
+    """Rewrite the ``last.pt`` at ``path`` as an older sidda wrote it: the NumPy random state
+    as ``np.random.get_state()`` returns it (a NumPy array inside, which only a full unpickling
+    reads), behind a valid checksum. Returns that state."""
+    import hashlib
+    import io
+
+    from sidda.runs import CHECKPOINT_MAGIC, load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    d = ckpt["rng"]["numpy"]
+    state = (d["bit_generator"], d["key"].numpy().astype(np.uint32), d["pos"], d["has_gauss"],
+             d["gauss"])
+    ckpt["rng"] = {**ckpt["rng"], "numpy": state}
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    body = buf.getvalue()
+    path.write_bytes(CHECKPOINT_MAGIC + hashlib.sha256(body).digest() + body)
+    return state

@@ -112,6 +112,8 @@ class RunConfig:
             raise ConfigError(f"{path}: config file not found")
         try:
             d = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+        except _UnsupportedYAML as e:
+            raise ConfigError(f"{path}: {_yaml_error_line(e)}") from None
         except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
             raise ConfigError(f"{path}: not valid YAML ({_yaml_error_line(e)})") from None
         except OSError as e:
@@ -154,7 +156,7 @@ class RunConfig:
                     f"unknown config key {short_repr(key)}; known keys here: "
                     f"{', '.join(sorted(node))}"
                 )
-            node[parts[-1]] = _parse_value(raw.strip())
+            node[parts[-1]] = _parse_value(raw.strip(), _field_type(parts))
             if parts[0] == "loss" and len(parts) == 2:
                 set_loss[parts[1]] = node[parts[1]]
         if set_loss.keys() & {"method", "variant"}:
@@ -171,12 +173,20 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+class _UnsupportedYAML(yaml.constructor.ConstructorError):
+    """Valid YAML that configs do not use (merge keys)."""
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.safe_load`` that refuses a key given twice in one mapping (PyYAML keeps the last)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _UnsupportedYAML(
+                    None, None, "merge keys (<<) are not supported; write the keys out in "
+                    "each section", key_node.start_mark)
             key = self.construct_object(key_node, deep=deep)
             try:
                 duplicate = key in seen
@@ -197,7 +207,32 @@ def _yaml_error_line(e: Exception) -> str:
     return " ".join(str(e).split())
 
 
-def _parse_value(raw: str) -> object:
+def _field_type(parts: list[str]) -> object:
+    """The annotation of the config key ``parts`` (``["data", "normalize"]``), or None."""
+    tp: object = RunConfig
+    for p in parts:
+        if not dataclasses.is_dataclass(tp):
+            return None
+        tp = typing.get_type_hints(tp).get(p)
+    return tp
+
+
+def _parse_value(raw: str, tp: object = None) -> object:
+    """The value of an override ``key=raw``, for a key annotated ``tp``.
+
+    A key typed ``str`` takes the text as it is (``none``, ``true`` and ``7`` stay strings);
+    quotes around it are removed. Other keys read Python literals, with ``null``/``none``/``~``
+    for None and ``true``/``false`` in any case.
+
+    >>> _parse_value("none", str), _parse_value("none", int | None), _parse_value("'x y'", str)
+    ('none', None, 'x y')
+    """
+    if tp is str:
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return raw
+        return value if isinstance(value, str) else raw
     if raw.lower() in ("null", "none", "~"):
         return None
     if raw.lower() in ("true", "false"):
@@ -271,6 +306,11 @@ def _coerce(value: object, tp: object, where: str) -> object:
     elif tp is str:
         if isinstance(value, str):
             return value
+        if value is None or isinstance(value, bool | int | float):  # YAML read it as such
+            text = "null" if value is None else str(value).lower()
+            raise ConfigError(f"{where} must be str, got {short_repr(value)} "
+                              f"({type(value).__name__}); to give the text, quote it "
+                              f"({where.rsplit('.', 1)[-1]}: '{text}')")
     else:  # pragma: no cover - every field type is handled above
         return value
     raise ConfigError(

@@ -143,7 +143,11 @@ def render_reference() -> str:
         "A run is described by one YAML file (`sidda train --config FILE`) whose sections map "
         "one-to-one on the keys below; any key can also be set on the command line with "
         "`--set section.key=value` (e.g. `--set train.epochs=5 model.name=d4`). Unknown keys "
-        "and values of the wrong type are errors. `null` is YAML for None.",
+        "and values of the wrong type are errors. `null` is YAML for None. On the command "
+        "line a key of type str takes the text as it is (`--set data.normalize=none` is the "
+        "string `none`); other keys read `null`/`none` as None, `true`/`false` and numbers "
+        "as such. In a YAML file quote text that YAML would read otherwise (`name: 'true'`). "
+        "YAML merge keys (`<<: *anchor`) are not supported: write the keys out.",
         "",
         "```yaml",
         "name: my_run            # the run folder is out_dir/name",

@@ -84,6 +84,42 @@ def test_bad_overrides():
         RunConfig().override(["train.epochs"])
 
 
+def test_a_str_key_takes_the_text_of_an_override():
+    """``none``, ``null``, ``true`` and numbers are text for a key typed str; other keys keep
+    reading them as None, booleans and numbers."""
+    cfg = RunConfig().override(["data.normalize=none", "name=null", "out_dir='runs x'",
+                                "train.device=cpu"])
+    assert (cfg.data.normalize, cfg.name, cfg.out_dir) == ("none", "null", "runs x")
+    for raw in ("none", "true", "7", "1e3"):
+        assert RunConfig().override([f"name={raw}"]).name == raw
+    cfg = RunConfig().override(["data.target_suffix=none", "train.early_stopping=None",
+                                "dist.channels_last=TRUE", "train.epochs=7"])
+    assert cfg.data.target_suffix is None and cfg.train.early_stopping is None
+    assert cfg.dist.channels_last is True and cfg.train.epochs == 7
+    with pytest.raises(ConfigError, match="data.normalize must be one of"):
+        RunConfig().override(["data.normalize=nonsense"])
+
+
+@pytest.mark.parametrize("text, shown", [("null", "null"), ("true", "true"), ("12", "12")])
+def test_a_yaml_value_read_as_another_type_says_quote_it(tmp_path, text, shown):
+    p = tmp_path / "c.yaml"
+    p.write_text(f"name: {text}\n")
+    with pytest.raises(ConfigError, match=rf"name must be str, got .*quote it \(name: '{shown}'\)"):
+        RunConfig.from_yaml(p)
+    p.write_text(f"name: '{text}'\n")
+    assert RunConfig.from_yaml(p).name == text
+
+
+def test_yaml_merge_keys_are_refused_by_name(tmp_path):
+    p = tmp_path / "merge.yaml"
+    p.write_text("base: &base {epochs: 2, warmup: 1}\ntrain: {<<: *base, batch_size: 16}\n")
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_yaml(p)
+    text = str(info.value)
+    assert text.startswith(f"{p}: merge keys (<<) are not supported") and "line 2" in text
+    assert "not valid YAML" not in text and "\n" not in text
+
+
 def test_yaml_errors(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         RunConfig.from_yaml(tmp_path / "missing.yaml")

@@ -157,6 +157,9 @@ def test_builds_and_checks_a_custom_backbone(nets):
     (f"{MODULE}:NOT_CALLABLE", r"NOT_CALLABLE is a int, not a callable"),
     (f"{MODULE}:positional_only", r"cannot take the keyword arguments in_channels, num_classes, "
                                   r"image_size, dropout, latent_dim .*\*\*kwargs"),
+    ("subprocess:run", r"calling it with the keyword arguments in_channels, num_classes, "
+                       r"image_size, dropout, latent_dim raised TypeError: .*'in_channels'.*"
+                       r"\*\*kwargs"),
     (f"{MODULE}:not_a_module", r"returned a list, not a torch.nn.Module"),
     (f"{MODULE}:no_parameters", r"no parameters"),
     (f"{MODULE}:one", r"returned one tensor of shape \(2, 3\); it must return \(latent, logits\)"),

@@ -1,5 +1,5 @@
 """The ``sidda`` command line: ``train``, ``evaluate``, ``report``, ``sweep``, ``compare``,
-``data make|import-folder|check|show``, ``demo``.
+``data make|import-folder|check|show``, ``demo``, ``runs upgrade``.
 
 This is the only package that reads argv, loads YAML from the user and configures logging.
 Errors in the input (config, data, options, paths, a run in use by another process) print one
@@ -14,7 +14,8 @@ the results; the other ranks log warnings only, prefixed with their rank.
 
 * :mod:`~sidda.cli.entry` - :func:`main` and the exit statuses;
 * :mod:`~sidda.cli.parser` - :func:`build_parser`;
-* :mod:`~sidda.cli.commands`, :mod:`~sidda.cli.data_commands` - one thin function per command;
+* :mod:`~sidda.cli.commands`, :mod:`~sidda.cli.data_commands`,
+  :mod:`~sidda.cli.runs_commands` - one thin function per command;
 * :mod:`~sidda.cli.console` - logging to stderr and the progress line;
 * :mod:`~sidda.cli.tables` - the text tables the commands print.
 """

@@ -20,6 +20,7 @@ from sidda.cli.data_commands import (
     cmd_data_make,
     cmd_data_show,
 )
+from sidda.cli.runs_commands import add_runs_parser
 from sidda.errors import InputError
 from sidda.evaluate import PICK_RULES
 from sidda.runs import CHECKPOINTS, check_checkpoint_name
@@ -250,4 +251,5 @@ def build_parser() -> argparse.ArgumentParser:
                     help=CHECKPOINT_HELP)
     de.add_argument("--seed", type=int, default=0)
     de.set_defaults(func=cmd_demo)
+    add_runs_parser(sub, common)
     return p

@@ -176,7 +176,14 @@ def build_custom(
         ) from None
     except ValueError:  # no signature to read (a builtin): let the call tell
         pass
-    model = fn(**kwargs)
+    try:
+        model = fn(**kwargs)
+    except TypeError as e:  # e.g. **kwargs in the signature, passed on to what cannot take them
+        raise InputError(
+            f"model.name={name!r}: calling it with the keyword arguments {', '.join(kwargs)} "
+            f"raised TypeError: {one_line(e, limit=300)}; name a function or class that takes "
+            "them (add **kwargs for those it does not use) and returns a torch.nn.Module"
+        ) from None
     if not isinstance(model, nn.Module):
         raise InputError(
             f"model.name={name!r}: the callable returned a {type(model).__name__}, not a "

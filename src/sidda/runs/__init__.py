@@ -26,7 +26,9 @@ Every file is written atomically (temporary file in the same folder, fsync, rena
 kill at any instant leaves the previous complete version in place; a failed write (full disk,
 a path that is not a folder) raises :class:`OSError` naming the file and leaves no temporary
 file behind. Checkpoints carry the SHA-256 of their bytes (:func:`save_checkpoint`), checked
-when they are loaded (:func:`load_checkpoint`).
+when they are loaded (:func:`load_checkpoint`), and hold tensors and plain data only: loading
+one never runs code (a file that names other Python objects is refused with
+:class:`UnsafeCheckpointError`; :func:`upgrade_run` converts the checkpoints of an older sidda).
 """
 
 from sidda.runs.checkpoints import (
@@ -34,6 +36,7 @@ from sidda.runs.checkpoints import (
     CHECKPOINTS,
     EPOCH_CHECKPOINT,
     RESUME_CHECKPOINT,
+    UnsafeCheckpointError,
     check_checkpoint_name,
     checkpoint_path,
     load_checkpoint,
@@ -50,6 +53,7 @@ from sidda.runs.rundir import (
     RunInfo,
     RunState,
 )
+from sidda.runs.upgrade import upgrade_run
 
 __all__ = [
     "CHECKPOINTS",
@@ -65,6 +69,7 @@ __all__ = [
     "RunDir",
     "RunInfo",
     "RunState",
+    "UnsafeCheckpointError",
     "atomic_dir",
     "atomic_write",
     "check_checkpoint_name",
@@ -76,6 +81,7 @@ __all__ = [
     "lock_run",
     "model_checkpoints",
     "save_checkpoint",
+    "upgrade_run",
     "write_csv",
     "write_json",
 ]

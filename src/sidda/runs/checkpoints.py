@@ -1,14 +1,24 @@
-"""Model checkpoints: their names, and files that carry the SHA-256 of their bytes."""
+"""Model checkpoints: their names, and files that carry the SHA-256 of their bytes.
+
+A checkpoint holds tensors and plain data only, and is read with
+``torch.load(weights_only=True)``: loading one never runs code, whoever wrote it. A file that
+names any other Python object is refused (:class:`UnsafeCheckpointError`); one written by an
+older sidda (a NumPy random state in ``last.pt``) is converted by ``sidda runs upgrade RUN
+--trust`` (:mod:`sidda.runs.upgrade`).
+"""
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import importlib
 import io
 import logging
 import pickle
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sidda.errors import InputError, one_line, short_repr
@@ -64,6 +74,68 @@ def checkpoint_path(run_dir: str | Path, name: str) -> Path:
 #: First bytes of a checkpoint file: this tag, then the SHA-256 of the rest (torch.save bytes).
 CHECKPOINT_MAGIC = b"SIDDA-CKPT-SHA256\n"
 _DIGEST_BYTES = 32
+#: What a checkpoint written by an older sidda may name besides tensors and plain data: the
+#: NumPy random state in ``last.pt`` (an array). Only :func:`load_legacy_checkpoint` accepts it.
+LEGACY_GLOBALS = frozenset({
+    "numpy.ndarray", "numpy.dtype", "numpy.core.multiarray._reconstruct",
+    "numpy._core.multiarray._reconstruct",
+})
+
+
+class UnsafeCheckpointError(InputError):
+    """A checkpoint that names Python objects besides tensors and plain data: loading it could
+    run code, so it is refused (nothing of it is executed).
+
+    Attributes:
+        path: The file.
+        names: The objects it names (``module.name``).
+        legacy: Only what an older sidda wrote (:data:`LEGACY_GLOBALS`):
+            ``sidda runs upgrade RUN --trust`` converts it.
+    """
+
+    def __init__(self, path: Path, names: list[str]) -> None:
+        self.path, self.names = path, sorted(names)
+        self.legacy = set(names) <= LEGACY_GLOBALS
+        listed = short_repr(", ".join(self.names)).strip("'")
+        if self.legacy:
+            run = path.parent.parent if path.parent.name == "checkpoints" else "RUN_DIR"
+            text = (f"{path}: written by an older sidda in a format that can run code when it is "
+                    f"loaded ({listed}), so it is refused; if you trust where this run came "
+                    f"from, convert it with: sidda runs upgrade {run} --trust")
+        else:
+            text = (f"{path}: refused: it names Python code ({listed}) that a sidda checkpoint "
+                    "never holds, and loading it could run that code; do not use checkpoints "
+                    "from a source you do not trust (docs/recovery.md, \"What is safe to "
+                    "open\")")
+        super().__init__(text)
+
+
+def plain_data(obj: object) -> object:
+    """``obj`` with every NumPy array turned into a tensor (unsigned integers into int64) and
+    every NumPy scalar into a Python number, through dicts, lists and tuples. Containers that
+    hold none are returned as they are (a ``state_dict`` keeps its type and ``_metadata``).
+
+    >>> plain_data({"key": np.arange(3, dtype=np.uint32), "pos": np.int64(2)})
+    {'key': tensor([0, 1, 2]), 'pos': 2}
+    """
+    if isinstance(obj, np.ndarray):
+        arr = obj.astype(np.int64) if obj.dtype.kind == "u" else obj
+        return torch.from_numpy(np.ascontiguousarray(arr))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        items = {k: plain_data(v) for k, v in obj.items()}
+        if all(items[k] is v for k, v in obj.items()):
+            return obj
+        out = copy.copy(obj)  # the same mapping type, with its attributes
+        out.update(items)
+        return out
+    if type(obj) in (list, tuple):
+        values = [plain_data(v) for v in obj]
+        if all(a is b for a, b in zip(values, obj, strict=True)):
+            return obj
+        return type(obj)(values)
+    return obj
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> Path:
@@ -72,28 +144,37 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
     The file is :data:`CHECKPOINT_MAGIC`, the 32-byte SHA-256 digest of the ``torch.save``
     bytes, then those bytes: :func:`load_checkpoint` refuses a file whose bytes changed after
     they were written (a flipped bit, a partial copy). Refuses to save non-finite weights: a
-    checkpoint is only ever a usable model.
+    checkpoint is only ever a usable model. The payload must be tensors and plain data (dicts,
+    lists, tuples, strings, numbers, None), what :func:`load_checkpoint` reads back without
+    running code; NumPy arrays and scalars are turned into tensors and numbers
+    (:func:`plain_data`), anything else is refused.
     """
     for key in ("model", "loss"):
         for name, t in (payload.get(key) or {}).items():
             if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
                 raise ValueError(f"refusing to save {path}: {key}.{name} holds NaN or inf")
     buf = io.BytesIO()
-    torch.save(payload, buf)
+    torch.save(plain_data(payload), buf)
     body = buf.getvalue()
+    unsafe = _unsafe_names(body)
+    if unsafe:  # a bug: sidda would refuse to load what it wrote
+        raise ValueError(f"refusing to save {path}: it would name {', '.join(unsafe)}; "
+                         "checkpoints hold tensors and plain data only")
     return atomic_write(path, CHECKPOINT_MAGIC + hashlib.sha256(body).digest() + body)
 
 
-def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint`, after checking its SHA-256.
+def _unsafe_names(body: bytes) -> list[str]:
+    """The objects that the pickle in ``body`` names beyond what ``weights_only`` loads
+    (read from its opcodes: nothing is executed)."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(body)))
+    except Exception:  # noqa: BLE001 - damaged: torch.load reports it
+        return []
 
-    A file without the checksum header (written by an older sidda) is loaded with a warning.
 
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        InputError: the file is damaged (checksum mismatch, truncated) or not a checkpoint.
-    """
-    path = Path(path)
+def _read_body(path: Path) -> tuple[bytes, bool]:
+    """The ``torch.save`` bytes of the checkpoint at ``path``, after checking its SHA-256, and
+    whether it had one."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
@@ -106,27 +187,96 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         raise InputError(f"{path}: damaged checkpoint (its header was changed after it was "
                          "written). Restore it from a backup, or start the run again "
                          "(`sidda train --config ... --force`)")
-    if raw.startswith(CHECKPOINT_MAGIC):
-        start = len(CHECKPOINT_MAGIC)
-        digest, body = raw[start : start + _DIGEST_BYTES], raw[start + _DIGEST_BYTES :]
-        if hashlib.sha256(body).digest() != digest:
-            raise InputError(
-                f"{path}: damaged checkpoint (its SHA-256 does not match the one written with "
-                "it); it was changed or cut after it was written. Restore it from a backup, or "
-                "start the run again (`sidda train --config ... --force`)"
-            )
-    else:
-        body = raw
+    if not raw.startswith(CHECKPOINT_MAGIC):
+        return raw, False
+    start = len(CHECKPOINT_MAGIC)
+    digest, body = raw[start : start + _DIGEST_BYTES], raw[start + _DIGEST_BYTES :]
+    if hashlib.sha256(body).digest() != digest:
+        raise InputError(
+            f"{path}: damaged checkpoint (its SHA-256 does not match the one written with "
+            "it); it was changed or cut after it was written. Restore it from a backup, or "
+            "start the run again (`sidda train --config ... --force`)"
+        )
+    return body, True
+
+
+def _legacy_globals() -> list:
+    """:data:`LEGACY_GLOBALS` as the objects of the installed NumPy, under each name, and the
+    class of the uint32 dtype (whose state the pickle sets)."""
+    core = importlib.import_module("numpy._core.multiarray" if hasattr(np, "_core")
+                                   else "numpy.core.multiarray")
+    return [np.ndarray, np.dtype, type(np.dtype(np.uint32)),
+            (core._reconstruct, "numpy.core.multiarray._reconstruct"),
+            (core._reconstruct, "numpy._core.multiarray._reconstruct")]
+
+
+def _unpickle(path: Path, body: bytes, *, map_location: str | torch.device,
+              legacy: bool) -> dict:
+    allowed = _legacy_globals() if legacy else []
     try:
-        ckpt = torch.load(io.BytesIO(body), map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(allowed):
+            ckpt = torch.load(io.BytesIO(body), map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError,
             MemoryError) as e:  # a damaged length field can ask for any size
+        unsafe = [n for n in _unsafe_names(body) if not (legacy and n in LEGACY_GLOBALS)]
+        if unsafe:
+            raise UnsafeCheckpointError(path, unsafe) from None
         raise InputError(f"{path}: not a readable checkpoint ({one_line(e, limit=200)}); it "
                          "was not written by sidda, or the file was damaged after it was "
                          "written") from None
     if not isinstance(ckpt, dict):
         raise InputError(f"{path}: not a sidda checkpoint (holds {type(ckpt).__name__})")
-    if body is raw:
+    return ckpt
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint`, after checking its SHA-256.
+
+    The file is read as tensors and plain data only (``torch.load(weights_only=True)``):
+    loading never runs code, whoever wrote the file. A file without the checksum header
+    (written by an older sidda) is loaded with a warning.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        UnsafeCheckpointError: the file names Python objects beyond tensors and plain data
+            (crafted, or written by an older sidda: the message says which, and how to
+            convert a trusted one).
+        InputError: the file is damaged (checksum mismatch, truncated) or not a checkpoint.
+    """
+    path = Path(path)
+    body, tagged = _read_body(path)
+    ckpt = _unpickle(path, body, map_location=map_location, legacy=False)
+    if not tagged:
         logger.warning("%s has no checksum (written by an older sidda); it cannot be checked "
                        "for damage", path)
     return ckpt
+
+
+def checkpoint_status(path: str | Path) -> tuple[bool, bool]:
+    """Whether the checkpoint at ``path`` has a checksum, and whether an older sidda wrote it
+    with NumPy objects in it; read from its bytes, without loading it.
+
+    Raises:
+        UnsafeCheckpointError: it names other Python objects.
+        InputError: it is damaged (checksum mismatch).
+    """
+    path = Path(path)
+    body, tagged = _read_body(path)
+    names = _unsafe_names(body)
+    if set(names) - LEGACY_GLOBALS:
+        raise UnsafeCheckpointError(path, names)
+    return tagged, bool(names)
+
+
+def load_legacy_checkpoint(path: str | Path) -> tuple[dict, bool]:
+    """Load a checkpoint that an older sidda wrote, for ``sidda runs upgrade --trust``.
+
+    As :func:`load_checkpoint`, and NumPy arrays (:data:`LEGACY_GLOBALS`) are allowed too; any
+    other object is still refused. Call it only for a run you trust.
+
+    Returns:
+        The checkpoint dict (NumPy arrays included) and whether the file had a checksum.
+    """
+    path = Path(path)
+    body, tagged = _read_body(path)
+    return _unpickle(path, body, map_location="cpu", legacy=True), tagged

@@ -118,9 +118,12 @@ def resume_path(run_dir: str | Path) -> Path:
 
 
 def _rng_state(device: torch.device) -> dict:
+    """This process's random states as tensors and plain data (what a checkpoint may hold)."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": random.getstate(),  # (version, 625 ints, None)
+        "numpy": {"bit_generator": str(name), "key": torch.from_numpy(key.astype(np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
         "torch": torch.get_rng_state(),
     }
     if device.type == "cuda":
@@ -128,9 +131,21 @@ def _rng_state(device: torch.device) -> dict:
     return state
 
 
+def _numpy_state(saved: dict | tuple | list) -> tuple:
+    """The argument of ``np.random.set_state`` for a saved NumPy state: the dict that
+    :func:`_rng_state` writes, or the tuple of an older ``last.pt`` (converted by
+    ``sidda runs upgrade``: its key a tensor or an array)."""
+    if isinstance(saved, dict):
+        saved = (saved["bit_generator"], saved["key"], saved["pos"], saved["has_gauss"],
+                 saved["gauss"])
+    name, key, pos, has_gauss, gauss = saved
+    key = key.numpy() if torch.is_tensor(key) else np.asarray(key)
+    return str(name), key.astype(np.uint32), int(pos), int(has_gauss), float(gauss)
+
+
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state(_numpy_state(state["numpy"]))
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
