@@ -21,7 +21,8 @@ from sidda.evaluate import (
 from sidda.experiments import evaluate_run, load_run_model, prepare_data, train_run
 from sidda.runs import load_checkpoint
 
-RULES = ("final", "best_val_acc", "best_val_loss", "entropy", "iwv", "dev", "oracle")
+RULES = ("final", "best_val_acc", "best_val_loss", "entropy", "iwv", "dev", "oracle",
+         "snd", "im", "bnm", "class_ami", "knn", "source_acc")
 
 
 @pytest.fixture(scope="module")
