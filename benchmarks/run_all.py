@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-BENCHMARKS = ("step", "methods", "epoch", "sinkhorn", "export", "cpu_options")
+BENCHMARKS = ("step", "methods", "epoch", "sinkhorn", "export", "cpu_options", "validators")
 
 
 def main(argv: list[str] | None = None) -> str:

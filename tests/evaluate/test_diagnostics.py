@@ -17,6 +17,11 @@ from sidda.evaluate import (
     domain_classifier,
     label_free_diagnostics,
 )
+from sidda.evaluate.validators import (
+    MAX_POINTS,
+    soft_neighbourhood_density,
+    subsample_indices,
+)
 
 
 def _run(k, *, n_t=300, n_s=60, collapsed=False, shares=None, d=8, seed=0):
@@ -158,10 +163,13 @@ def test_pad_and_iwv_share_one_fit():
 
 
 def test_large_targets_are_subsampled_to_the_bound():
-    run = _run(3, n_t=2100, n_s=30, d=4)
+    run = _run(3, n_t=MAX_POINTS + 100, n_s=30, d=4)
     out = label_free_diagnostics(**run, validators=("snd", "knn"))
-    assert out["domain_distance"]["points"] == {"source": 30, "target": 2000}
-    assert out["n"]["target"] == 2100 and out["validators"]["snd"] is not None
+    assert out["domain_distance"]["points"] == {"source": 30, "target": MAX_POINTS}
+    assert out["n"]["target"] == MAX_POINTS + 100 and out["validators"]["snd"] is not None
+    # the subsample is the one of subsample_indices: SND of those rows, computed directly
+    p = torch.softmax(torch.from_numpy(run["logits_t"]), 1)[subsample_indices(MAX_POINTS + 100)]
+    assert out["validators"]["snd"] == pytest.approx(soft_neighbourhood_density(p))
 
 
 def test_without_source_samples_the_distances_say_why():

@@ -123,7 +123,8 @@ def domain_distances(inputs: ValidatorInputs) -> dict:
         out["skipped"] = {k: why for k in ("sinkhorn_fixed_blur", "mmd2", "pad")}
         return out
     out["sinkhorn_fixed_blur"] = float(
-        fixed_blur_sinkhorn(z_s, z_t, blur=DIAGNOSTIC_BLUR, max_points=MAX_POINTS))
+        fixed_blur_sinkhorn(z_s, z_t, blur=DIAGNOSTIC_BLUR, max_points=MAX_POINTS,
+                            backend="dense"))
     try:
         mmd = gaussian_mmd2(z_s, z_t)
         out.update(mmd2=mmd.mmd2, mmd_bandwidth=mmd.bandwidth)

@@ -90,7 +90,7 @@ __all__ = [
 ]
 
 #: Most samples per domain that a quadratic quantity reads (a fixed-seed subsample beyond).
-MAX_POINTS = 2000
+MAX_POINTS = 1000
 
 
 class NotComputable(Exception):
