@@ -226,6 +226,17 @@ def test_selection_scores_match_a_recomputation(run):
         assert rules[rule]["regret"] == pytest.approx(best - rules[rule]["target_accuracy"])
 
 
+def test_evaluate_checkpoint_by_a_validator_from_the_command_line(run, tmp_path):
+    copy = tmp_path / "r"
+    shutil.copytree(run, copy)
+    assert main(["evaluate", str(copy), "--checkpoint", "snd", "-q"]) == 0
+    m = _metrics(copy)
+    snd = {k: c["validators"]["snd"] for k, c in m["selection"]["candidates"].items()}
+    assert m["checkpoint_rule"] == "snd" and m["checkpoint"] == max(snd, key=snd.get)
+    assert m["target"]["accuracy"] == pytest.approx(
+        m["selection"]["candidates"][m["checkpoint"]]["target_accuracy"])
+
+
 def test_run_without_validation_split(run, tmp_path):
     cfg = RunConfig.from_yaml(run / "config.yaml").override(
         [f"out_dir={tmp_path}", "data.val_fraction=0.0"])
