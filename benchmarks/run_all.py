@@ -1,6 +1,6 @@
 """Run every benchmark with its default sizes and print the markdown sections (``make bench``).
 
-    python benchmarks/run_all.py                 # items 1-5, about 15-20 minutes on 2 cores
+    python benchmarks/run_all.py                 # items 1-5, methods, validators: 25-45 minutes
     python benchmarks/run_all.py --only step,sinkhorn
     python benchmarks/run_all.py --out bench.md  # also write the sections to a file
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-BENCHMARKS = ("step", "methods", "epoch", "sinkhorn", "export", "cpu_options")
+BENCHMARKS = ("step", "methods", "epoch", "sinkhorn", "export", "cpu_options", "validators")
 
 
 def main(argv: list[str] | None = None) -> str:

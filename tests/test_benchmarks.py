@@ -28,6 +28,7 @@ def one_thread():
         ("bench_sinkhorn", "auto picks"),
         ("bench_export", "exported, channels-last"),
         ("bench_cpu_options", "sidda default (fused + tuned malloc)"),
+        ("bench_validators", "added / evaluation"),
     ],
 )
 def test_benchmark_runs_quick(name, expect, one_thread, capsys):

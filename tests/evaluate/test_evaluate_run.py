@@ -25,7 +25,8 @@ from sidda.experiments import (
 )
 from sidda.runs import RunDir, load_checkpoint, load_history
 
-RULES = ("final", "best_val_acc", "best_val_loss", "entropy", "iwv", "dev", "oracle")
+RULES = ("final", "best_val_acc", "best_val_loss", "entropy", "iwv", "dev", "oracle",
+         "snd", "im", "bnm", "class_ami", "knn", "source_acc")
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +228,17 @@ def test_selection_scores_match_a_recomputation(run):
     assert rules["oracle"]["target_accuracy"] == best
     for rule in RULES:
         assert rules[rule]["regret"] == pytest.approx(best - rules[rule]["target_accuracy"])
+
+
+def test_evaluate_checkpoint_by_a_validator_from_the_command_line(run, tmp_path):
+    copy = tmp_path / "r"
+    shutil.copytree(run, copy)
+    assert main(["evaluate", str(copy), "--checkpoint", "snd", "-q"]) == 0
+    m = _metrics(copy)
+    snd = {k: c["validators"]["snd"] for k, c in m["selection"]["candidates"].items()}
+    assert m["checkpoint_rule"] == "snd" and m["checkpoint"] == max(snd, key=snd.get)
+    assert m["target"]["accuracy"] == pytest.approx(
+        m["selection"]["candidates"][m["checkpoint"]]["target_accuracy"])
 
 
 def test_run_without_validation_split(run, tmp_path):

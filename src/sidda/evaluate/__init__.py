@@ -12,10 +12,16 @@ r"""Evaluate a trained run: predictions, test metrics, calibration, label-free s
   cross-fitted (:func:`paper_compatible`); a comparison with the paper, not a result.
 * **Label-free checkpoint selection**: what each rule that reads no target label would pick
   among the saved checkpoints, next to the oracle that reads the target test labels
-  (:mod:`~sidda.evaluate.selection`).
+  (:mod:`~sidda.evaluate.selection`), with the label-free validators of
+  :mod:`~sidda.evaluate.validators` (SND, IM, BNM, ClassAMI, IWV, DEV, ...);
+* **Label-free diagnostics** of one run: predicted class balance against the source's,
+  confidence, a collapse flag, domain distances and the validators
+  (:mod:`~sidda.evaluate.diagnostics`).
 
 Modules: :mod:`~sidda.evaluate.predict` (the forward pass, :class:`Predictions`, predictions
 of new images), :mod:`~sidda.evaluate.calibration`, :mod:`~sidda.evaluate.selection`,
+:mod:`~sidda.evaluate.validators`, :mod:`~sidda.evaluate.importance` (the domain classifier
+of IWV, DEV and the proxy A-distance), :mod:`~sidda.evaluate.diagnostics`,
 :mod:`~sidda.evaluate.embedding` (Isomap of the latents), :mod:`~sidda.evaluate.curves`
 (training curves over seeds). The metric formulas are in :mod:`sidda.metrics`. This package
 computes and never touches a run directory: :mod:`sidda.experiments.evaluation` reads and
@@ -32,7 +38,9 @@ from sidda.evaluate.calibration import (
     temperature_metrics,
 )
 from sidda.evaluate.curves import CurveStats, distance_curves, group_curves, mean_std
+from sidda.evaluate.diagnostics import collapse_check, domain_distances, label_free_diagnostics
 from sidda.evaluate.embedding import IsomapEmbedding, isomap_embedding
+from sidda.evaluate.importance import DomainFit, domain_classifier
 from sidda.evaluate.predict import (
     Predictions,
     domain_metrics,
@@ -50,19 +58,33 @@ from sidda.evaluate.selection import (
     prediction_entropy,
     select_checkpoints,
 )
+from sidda.evaluate.validators import (
+    VALIDATORS,
+    Validator,
+    ValidatorInputs,
+    validator_report,
+    validator_scores,
+)
 
 __all__ = [
     "MAX_BINS",
     "PICK_RULES",
     "RULES",
+    "VALIDATORS",
     "CurveStats",
+    "DomainFit",
     "IsomapEmbedding",
     "Predictions",
     "ProbeResult",
     "RiskEstimate",
+    "Validator",
+    "ValidatorInputs",
     "check_bins",
     "checkpoint_scores",
+    "collapse_check",
     "distance_curves",
+    "domain_classifier",
+    "domain_distances",
     "domain_metrics",
     "domain_weights",
     "fit_source_temperature",
@@ -70,6 +92,7 @@ __all__ = [
     "group_curves",
     "importance_weighted_risk",
     "isomap_embedding",
+    "label_free_diagnostics",
     "mean_std",
     "paper_compatible",
     "paper_probe_calibration",
@@ -78,4 +101,6 @@ __all__ = [
     "prediction_entropy",
     "select_checkpoints",
     "temperature_metrics",
+    "validator_report",
+    "validator_scores",
 ]

@@ -20,6 +20,9 @@ floating dtype of the input (``probs`` or ``logits``) but are accumulated in flo
   definitions, to compare with the paper;
 * :mod:`~sidda.metrics.temperature` - temperature scaling: :func:`fit_temperature` on
   *source validation* logits, :func:`apply_temperature`, :func:`temperature_nll`;
+* :mod:`~sidda.metrics.ranking` - how far a label-free validator can be trusted over runs:
+  :func:`weighted_spearman` (Musgrave et al., 2022), :func:`spearman`, :func:`regret`,
+  :func:`validator_agreement`, :func:`rank_runs`, :data:`DEFAULT_VALIDATOR`;
 * :mod:`~sidda.metrics.validation` - the argument checks they share.
 
 The authors' logistic-regression probe (sklearn) is in :mod:`sidda.evaluate.calibration`
@@ -37,9 +40,18 @@ from sidda.metrics.calibration import (
     reliability_bins,
 )
 from sidda.metrics.classification import accuracy, classification_report, confusion_matrix
+from sidda.metrics.ranking import (
+    DEFAULT_VALIDATOR,
+    rank_runs,
+    regret,
+    spearman,
+    validator_agreement,
+    weighted_spearman,
+)
 from sidda.metrics.temperature import apply_temperature, fit_temperature, temperature_nll
 
 __all__ = [
+    "DEFAULT_VALIDATOR",
     "MAX_BINS",
     "ReliabilityBins",
     "accuracy",
@@ -52,6 +64,11 @@ __all__ = [
     "negative_log_likelihood",
     "paper_brier",
     "paper_ece",
+    "rank_runs",
+    "regret",
     "reliability_bins",
+    "spearman",
     "temperature_nll",
+    "validator_agreement",
+    "weighted_spearman",
 ]
