@@ -17,7 +17,6 @@ from sidda.train.device import autocast_context, check_device, to_device, use_ch
 from sidda.train.distributed import (
     convert_sync_batchnorm,
     distributed_cross_entropy,
-    distributed_sidda_loss,
     init_distributed,
     prepare_model,
     shutdown,
@@ -36,7 +35,6 @@ __all__ = [
     "check_device",
     "convert_sync_batchnorm",
     "distributed_cross_entropy",
-    "distributed_sidda_loss",
     "gather_object",
     "gather_with_grad",
     "init_distributed",
