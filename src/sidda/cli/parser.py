@@ -222,8 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="data sets, e.g. shapes=data/shapes astro=data/astro (a bare PATH is "
                     "named after its folder)")
     cm.add_argument("--methods", default="source_only,sidda",
-                    help="comma-separated METHOD or METHOD:VARIANT, e.g. source_only,sidda,"
-                    "sidda:robust,dan,coral,dann,cdan,deepjdot,mcc (default source_only,sidda)")
+                    help="comma-separated METHOD or METHOD:VARIANT, +dbn or -dbn after one "
+                    "for BatchNorm statistics per domain on or off, e.g. source_only,sidda,"
+                    "sidda:paper,dan,dan+dbn,coral,dann,cdan,deepjdot,mcc,adabn (default "
+                    "source_only,sidda)")
     cm.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
     cm.add_argument("--out", required=True, help="comparison folder")
     cm.add_argument("--model", default=None, help="model of every run (default: the config's)")

@@ -147,14 +147,17 @@ class DeepJDOT(DAMethod):
         latent_dim, num_classes: Unused (every method receives them).
         tol: Marginal tolerance of the Sinkhorn loop (:func:`entropic_plan`).
         max_iter: Most Sinkhorn iterations at the final epsilon.
+        domain_bn: One set of BatchNorm statistics per domain
+            (:class:`~sidda.methods.base.DAMethod`).
     """
 
     name = "deepjdot"
 
     def __init__(self, *, weight: float = 1.0, jdot_alpha: float = 1.0, jdot_lambda: float = 1.0,
                  blur: float = 0.1, scaling: float = 0.9, latent_dim: int = 256,
-                 num_classes: int = 3, tol: float = 1e-6, max_iter: int = 1000) -> None:
-        super().__init__()
+                 num_classes: int = 3, tol: float = 1e-6, max_iter: int = 1000,
+                 domain_bn: bool = False) -> None:
+        super().__init__(domain_bn=domain_bn)
         if not blur > 0:
             raise ValueError(f"blur must be > 0, got {blur}; set loss.blur, e.g. 0.1")
         if not 0 < scaling < 1:
