@@ -233,7 +233,8 @@ class SinkhornLoss(nn.Module):
     """:func:`sinkhorn_divergence` as a module, with a fixed or a dynamic blur.
 
     The blur rule (:meth:`blur_for`) lives here alone; :class:`SIDDALoss` (in training, on one
-    process or on the gathered batch of several ranks) and validation use it. Latent distances that overflow float32 (``max_distance`` inf or NaN) give an infinite
+    process or on the gathered batch of several ranks) and validation use it. Latent
+    distances that overflow float32 (``max_distance`` inf or NaN) give an infinite
     dynamic blur and a NaN divergence (:meth:`divergence`), never an exception, so that a
     training step can see the overflow and skip itself.
 

@@ -1,11 +1,22 @@
-"""Domain-specific BatchNorm statistics with plain ``nn.BatchNorm`` layers (the GPU path)."""
+"""Domain-specific BatchNorm statistics: ``DomainStats`` with plain ``nn.BatchNorm`` layers (the
+GPU path), and ``loss.domain_bn``, the option of every method that uses it."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from sidda.methods.domain_bn import DomainStats, load_target_stats
+from sidda import DataConfig, LossConfig, TrainConfig, fit, load_domains
+from sidda.errors import ConfigError
+from sidda.methods import StepOutputs, build_method
+from sidda.methods.domain_bn import DomainStats, batchnorm_layers, load_target_stats
+from sidda.train import train_step
+from sidda.train.validate import validate
 
 
 def _net() -> nn.Module:
@@ -63,19 +74,6 @@ def test_saved_target_statistics_load_into_a_fresh_model():
 
 
 # ------------------------------------------------- loss.domain_bn: an option of every method
-
-import math  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
-
-from sidda import DataConfig, LossConfig, TrainConfig, fit, load_domains  # noqa: E402
-from sidda.errors import ConfigError  # noqa: E402
-from sidda.methods import StepOutputs, build_method  # noqa: E402
-from sidda.methods.domain_bn import batchnorm_layers  # noqa: E402
-from sidda.train import train_step  # noqa: E402
-from sidda.train.validate import validate  # noqa: E402
 
 #: Every method that aligns target batches, as a loss config with domain_bn on.
 WITH_DBN = {

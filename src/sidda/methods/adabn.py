@@ -22,8 +22,9 @@ positions of all target images (:math:`n_l = N_t H_l W_l`, times the field size 
     \mu_{l,c} = \frac{1}{n_l} \sum_j x_{l,j}, \qquad
     \sigma^2_{l,c} = \frac{1}{n_l - 1} \sum_j \big(x_{l,j} - \mu_{l,c}\big)^2 ,
 
-exactly, over the whole target set: each batch's mean and sum of squared deviations are
-merged in float64 (Chan, Golub and LeVeque's pairwise update), not averaged with a momentum.
+exactly, over the whole target set: each batch's mean and sum of squared deviations (from
+its own mean, computed in the model's precision) are merged in float64 (Chan, Golub and
+LeVeque's pairwise update), not averaged with a momentum.
 :math:`\sigma^2` is unbiased, as BatchNorm's own ``running_var``. The inputs of layer
 :math:`l` are those that the earlier layers give with batch statistics, so one pass estimates
 every layer; with a batch of 128 they are close to what the earlier layers give with the
@@ -82,12 +83,10 @@ def _batch_statistics(acc: _PooledStats) -> Callable:
         x = args[0].detach()
         dims = [0, *range(2, x.dim())]  # all but the channels
         n = x.numel() // x.shape[1]
-        xd = x.double()
-        mean = xd.mean(dims)  # (C,)
-        m2 = (xd - mean.view(1, -1, *[1] * (x.dim() - 2))).square().sum(dims)  # (C,)
-        acc.add(n, mean, m2)
-        bn.running_mean.copy_(mean)
-        bn.running_var.copy_(m2 / n)  # biased, as training normalises
+        var, mean = torch.var_mean(x, dim=dims, correction=0)  # (C,): biased, as training
+        bn.running_mean.copy_(mean)  # normalises this batch with its own statistics
+        bn.running_var.copy_(var)
+        acc.add(n, mean.double(), var.double() * n)  # the batch's mean and sum of squares
 
     return hook
 

@@ -219,8 +219,8 @@ class LossConfig:
             v = getattr(self, name)
             if v is not None and not v > 0:
                 raise ValueError(
-                    f"loss.{name} must be > 0, got {v}; the paper uses blur_factor 0.05 and "
-                    "blur_floor 0.01"
+                    f"loss.{name} must be > 0, got {v}; the paper uses blur_factor "
+                    f"{BLUR_FACTOR} and blur_floor 0.01"
                 )
         if self.scaling is not None and not 0 < self.scaling < 1:
             raise ValueError(f"loss.scaling must lie in (0, 1), got {self.scaling}; e.g. 0.9")

@@ -18,11 +18,10 @@ Each image of a global source batch draws its own transform, for each name of
     comes back on the other, so no pixel value is invented (an object near the border may
     wrap).
 
-``rot90`` and ``dihedral`` need square images (sidda's are). The equivariant models are
-invariant to their own group by construction (``d4`` to all of D4, ``c4`` to ``rot90``), so
-these add nothing there; the plain ``cnn`` learns the invariance only from such data. Target
-batches are never augmented: the alignment terms should compare the target distribution as it
-is.
+``rot90`` and ``dihedral`` need square images (sidda's are). The equivariant models' feature
+maps rotate with the input, but their head flattens a spatial map, so their logits are not
+invariant either (docs/method.md, "Equivariance"). Target batches are never augmented: the
+alignment terms should compare the target distribution as it is.
 
 **Reproducible and resumable without state.** The draws come from a NumPy generator seeded by
 ``(train.seed, epoch, step)`` alone, made for each batch, never from torch's global
