@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=CHECKPOINT_HELP + " (a rule needs `sidda evaluate` first)")
     pr.add_argument("--domain", choices=("target", "source"), default="target",
                     help="BatchNorm statistics of which domain, for runs that keep one set per "
-                    "domain (robust SIDDA); default target")
+                    "domain (robust SIDDA, loss.domain_bn, adabn); default target")
     pr.add_argument("--temperature", action="store_true",
                     help="divide the logits by the temperature `sidda evaluate` fitted on the "
                     "source validation split")
