@@ -1,16 +1,25 @@
-"""The cost of each method's training step, against SIDDA's.
+"""The cost of each method's training step, against SIDDA's, with and without domain-specific
+BatchNorm statistics, and AdaBN's pass over the target images.
 
-One full step of :func:`sidda.train.step.train_step` (one forward pass on B source + B target
-images, the method's objective in float32, backward, clipping, AdamW on the model and the
-method's own parameters) for SIDDA (paper and robust variants) and the baselines, on the ``cnn``
-at S x S.
-Every method has its own model and optimiser, built from the same seed; the repetitions
-alternate between the methods (A B C ... A B C ...), and the table gives the medians and their
-ratio to the SIDDA (paper) step. Target: every baseline <= 1.15x.
+One full step of :func:`sidda.train.step.train_step` (the method's forward passes on B source +
+B target images, the method's objective in float32, backward, clipping, AdamW on the model and
+the method's own parameters) for SIDDA (paper and robust variants) and the baselines, on the
+``cnn`` at S x S, each once with its default BatchNorm setting and once with the other
+(``loss.domain_bn``: one concatenated pass, or one pass per domain). Every method has its own
+model and optimiser, built from the same seed; the repetitions alternate between all the rows
+(A B C ... A B C ...), and the table gives the medians, their ratio to the SIDDA (paper) step
+and, for a row with ``domain_bn``, the ratio to the same method with one concatenated pass.
+Target: every baseline <= 1.15x; domain_bn no dearer than robust SIDDA's two passes.
 
-The last column times the objective alone (forward, backward and the AdamW step of the method's
-own parameters, on random B + B latents), interleaved with the steps: the part of a step that
-differs between methods, far less noisy on a shared machine than a ratio of whole steps.
+The objective column times the objective alone (forward, backward and the AdamW step of the
+method's own parameters, on random B + B latents), interleaved with the steps: the part of a
+step that differs between methods, far less noisy on a shared machine than a ratio of whole
+steps (the same with and without domain_bn).
+
+AdaBN's cost is its pass over the target training images after training
+(:func:`sidda.methods.adabn.estimate_target_stats`): timed here on B target images, against a
+source-only training step on B source images, so that the ratio is the pass's cost in
+training epochs when the two domains have the same size.
 
     python benchmarks/bench_methods.py            # S=100, B=128, R=15
     python benchmarks/bench_methods.py --quick    # tiny sizes, for the smoke test
@@ -19,6 +28,7 @@ differs between methods, far less noisy on a shared machine than a ratio of whol
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -31,10 +41,11 @@ import harness  # noqa: E402
 
 from sidda import build_model  # noqa: E402
 from sidda.methods import LossConfig, StepOutputs, build_method  # noqa: E402
+from sidda.methods.adabn import estimate_target_stats  # noqa: E402
 from sidda.models import tune_cpu_allocator  # noqa: E402
 from sidda.train import train_step  # noqa: E402
 
-#: Row label -> the loss config it times.
+#: Row label -> the loss config it times (each method with its default BatchNorm setting).
 METHODS = {
     "sidda (paper)": LossConfig(method="sidda", variant="paper"),
     "sidda (robust)": LossConfig(method="sidda", variant="robust"),
@@ -47,22 +58,49 @@ METHODS = {
 }
 
 
-def build_step(loss: LossConfig, image_size: int, batch: int, seed: int = 0):
-    """One training step of ``loss``'s method on a fixed batch of B + B random images."""
+def other_bn(loss: LossConfig) -> LossConfig:
+    """``loss`` with the other ``domain_bn`` setting."""
+    return dataclasses.replace(loss, domain_bn=not loss.domain_bn)
+
+
+def _label(name: str, loss: LossConfig) -> str:
+    return f"{name} {'+' if loss.domain_bn else '-'}dbn"
+
+
+def build_step(loss: LossConfig | None, image_size: int, batch: int, seed: int = 0):
+    """One training step of ``loss``'s method on a fixed batch of B + B random images (None:
+    a source-only step on the B source images)."""
     torch.manual_seed(seed)
     net = build_model("cnn", in_channels=1, num_classes=3, image_size=image_size).train()
-    method = build_method(loss, latent_dim=256, num_classes=3)
-    groups = [{"params": list(net.parameters())}] + method.param_groups()
+    method = None if loss is None else build_method(loss, latent_dim=256, num_classes=3)
+    groups = [{"params": list(net.parameters())}]
+    if method is not None:
+        method.attach(net)
+        groups += method.param_groups()
     optimizer = torch.optim.AdamW(groups, lr=1e-2, weight_decay=1e-3)
     g = torch.Generator().manual_seed(1)
     x = torch.rand(2 * batch, 1, image_size, image_size, generator=g) * 2 - 1
     y = torch.randint(0, 3, (batch,), generator=g)
+    x_t = None if method is None else x[batch:]
 
     def step() -> dict:
-        return train_step(net, x[:batch], y, x[batch:], criterion=method, optimizer=optimizer,
+        return train_step(net, x[:batch], y, x_t, criterion=method, optimizer=optimizer,
                           grad_clip=10.0, progress=0.5)
 
     return step
+
+
+def build_adabn_pass(image_size: int, batch: int, seed: int = 0):
+    """AdaBN's estimate of the target statistics on B target images (one batch)."""
+    torch.manual_seed(seed)
+    net = build_model("cnn", in_channels=1, num_classes=3, image_size=image_size).train()
+    g = torch.Generator().manual_seed(2)
+    x_t = torch.rand(batch, 1, image_size, image_size, generator=g) * 2 - 1
+
+    def adabn_pass() -> None:
+        estimate_target_stats(net, x_t, batch_size=batch)
+
+    return adabn_pass
 
 
 def build_objective(loss: LossConfig, batch: int, seed: int = 0):
@@ -94,15 +132,30 @@ def run(image_size: int, batch: int, reps: int) -> str:
     tune_cpu_allocator()
     work = {}
     for name, loss in METHODS.items():
-        work[name] = build_step(loss, image_size, batch)
+        for cfg in (loss, other_bn(loss)):
+            work[_label(name, cfg)] = build_step(cfg, image_size, batch)
         work["objective " + name] = build_objective(loss, batch)
+    work["source_only"] = build_step(None, image_size, batch)
+    work["adabn pass"] = build_adabn_pass(image_size, batch)
     times = harness.interleave(work, reps)
     med = {name: harness.median(t) for name, t in times.items()}
-    ref = med["sidda (paper)"]
-    rows = [[name, f"{batch}+{batch}", reps, med[name], med[name] / ref,
-             med["objective " + name] * 1e3] for name in METHODS]
-    return harness.table(rows, ["method", "images", "reps", "step s (median)", "/ SIDDA",
-                                "objective fwd+bwd ms"])
+    ref = med[_label("sidda (paper)", METHODS["sidda (paper)"])]
+    rows = []
+    for name, loss in METHODS.items():
+        one, two = sorted((loss, other_bn(loss)), key=lambda c: c.domain_bn)
+        for cfg in (one, two):
+            label = _label(name, cfg)
+            vs_one = med[label] / med[_label(name, one)] if cfg.domain_bn else "-"
+            rows.append([label, f"{batch}+{batch}", reps, med[label], med[label] / ref, vs_one,
+                         med["objective " + name] * 1e3])
+    table = harness.table(rows, ["method", "images", "reps", "step s (median)", "/ SIDDA",
+                                 "/ one pass", "objective fwd+bwd ms"])
+    adabn = harness.table(
+        [["source_only step", batch, reps, med["source_only"], 1.0],
+         ["adabn pass", batch, reps, med["adabn pass"],
+          med["adabn pass"] / med["source_only"]]],
+        ["work", "images", "reps", "s (median)", "/ source-only step"])
+    return f"{table}\n\n{adabn}"
 
 
 def main(argv: list[str] | None = None) -> str:

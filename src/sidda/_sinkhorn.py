@@ -24,6 +24,10 @@ extrapolated step carries a gradient (as geomloss does), through the first cloud
 * :func:`_sinkhorn_blocked`: never holds a B x B matrix; every soft-min recomputes its costs
   block by block (:func:`_softmin`, rows per block from :data:`BLOCK_BYTES`) and the gradient of
   the last step is written out (:class:`_SoftMin`). Memory O((B_s + B_t) D + block).
+
+A third loop solves a transport *plan* rather than a divergence: :func:`entropic_plan`, the
+entropic plan between uniform marginals that DeepJDOT (:mod:`sidda.methods.deepjdot`) weighs
+its joint cost with.
 """
 
 from __future__ import annotations
@@ -196,3 +200,61 @@ def _sinkhorn_blocked(x: Tensor, y: Tensor, *, blur: float, scaling: float) -> T
     f_aa = _SoftMin.apply(x, xd, a_log + f_aa / eps, eps)
     g_bb = _SoftMin.apply(y, yd, b_log + g_bb / eps, eps)
     return ((f_ba - f_aa) / n).sum() + ((g_ab - g_bb) / m).sum()
+
+
+@torch.no_grad()
+def entropic_plan(cost: Tensor, *, epsilon: float, scaling: float = 0.9, tol: float = 1e-6,
+                  max_iter: int = 1000) -> Tensor:
+    r"""Entropic optimal transport plan between uniform marginals, by log-domain Sinkhorn.
+
+    Epsilon-scaling from the cost's range down to ``epsilon`` (ratio ``scaling``, one
+    iteration per temperature), then iterations at ``epsilon`` until
+    :math:`\|\gamma\mathbf 1 - a\|_1 <` ``tol`` or ``max_iter`` of them. The plan is that of
+    ``ot.sinkhorn(a, b, cost, reg=epsilon)``; no gradient flows through it.
+
+    Args:
+        cost: Cost matrix, shape (B_s, B_t).
+        epsilon: Entropic regularisation, > 0, in the cost's units.
+        scaling: Epsilon-scaling ratio in (0, 1).
+        tol: Stop when the L1 error of the row marginals (mass misplaced) is below this.
+        max_iter: Most iterations at ``epsilon``.
+
+    Returns:
+        The plan :math:`\gamma`, shape (B_s, B_t), rows summing to :math:`1/B_s` and columns to
+        :math:`1/B_t`; all NaN when the cost is not finite (the training loop then skips
+        the step).
+
+    >>> plan = entropic_plan(torch.rand(3, 5), epsilon=0.05)
+    >>> bool(torch.allclose(plan.sum(0), torch.full((5,), 0.2), atol=1e-6))
+    True
+    """
+    if cost.ndim != 2 or cost.numel() == 0:
+        raise ValueError(f"cost must be a non-empty (B_s, B_t) matrix, got {tuple(cost.shape)}")
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        raise ValueError(f"epsilon must be a finite number > 0, got {epsilon}; e.g. 0.1 * "
+                         "cost.mean()")
+    if not 0 < scaling < 1:
+        raise ValueError(f"scaling must lie in (0, 1), got {scaling}; e.g. 0.9")
+    n_s, n_t = cost.shape
+    log_a, log_b = -math.log(n_s), -math.log(n_t)
+    f, g = cost.new_zeros(n_s), cost.new_zeros(n_t)  # dual potentials, in cost units
+
+    def update_g(eps: float) -> Tensor:
+        return eps * (log_b - torch.logsumexp((f[:, None] - cost) / eps, dim=0))
+
+    eps = float(cost.max() - cost.min())
+    if not math.isfinite(eps):  # a non-finite cost: a NaN plan, so the loop skips the step
+        return torch.full_like(cost, math.nan)
+    while eps > epsilon:  # annealing: one iteration per temperature
+        f = eps * (log_a - torch.logsumexp((g[None, :] - cost) / eps, dim=1))
+        g = update_g(eps)
+        eps *= scaling
+    eps = epsilon
+    for _ in range(max_iter):
+        lse = torch.logsumexp((g[None, :] - cost) / eps, dim=1)  # (B_s,)
+        err = float((torch.exp(f / eps + lse) - 1.0 / n_s).abs().sum())
+        if err < tol or not math.isfinite(err):
+            break
+        f = eps * (log_a - lse)
+        g = update_g(eps)
+    return torch.exp((f[:, None] + g[None, :] - cost) / eps)

@@ -8,7 +8,7 @@
     model: {name: cnn}
     loss:  {method: sidda, eta_mode: faithful}
     train: {epochs: 50, warmup: 5, milestones: [25, 40], seed: 10}
-    dist:  {da_scope: global, bf16: true}    # GPU precision and several processes
+    dist:  {bf16: true}                      # GPU precision and several processes
 
 Unknown keys and values of the wrong type are errors. Dotted overrides such as
 ``train.epochs=2`` or ``model.name=d4`` are parsed with :func:`ast.literal_eval` (a bare word
@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from sidda.datasets import DataConfig
-from sidda.errors import InputError, short_repr
+from sidda.errors import ConfigError, short_repr
 from sidda.methods.config import LossConfig, method_loss
 from sidda.models import ModelConfig
 from sidda.train.config import DistConfig, TrainConfig
@@ -36,10 +36,6 @@ from sidda.train.config import DistConfig, TrainConfig
 __all__ = ["ConfigError", "RunConfig"]
 
 _MAX_NAME_BYTES = 255  # NAME_MAX of Linux, macOS and Windows file systems
-
-
-class ConfigError(InputError):
-    """A configuration that cannot be used, with a message that says how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -222,10 +218,13 @@ def _parse_value(raw: str, tp: object = None) -> object:
 
     A key typed ``str`` takes the text as it is (``none``, ``true`` and ``7`` stay strings);
     quotes around it are removed. Other keys read Python literals, with ``null``/``none``/``~``
-    for None and ``true``/``false`` in any case.
+    for None and ``true``/``false`` in any case; else a YAML list of bare words
+    (``[flip, translate]``); else the text.
 
     >>> _parse_value("none", str), _parse_value("none", int | None), _parse_value("'x y'", str)
     ('none', None, 'x y')
+    >>> _parse_value("[flip, translate]"), _parse_value("[2, 5]"), _parse_value("d4")
+    (['flip', 'translate'], [2, 5], 'd4')
     """
     if tp is str:
         try:
@@ -240,7 +239,15 @@ def _parse_value(raw: str, tp: object = None) -> object:
     try:
         return ast.literal_eval(raw)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return raw
+        pass
+    if raw.startswith("[") and raw.endswith("]") and len(raw) < 10_000:
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = None
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+    return raw
 
 
 def _plain(o: object) -> object:

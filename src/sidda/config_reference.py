@@ -93,6 +93,7 @@ def _default(f: dataclasses.Field) -> str:
 def _type(f: dataclasses.Field) -> str:
     t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     t = t.replace("None", "null").replace("tuple[int, ...]", "list of int")
+    t = t.replace("tuple[str, ...]", "list of str")
     return t.replace(" | ", " or ")
 
 
@@ -117,6 +118,11 @@ def _is_section(f: dataclasses.Field) -> bool:
     return isinstance(f.default_factory, type) and dataclasses.is_dataclass(f.default_factory)
 
 
+def _yaml_value(v: object) -> str:
+    """``v`` as YAML writes it: null, true, false, the rest as Python prints it."""
+    return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+
 def _method_defaults() -> list[str]:
     out = ["### The defaults of each method", "",
            "A `loss` option left `null` takes the default of the chosen method (and, for "
@@ -127,7 +133,7 @@ def _method_defaults() -> list[str]:
         for variant in variants:
             opts = defaults(method, variant)
             label = f"`{method}`" + (f" (`variant: {variant}`)" if variant else "")
-            cells = ", ".join(f"`{k}: {'null' if v is None else v}`" for k, v in opts.items()
+            cells = ", ".join(f"`{k}: {_yaml_value(v)}`" for k, v in opts.items()
                               if k != "variant")
             out.append(f"| {label} | {cells or '(none)'} |")
     return out + [""]

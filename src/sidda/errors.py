@@ -6,14 +6,16 @@ command prints it as one line and exits with status 2. Every other exception is 
 diverged computation (status 1): a :class:`ValueError` from NumPy or scikit-learn deep in a
 computation does not mean the input was wrong.
 
-:class:`~sidda.config.ConfigError` and :class:`~sidda.datasets.DataError` are input errors.
+:class:`ConfigError` (a config that cannot be used; :mod:`sidda.config` re-exports it, so
+that the methods and the trainer, below the config, raise it too) and
+:class:`~sidda.datasets.DataError` are input errors.
 """
 
 from __future__ import annotations
 
 import reprlib
 
-__all__ = ["MAX_MESSAGE", "InputError", "one_line", "short_repr"]
+__all__ = ["MAX_MESSAGE", "ConfigError", "InputError", "one_line", "short_repr"]
 
 #: Longest error message the command line prints (characters).
 MAX_MESSAGE = 2000
@@ -32,6 +34,10 @@ class InputError(ValueError):
     >>> issubclass(InputError, ValueError)
     True
     """
+
+
+class ConfigError(InputError):
+    """A configuration that cannot be used, with a message that says how to fix it."""
 
 
 def short_repr(value: object) -> str:

@@ -71,11 +71,13 @@ from sidda._sinkhorn import _sinkhorn_blocked, _sinkhorn_dense, _torch_single_th
 
 __all__ = [
     "BACKENDS",
+    "BLUR_FACTOR",
     "ETA_1_MIN",
     "ETA_RATIO_MIN",
     "SIDDALoss",
     "SIDDAOutput",
     "SinkhornLoss",
+    "check_latents",
     "dynamic_blur",
     "max_cross_distance",
     "resolve_backend",
@@ -85,12 +87,16 @@ __all__ = [
 EtaMode = Literal["faithful", "clean"]
 ETA_1_MIN = 1e-3
 ETA_RATIO_MIN = 0.25
+#: The paper's factor of the dynamic blur (``blur = max(BLUR_FACTOR * max distance, floor)``).
+BLUR_FACTOR = 0.05
 BACKENDS = ("auto", "dense", "tensorized", "blocked", "online", "multiscale")
 AUTO_DENSE_MAX = 256  # "auto" uses "dense" up to this many points per cloud
 AUTO_TENSORIZED_BYTES = 1 << 30  # then "tensorized" while its matrices fit in this
 
 
-def _check_latents(z_s: Tensor, z_t: Tensor) -> None:
+def check_latents(z_s: Tensor, z_t: Tensor) -> None:
+    """Raise ValueError unless ``z_s`` (B_s, D) and ``z_t`` (B_t, D) are two non-empty latent
+    batches of the same width."""
     if z_s.ndim != 2 or z_t.ndim != 2:
         raise ValueError(
             f"latents must be 2-D (batch, features), got z_s {tuple(z_s.shape)} and "
@@ -136,7 +142,7 @@ def sinkhorn_divergence(
     >>> float(sinkhorn_divergence(z, z, blur=0.05)) < 1e-4
     True
     """
-    _check_latents(z_s, z_t)
+    check_latents(z_s, z_t)
     blur = float(blur)
     if not math.isfinite(blur) or blur <= 0:
         raise ValueError(f"blur must be a finite number > 0, got {blur}; e.g. blur=0.05")
@@ -200,14 +206,14 @@ def max_cross_distance(z_s: Tensor, z_t: Tensor) -> float:
     >>> max_cross_distance(torch.zeros(2, 3), torch.tensor([[3.0, 4.0, 0.0]]))
     5.0
     """
-    _check_latents(z_s, z_t)
+    check_latents(z_s, z_t)
     with torch.no_grad():
         d = torch.cdist(z_s.detach().float(), z_t.detach().float())  # (B_s, B_t)
         return float(d.max())
 
 
 def dynamic_blur(
-    z_s: Tensor, z_t: Tensor, *, factor: float = 0.05, floor: float = 0.01
+    z_s: Tensor, z_t: Tensor, *, factor: float = BLUR_FACTOR, floor: float = 0.01
 ) -> float:
     r"""SIDDA's blur: ``max(factor * max_ij ||z_s,i - z_t,j||, floor)``, with no gradient.
 
@@ -226,9 +232,9 @@ def dynamic_blur(
 class SinkhornLoss(nn.Module):
     """:func:`sinkhorn_divergence` as a module, with a fixed or a dynamic blur.
 
-    The blur rule (:meth:`blur_for`) lives here alone; :class:`SIDDALoss`, the multi-process
-    loss (:func:`sidda.train.distributed.distributed_sidda_loss`) and validation all use it.
-    Latent distances that overflow float32 (``max_distance`` inf or NaN) give an infinite
+    The blur rule (:meth:`blur_for`) lives here alone; :class:`SIDDALoss` (in training, on one
+    process or on the gathered batch of several ranks) and validation use it. Latent
+    distances that overflow float32 (``max_distance`` inf or NaN) give an infinite
     dynamic blur and a NaN divergence (:meth:`divergence`), never an exception, so that a
     training step can see the overflow and skip itself.
 
@@ -250,7 +256,7 @@ class SinkhornLoss(nn.Module):
         self,
         *,
         blur: float | None = None,
-        blur_factor: float = 0.05,
+        blur_factor: float = BLUR_FACTOR,
         blur_floor: float = 0.01,
         scaling: float = 0.9,
         backend: str = "auto",
@@ -259,7 +265,7 @@ class SinkhornLoss(nn.Module):
         if not (blur_factor > 0 and blur_floor > 0):
             raise ValueError(
                 f"factor and floor must be > 0, got factor={blur_factor}, floor={blur_floor}; "
-                "the paper uses 0.05 and 0.01"
+                f"the paper uses {BLUR_FACTOR} and 0.01"
             )
         self.blur = blur
         self.blur_factor = blur_factor
@@ -327,7 +333,7 @@ class SIDDALoss(nn.Module):
     Args:
         mode: ``"faithful"`` (the paper's order) or ``"clean"``.
         blur: A fixed blur instead of the dynamic one (``None``: dynamic, the method).
-        blur_factor: Factor of the dynamic blur (0.05 in the paper).
+        blur_factor: Factor of the dynamic blur (:data:`BLUR_FACTOR`, the paper's).
         blur_floor: Floor of the dynamic blur (0.01 in the paper).
         scaling: epsilon-scaling ratio of the Sinkhorn loop (0.9 in the paper).
         backend: Sinkhorn backend (:func:`sinkhorn_divergence`).
@@ -341,7 +347,7 @@ class SIDDALoss(nn.Module):
         *,
         mode: EtaMode = "faithful",
         blur: float | None = None,
-        blur_factor: float = 0.05,
+        blur_factor: float = BLUR_FACTOR,
         blur_floor: float = 0.01,
         scaling: float = 0.9,
         backend: str = "auto",

@@ -18,6 +18,7 @@ from sidda.compare import (
     summarize_compare,
 )
 from sidda.methods.config import OPTIONS, LossConfig, defaults
+from sidda.runs import load_checkpoint
 from sidda.sweep import method_loss
 
 DOMAIN_KEYS = (("source", "accuracy"), ("target", "accuracy"), ("target", "ece"),
@@ -314,3 +315,57 @@ def test_compare_resumes_where_it_stopped(tmp_path, tiny_data, one_thread, capsy
     capsys.readouterr()
     assert main([*argv, "--set", "train.lr=0.5"]) == 2
     assert "different config" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- domain_bn, adabn
+
+
+def test_the_method_list_names_domain_statistics_per_method():
+    spec = parse_method("dan+dbn")
+    assert (spec.method, spec.variant, spec.domain_bn, spec.folder) == ("dan", None, True,
+                                                                         "dan_dbn")
+    spec = parse_method("sidda:robust-dbn")
+    assert (spec.variant, spec.domain_bn, spec.folder) == ("robust", False,
+                                                           "sidda-robust_nodbn")
+    assert parse_method("sidda:paper+dbn").folder == "sidda-paper_dbn"
+    assert parse_method("adabn").domain_bn is None and parse_method("dan").domain_bn is None
+    # the same run spelled twice: the method's default made explicit
+    assert parse_method("dan-dbn").key == parse_method("dan").key
+    assert parse_method("sidda+dbn").key == parse_method("sidda:robust").key
+    assert parse_method("dan+dbn").key != parse_method("dan").key
+    for token, message in (("source_only+dbn", "no BatchNorm statistics per domain"),
+                           ("adabn-dbn", "no BatchNorm statistics per domain"),
+                           ("dan+bn", r"unknown method 'dan\+bn'")):
+        with pytest.raises(ConfigError, match=message):
+            parse_method(token)
+    assert method_loss({"method": "sidda"}, "coral", domain_bn=True) == {
+        "method": "coral", "domain_bn": True}
+
+
+@pytest.mark.parametrize(("methods", "message"), [
+    ("dan,dan-dbn", "the same method"),
+    ("source_only+dbn", "no BatchNorm statistics per domain"),
+])
+def test_bad_domain_statistics_in_the_list_exit_2(tmp_path, tiny_data, capsys, methods,
+                                                  message):
+    cfg = _config(tmp_path, tiny_data)
+    out = tmp_path / "cmp"
+    assert main(["compare", "--config", str(cfg), "--data", f"a={tiny_data}", "--out", str(out),
+                 "--methods", methods]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not out.exists()
+
+
+def test_compare_trains_a_method_with_and_without_domain_statistics(tmp_path, tiny_data,
+                                                                   one_thread):
+    cfg = RunConfig.from_yaml(_config(tmp_path, tiny_data))
+    res = run_compare(cfg, data={"a": tiny_data}, methods=["coral", "coral+dbn", "adabn"],
+                      seeds=[0], out=tmp_path / "cmp", report=False)
+    runs = {p.name: p for p in res.runs}
+    assert set(runs) == {"coral_seed0", "coral_dbn_seed0", "adabn_seed0"}
+    for name, dbn in (("coral_seed0", False), ("coral_dbn_seed0", True)):
+        assert RunConfig.from_yaml(runs[name] / "config.yaml").loss.domain_bn is dbn
+        state = load_checkpoint(runs[name] / "checkpoints" / "final.pt")["loss"]
+        assert any(k.startswith("domain_stats.") for k in state) is dbn
+    assert [r["method"] for r in res.rows] == ["coral", "coral+dbn", "adabn"]

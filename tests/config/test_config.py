@@ -27,10 +27,12 @@ def test_every_shipped_config_loads(path):
 def test_yaml_round_trip(tmp_path):
     cfg = RunConfig().override(["train.epochs=7", "model.name=d4", "train.milestones=[2, 5]",
                                 "loss.blur=0.05", "train.early_stopping=null",
-                                "dist.da_scope=local", "dist.channels_last=false"])
+                                "train.augment=[flip, translate]", "loss.domain_bn=false",
+                                "dist.channels_last=false"])
     assert cfg.train.epochs == 7 and cfg.model.name == "d4" and cfg.train.milestones == (2, 5)
     assert cfg.loss.blur == 0.05 and cfg.train.early_stopping is None
-    assert cfg.dist.da_scope == "local" and cfg.dist.channels_last is False
+    assert cfg.train.augment == ("flip", "translate") and cfg.loss.domain_bn is False
+    assert cfg.dist.da_scope == "global" and cfg.dist.channels_last is False
     p = tmp_path / "c.yaml"
     p.write_text(cfg.to_yaml())
     assert RunConfig.from_yaml(p) == cfg
@@ -61,7 +63,14 @@ def test_yaml_round_trip(tmp_path):
     ({"out_dir": " "}, "out_dir must be a folder path"),
     ({1: {}, "x": 2}, r"unknown config key\(s\) \['x', 1\]"),
     ({"train": {"milestones": [1, "2"]}}, "train.milestones must be a list of int"),
-    ({"dist": {"da_scope": "rank"}}, r"dist.da_scope must be one of \('global', 'local'\)"),
+    ({"dist": {"da_scope": "local"}}, r"dist.da_scope must be 'global'.*got 'local'"),
+    ({"train": {"augment": ["flip", "mixup"]}}, r"unknown augmentation 'mixup'.*translate"),
+    ({"train": {"augment": "flip"}}, r"train.augment must be a list"),
+    ({"train": {"augment": ["flip", "flip"]}}, r"augmentation twice"),
+    ({"loss": {"method": "source_only", "domain_bn": True}},
+     r"domain_bn .*not of 'source_only'.*adabn"),
+    ({"loss": {"method": "adabn", "domain_bn": False}}, r"domain_bn .*not of 'adabn'"),
+    ({"loss": {"method": "dan", "domain_bn": "yes"}}, r"loss.domain_bn must be bool or null"),
     ({"dist": {"bf16": "yes"}}, "dist.bf16 must be bool"),
     ({"dist": {"channels_last": "auto"}}, "dist.channels_last must be bool or null"),
     ({"dist": {"timeout_s": 0}}, "dist.timeout_s must be > 0"),

@@ -37,17 +37,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as torch_mp
-from torch.nn import functional as F
-from train_nets import NoBatchNorm, global_batch, paper_cnn, params
+from train_nets import NoBatchNorm, global_batch, paper_cnn, params, sidda_on_ranks
 
 from sidda import DataConfig, LossConfig, RunConfig, TrainConfig, fit, load_domains
-from sidda.losses import ETA_1_MIN, SIDDALoss, dynamic_blur, sinkhorn_divergence
+from sidda.losses import ETA_1_MIN, SIDDALoss
 from sidda.models import build_model
 from sidda.runs import load_checkpoint
-from sidda.train.collectives import DistContext, average_gradients, broadcast_object, shard_indices
+from sidda.train.collectives import average_gradients, broadcast_object, shard_indices
 from sidda.train.distributed import (
     distributed_cross_entropy,
-    distributed_sidda_loss,
     init_distributed,
     prepare_model,
     shutdown,
@@ -55,10 +53,9 @@ from sidda.train.distributed import (
 )
 
 N_RANKS = 2
-SCENARIOS = {  # name: (source images, target images, da_scope); 7 and 9 give unequal shards
-    "even_global": (8, 8, "global"),
-    "uneven_global": (7, 9, "global"),
-    "uneven_local": (7, 9, "local"),
+SCENARIOS = {  # name: (source images, target images); 7 and 9 give unequal shards
+    "even_global": (8, 8),
+    "uneven_global": (7, 9),
 }
 STEPS = 3
 _TORCHRUN_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -67,15 +64,14 @@ _TORCHRUN_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT
 # ---------------------------------------------------------------- what each rank runs
 
 
-def _rank_gradients(ctx, n_s, n_t, scope):
+def _rank_gradients(ctx, n_s, n_t):
     model = prepare_model(paper_cnn(), ctx, sync_batchnorm=False)
     criterion = SIDDALoss()
     x_s, y_s, x_t = global_batch(n_s, n_t)
     i_s, i_t = shard_indices(torch.arange(n_s), ctx), shard_indices(torch.arange(n_t), ctx)
     z, logits = model(torch.cat([x_s[i_s], x_t[i_t]]))
     b = len(i_s)
-    out = distributed_sidda_loss(criterion, logits[:b], y_s[i_s], z[:b], z[b:], ctx,
-                                 da_scope=scope)
+    out = sidda_on_ranks(criterion, logits[:b], y_s[i_s], z[:b], z[b:], ctx)
     out.total.backward()
     return {
         "grads": {n: p.grad.clone() for n, p in unwrap(model).named_parameters()},
@@ -104,8 +100,7 @@ def _rank_steps(ctx):
         else:
             z, logits = model(torch.cat([x_s[i_s], x_t[i_t]]))
             b = len(i_s)
-            loss = distributed_sidda_loss(criterion, logits[:b], y_s[i_s], z[:b], z[b:],
-                                          ctx).total
+            loss = sidda_on_ranks(criterion, logits[:b], y_s[i_s], z[:b], z[b:], ctx).total
         loss.backward()
         if step > 0:
             raw_eta_grads = torch.stack([criterion.eta_1.grad, criterion.eta_2.grad]).clone()
@@ -130,15 +125,13 @@ def _overflow_batch():
 
 
 def _rank_overflow(ctx):
-    """The loss on an overflowing batch, both scopes, with a dynamic and a fixed blur."""
+    """The loss on an overflowing batch, with a dynamic and a fixed blur."""
     logits, y, z_s, z_t = _overflow_batch()
     i_s, i_t = shard_indices(torch.arange(7), ctx), shard_indices(torch.arange(9), ctx)
     out = {}
-    for scope in ("global", "local"):
-        for blur in (None, 0.1):
-            res = distributed_sidda_loss(SIDDALoss(blur=blur), logits[i_s], y[i_s], z_s[i_s],
-                                         z_t[i_t], ctx, da_scope=scope)
-            out[scope, blur] = (res.max_distance, res.blur, res.da.item(), res.ce.item())
+    for blur in (None, 0.1):
+        res = sidda_on_ranks(SIDDALoss(blur=blur), logits[i_s], y[i_s], z_s[i_s], z_t[i_t], ctx)
+        out[blur] = (res.max_distance, res.blur, res.da.item(), res.ce.item())
     return out
 
 
@@ -237,8 +230,8 @@ def _worker(rank, port, out_dir, data):
     ctx = init_distributed("cpu", timeout_s=60)
     try:
         res = {"ctx": ctx, "flag": broadcast_object(f"run-of-rank-{ctx.rank}", ctx)}
-        for name, (n_s, n_t, scope) in SCENARIOS.items():
-            res[name] = _rank_gradients(ctx, n_s, n_t, scope)
+        for name, (n_s, n_t) in SCENARIOS.items():
+            res[name] = _rank_gradients(ctx, n_s, n_t)
         res["steps"] = _rank_steps(ctx)
         res["overflow"] = _rank_overflow(ctx)
         with warnings.catch_warnings():  # per-rank BatchNorm on the CPU: known, tested above
@@ -288,24 +281,13 @@ def ddp_results(tmp_path_factory, fit_data):
 # ---------------------------------------------------------------- two ranks vs one process
 
 
-def _reference(n_s, n_t, scope):
+def _reference(n_s, n_t):
     """The same objective in one process on the concatenated global batch, without DDP."""
     model, criterion = paper_cnn(), SIDDALoss()
     x_s, y_s, x_t = global_batch(n_s, n_t)
     z, logits = model(torch.cat([x_s, x_t]))
-    z_s, z_t = z[:n_s], z[n_s:]
-    if scope == "global":
-        out = criterion(logits[:n_s], y_s, z_s, z_t)
-        total, ce, da = out.total, out.ce, out.da
-    else:  # the mean over the ranks' shards of their own dynamic-blur divergence
-        ce, das = F.cross_entropy(logits[:n_s], y_s), []
-        for r in range(N_RANKS):
-            ctx = DistContext(rank=r, world_size=N_RANKS)
-            a = z_s[shard_indices(torch.arange(n_s), ctx)]
-            b = z_t[shard_indices(torch.arange(n_t), ctx)]
-            das.append(sinkhorn_divergence(a, b, blur=dynamic_blur(a, b)))
-        da = torch.stack(das).mean()
-        total = criterion.weigh(ce, da)
+    out = criterion(logits[:n_s], y_s, z[:n_s], z[n_s:])
+    total, ce, da = out.total, out.ce, out.da
     total.backward()
     return {
         "grads": {n: p.grad.clone() for n, p in model.named_parameters()},
@@ -351,12 +333,11 @@ def test_overflow_is_reported_alike_by_one_process_and_two_ranks(ddp_results):
         one = SIDDALoss(blur=blur)(logits, y, z_s, z_t)
         assert not math.isfinite(one.max_distance) and math.isnan(one.da.item())
         for res in ddp_results:
-            for scope in ("global", "local"):
-                max_distance, got_blur, da, ce = res["overflow"][scope, blur]
-                assert not math.isfinite(max_distance) and math.isnan(da), (scope, blur)
-                want = pytest.approx(blur) if blur is not None else math.inf
-                assert got_blur == want
-                assert ce == pytest.approx(one.ce.item(), rel=1e-6)
+            max_distance, got_blur, da, ce = res["overflow"][blur]
+            assert not math.isfinite(max_distance) and math.isnan(da), blur
+            want = pytest.approx(blur) if blur is not None else math.inf
+            assert got_blur == want
+            assert ce == pytest.approx(one.ce.item(), rel=1e-6)
 
 
 @pytest.mark.slow

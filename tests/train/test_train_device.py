@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from train_nets import NoBatchNorm, global_batch, paper_cnn, params
+from train_nets import NoBatchNorm, global_batch, paper_cnn, params, sidda_on_ranks
 
 from sidda import LossConfig, TrainConfig, fit
 from sidda.cli import main
@@ -20,7 +20,7 @@ from sidda.train import train_step
 from sidda.train.collectives import DistContext
 from sidda.train.config import DistConfig
 from sidda.train.device import autocast_context, to_device, use_channels_last
-from sidda.train.distributed import distributed_sidda_loss, prepare_model, unwrap
+from sidda.train.distributed import prepare_model, unwrap
 
 
 def test_autocast_context_logic(monkeypatch):
@@ -53,8 +53,9 @@ def test_to_device_and_channels_last():
 
 def test_dist_config():
     assert DistConfig().da_scope == "global"
-    with pytest.raises(ValueError, match="da_scope"):
-        DistConfig(da_scope="shard")
+    for scope in ("shard", "local"):  # "local" (per-rank Sinkhorn terms) was removed
+        with pytest.raises(ValueError, match="da_scope"):
+            DistConfig(da_scope=scope)
     assert not use_channels_last(DistConfig(), torch.device("cpu"))
     assert use_channels_last(DistConfig(), torch.device("cuda"))
     assert not use_channels_last(DistConfig(bf16=False), torch.device("cuda"))
@@ -71,8 +72,8 @@ def test_bf16_forward_float32_loss_on_cuda():
     with autocast_context(dev):
         z, logits = model(x)
     assert logits.dtype == torch.bfloat16
-    out = distributed_sidda_loss(criterion, logits[:8], y_s.to(dev), z[:8], z[8:],
-                                 DistContext(device=dev))
+    out = sidda_on_ranks(criterion, logits[:8], y_s.to(dev), z[:8], z[8:],
+                         DistContext(device=dev))
     assert out.da.dtype == torch.float32 and torch.isfinite(out.total)
     out.total.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())

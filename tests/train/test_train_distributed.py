@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
-from train_nets import params
+from train_nets import params, sidda_on_ranks
 
 from sidda.losses import SIDDALoss, sinkhorn_divergence
 from sidda.methods.sidda import SIDDAMethod
@@ -28,7 +28,6 @@ from sidda.train.device import autocast_context
 from sidda.train.distributed import (
     convert_sync_batchnorm,
     distributed_cross_entropy,
-    distributed_sidda_loss,
     init_distributed,
 )
 from sidda.train.recovery import restore_rng
@@ -88,14 +87,12 @@ def test_single_process_is_the_plain_loss():
     criterion = SIDDALoss()
     logits, y = torch.randn(6, 3), torch.randint(0, 3, (6,))
     z_s, z_t = torch.randn(6, 8), torch.randn(5, 8)
-    got, want = distributed_sidda_loss(criterion, logits, y, z_s, z_t, ctx), criterion(
+    got, want = sidda_on_ranks(criterion, logits, y, z_s, z_t, ctx), criterion(
         logits, y, z_s, z_t)
     assert torch.equal(got.total, want.total) and got.blur == want.blur
     assert torch.equal(distributed_cross_entropy(logits, y, ctx), F.cross_entropy(logits, y))
     assert gather_with_grad(z_s, ctx) is z_s
     assert all_reduce_with_grad(z_t, ctx) is z_t
-    with pytest.raises(ValueError, match="da_scope"):
-        distributed_sidda_loss(criterion, logits, y, z_s, z_t, ctx, da_scope="rank")
 
 
 def test_average_gradients_is_a_no_op_in_one_process():
@@ -120,7 +117,7 @@ def test_sinkhorn_runs_in_float32_under_autocast(monkeypatch):
     logits, y = torch.randn(8, 3), torch.randint(0, 3, (8,))
     z_s, z_t = torch.randn(8, 16).bfloat16(), torch.randn(8, 16).bfloat16()
     with autocast_context("cpu", cpu_bf16=True):
-        out = distributed_sidda_loss(criterion, logits.bfloat16(), y, z_s, z_t, DistContext())
+        out = sidda_on_ranks(criterion, logits.bfloat16(), y, z_s, z_t, DistContext())
     assert seen == [(torch.float32, torch.float32, False)]
     want = criterion(logits.bfloat16().float(), y, z_s.float(), z_t.float())
     assert out.da.dtype == torch.float32 and torch.equal(out.da, want.da)
@@ -188,7 +185,6 @@ def test_overflowing_distances_skip_the_step_in_one_process(blur):
     assert math.isfinite(out["ce"]) and out["da"] is None and out["total"] is None
     assert all(torch.equal(before[k], p) for k, p in model.named_parameters())
     assert method.loss.eta_1.item() == 1.0
-    res = distributed_sidda_loss(method.loss, torch.randn(4, 3), torch.zeros(4).long(),
-                                 torch.full((4, 8), 3e38), torch.full((5, 8), -3e38),
-                                 DistContext())
+    res = sidda_on_ranks(method.loss, torch.randn(4, 3), torch.zeros(4).long(),
+                         torch.full((4, 8), 3e38), torch.full((5, 8), -3e38), DistContext())
     assert not math.isfinite(res.max_distance) and math.isnan(res.da.item())

@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sidda.losses import SIDDALoss, SIDDAOutput
+from sidda.methods.sidda import SIDDAMethod
 from sidda.models import build_model
+from sidda.train.step import method_loss
 
 
 def paper_cnn(*, dropout=0.0, bn_eval=True):
@@ -46,3 +49,18 @@ class NoBatchNorm(nn.Module):
 def params(model):
     """A copy of ``model``'s parameters, by name."""
     return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def sidda_on_ranks(loss: SIDDALoss, logits_s, y_s, z_s, z_t, ctx) -> SIDDAOutput:
+    """``loss`` (its etas and options) on this rank's shards the way training computes it: the
+    paper variant's method through the trainer's generic :func:`method_loss` (the batch
+    gathered over the ranks). The target logits, unused by SIDDA, are zeros."""
+    method = SIDDAMethod(variant="paper")
+    method.loss = loss
+    logits_t = logits_s.new_zeros(len(z_t), logits_s.shape[1])
+    res = method_loss(method, z_s, z_t, logits_s, logits_t, y_s, ctx)
+    max_distance = res.logs["max_distance"]
+    return SIDDAOutput(total=res.total, ce=res.ce, da=res.da,
+                       blur=res.logs.get("blur", loss.sinkhorn.blur_for(max_distance)),
+                       max_distance=max_distance, eta_1=loss.eta_1.item(),
+                       eta_2=loss.eta_2.item())

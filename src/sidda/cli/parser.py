@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=CHECKPOINT_HELP + " (a rule needs `sidda evaluate` first)")
     pr.add_argument("--domain", choices=("target", "source"), default="target",
                     help="BatchNorm statistics of which domain, for runs that keep one set per "
-                    "domain (robust SIDDA); default target")
+                    "domain (robust SIDDA, loss.domain_bn, adabn); default target")
     pr.add_argument("--temperature", action="store_true",
                     help="divide the logits by the temperature `sidda evaluate` fitted on the "
                     "source validation split")
@@ -223,8 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="data sets, e.g. shapes=data/shapes astro=data/astro (a bare PATH is "
                     "named after its folder)")
     cm.add_argument("--methods", default="source_only,sidda",
-                    help="comma-separated METHOD or METHOD:VARIANT, e.g. source_only,sidda,"
-                    "sidda:robust,dan,coral,dann,cdan,deepjdot,mcc (default source_only,sidda)")
+                    help="comma-separated METHOD or METHOD:VARIANT, +dbn or -dbn after one "
+                    "for BatchNorm statistics per domain on or off, e.g. source_only,sidda,"
+                    "sidda:paper,dan,dan+dbn,coral,dann,cdan,deepjdot,mcc,adabn (default "
+                    "source_only,sidda)")
     cm.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
     cm.add_argument("--out", required=True, help="comparison folder")
     cm.add_argument("--model", default=None, help="model of every run (default: the config's)")

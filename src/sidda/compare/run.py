@@ -76,10 +76,10 @@ def run_compare(
     specs = [parse_method(m) for m in methods]
     seen: dict[tuple, str] = {}
     for s in specs:
-        if (s.method, s.variant) in seen:
-            raise ConfigError(f"--methods lists {seen[(s.method, s.variant)]!r} and {s.token!r},"
+        if s.key in seen:
+            raise ConfigError(f"--methods lists {seen[s.key]!r} and {s.token!r},"
                               " the same method; list it once")
-        seen[(s.method, s.variant)] = s.token
+        seen[s.key] = s.token
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds lists a seed twice: {list(seeds)}")
     data = {name: Path(p) for name, p in data.items()}
@@ -95,7 +95,8 @@ def run_compare(
                 d = cfg.to_dict()
                 d.update(name=f"{spec.folder}_seed{seed}", out_dir=str(out / "runs" / name))
                 d["data"]["path"], d["model"]["name"], d["train"]["seed"] = str(path), model, seed
-                d["loss"] = method_loss(d["loss"], spec.method, variant=spec.variant)
+                d["loss"] = method_loss(d["loss"], spec.method, variant=spec.variant,
+                                        domain_bn=spec.domain_bn)
                 try:
                     run_cfg = RunConfig.from_dict(d)
                 except ConfigError as e:
@@ -105,8 +106,8 @@ def run_compare(
     check_methods_available([s.method for s in specs])
     info = {"data": {k: str(v) for k, v in data.items()}, "methods": [s.token for s in specs],
             "seeds": list(seeds), "model": model, "checkpoint": checkpoint,
-            "loss": {s.token: method_loss(cfg.to_dict()["loss"], s.method, variant=s.variant)
-                     for s in specs},
+            "loss": {s.token: method_loss(cfg.to_dict()["loss"], s.method, variant=s.variant,
+                                          domain_bn=s.domain_bn) for s in specs},
             "config": cfg.to_dict()}
     logger.info("compare: %d runs (%d data sets x %d methods x %d seeds, model %s) into %s",
                 len(plan), len(data), len(specs), len(seeds), model, out)

@@ -196,6 +196,7 @@ def train_run(
             f"{len(sets['train_t'])}; start fewer processes"
         )
     model = _build_model(cfg, data)
+    cfg.loss.check_model(model)  # e.g. domain_bn on a model without BatchNorm: before setup
 
     def write_run() -> None:  # everything is valid and the folder is ours: only now write
         refuse_existing()  # again, under the lock: another process may have made it meanwhile
@@ -265,6 +266,7 @@ def resume_run(
         return run_dir
     data, sets = prepare_data(cfg)
     model = _build_model(cfg, data)
+    cfg.loss.check_model(model)  # e.g. domain_bn on a model without BatchNorm: before setup
 
     def prepare_dir() -> None:
         checksums = data_checksums(cfg)

@@ -139,11 +139,13 @@ class AdversarialMethod(DAMethod):
         hidden: Hidden width of the head.
         dropout: Dropout of the head.
         gamma: Steepness of the reversal schedule (:func:`grl_coefficient`).
+        domain_bn: One set of BatchNorm statistics per domain
+            (:class:`~sidda.methods.base.DAMethod`).
     """
 
     def __init__(self, in_features: int, *, weight: float = 1.0, hidden: int = 1024,
-                 dropout: float = 0.5, gamma: float = 10.0) -> None:
-        super().__init__()
+                 dropout: float = 0.5, gamma: float = 10.0, domain_bn: bool = False) -> None:
+        super().__init__(domain_bn=domain_bn)
         self.weight = float(weight)
         self.gamma = float(gamma)
         self.head = DomainHead(in_features, hidden=hidden, dropout=dropout)

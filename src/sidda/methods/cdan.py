@@ -68,16 +68,20 @@ class CDAN(AdversarialMethod):
         random_dim: :math:`d_o`, output width of the randomized map.
         max_full_dim: Largest d * K that gets the full map.
         seed: Seed of the random matrices of the randomized map.
+        domain_bn: One set of BatchNorm statistics per domain
+            (:class:`~sidda.methods.base.DAMethod`).
     """
 
     name = "cdan"
 
     def __init__(self, *, weight: float = 1.0, latent_dim: int = 256, num_classes: int = 3,
                  hidden: int = 1024, dropout: float = 0.5, gamma: float = 10.0,
-                 random_dim: int = 1024, max_full_dim: int = MAX_FULL_DIM, seed: int = 0) -> None:
+                 random_dim: int = 1024, max_full_dim: int = MAX_FULL_DIM, seed: int = 0,
+                 domain_bn: bool = False) -> None:
         randomized = latent_dim * num_classes > max_full_dim
         width = random_dim if randomized else latent_dim * num_classes
-        super().__init__(width, weight=weight, hidden=hidden, dropout=dropout, gamma=gamma)
+        super().__init__(width, weight=weight, hidden=hidden, dropout=dropout, gamma=gamma,
+                         domain_bn=domain_bn)
         self.randomized = randomized
         if randomized:
             gen = torch.Generator().manual_seed(seed)

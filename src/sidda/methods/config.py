@@ -11,6 +11,8 @@ is an error, not a silent no-op.
 ('robust', 'clean')
 >>> LossConfig(variant="paper").eta_mode
 'faithful'
+>>> LossConfig().domain_bn, LossConfig(method="dan").domain_bn
+(True, False)
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from sidda.losses import BACKENDS
+from torch import nn
+
+from sidda.errors import ConfigError
+from sidda.losses import BACKENDS, BLUR_FACTOR
+from sidda.methods.domain_bn import batchnorm_layers
 from sidda.methods.sidda import DA_RAMPS, ROBUST_BLUR_FACTOR, ROBUST_STATIONARY_WINDOW
 
 #: The sidda variant a config gets when it names none (docs/method.md, "Which method and
@@ -32,24 +38,25 @@ __all__ = ["LossConfig", "METHOD_NAMES", "OPTIONS", "VARIANTS", "defaults", "met
 OPTIONS: dict[str, dict[str, object]] = {
     "source_only": {},
     "sidda": {  # the paper variant's values; the default variant's own are VARIANT_DEFAULTS
-        "variant": DEFAULT_VARIANT, "eta_mode": "faithful", "blur": None, "blur_factor": 0.05,
-        "blur_floor": 0.01, "scaling": 0.9, "backend": "auto", "da_ramp": "none",
-        "stationary_window": 0.0,
+        "variant": DEFAULT_VARIANT, "eta_mode": "faithful", "blur": None,
+        "blur_factor": BLUR_FACTOR, "blur_floor": 0.01, "scaling": 0.9, "backend": "auto",
+        "da_ramp": "none", "stationary_window": 0.0, "domain_bn": False,
     },
-    "dan": {"weight": 1.0},
-    "coral": {"weight": 1.0},
-    "dann": {"weight": 1.0},
-    "cdan": {"weight": 1.0},
+    "dan": {"weight": 1.0, "domain_bn": False},
+    "coral": {"weight": 1.0, "domain_bn": False},
+    "dann": {"weight": 1.0, "domain_bn": False},
+    "cdan": {"weight": 1.0, "domain_bn": False},
     "deepjdot": {"weight": 1.0, "jdot_alpha": 1.0, "jdot_lambda": 1.0, "blur": 0.1,
-                 "scaling": 0.9},
-    "mcc": {"weight": 1.0, "temperature": 2.5},
+                 "scaling": 0.9, "domain_bn": False},
+    "mcc": {"weight": 1.0, "temperature": 2.5, "domain_bn": False},
+    "adabn": {},  # source-only training, target statistics after it: no option
 }
 METHOD_NAMES = tuple(OPTIONS)
 VARIANTS = ("paper", "robust")
 #: Defaults of a sidda variant that differ from :data:`OPTIONS` (docs/method.md, "Robust SIDDA").
 VARIANT_DEFAULTS: dict[str, dict[str, object]] = {
     "robust": {"eta_mode": "clean", "blur_factor": ROBUST_BLUR_FACTOR,
-               "stationary_window": ROBUST_STATIONARY_WINDOW},
+               "stationary_window": ROBUST_STATIONARY_WINDOW, "domain_bn": True},
 }
 
 
@@ -59,7 +66,7 @@ def defaults(method: str, variant: str | None = None) -> dict[str, object]:
     >>> defaults("sidda", "robust")["eta_mode"]
     'clean'
     >>> defaults("dan")
-    {'weight': 1.0}
+    {'weight': 1.0, 'domain_bn': False}
     """
     out = dict(OPTIONS[method])
     if "variant" in out:
@@ -68,20 +75,24 @@ def defaults(method: str, variant: str | None = None) -> dict[str, object]:
     return out
 
 
-def method_loss(loss: dict, method: str, *, variant: str | None = None) -> dict:
+def method_loss(loss: dict, method: str, *, variant: str | None = None,
+                domain_bn: bool | None = None) -> dict:
     """The ``loss`` section of a run of ``method``, derived from a base config's section.
 
     Keeps the options of ``loss`` that belong to ``method`` (``OPTIONS[method]``), are not
     null and differ from the base method's (and variant's) defaults, so a base config written
     for one method (``eta_mode`` for sidda) can train another (``dan``) without the "option of
     another method" error, and an option the base left at its default takes the new method's
-    (or variant's) default. ``variant`` (sidda only) replaces the base config's.
+    (or variant's) default. ``variant`` (sidda only) replaces the base config's, and
+    ``domain_bn`` (not None) the base config's ``domain_bn``.
 
     >>> method_loss({"method": "sidda", "eta_mode": "clean", "weight": None}, "dan")
     {'method': 'dan'}
     >>> method_loss({"method": "sidda", "variant": "paper", "eta_mode": "clean",
     ...              "blur_floor": 0.01}, "sidda", variant="robust")
     {'method': 'sidda', 'eta_mode': 'clean', 'variant': 'robust'}
+    >>> method_loss({"method": "sidda"}, "dan", domain_bn=True)
+    {'method': 'dan', 'domain_bn': True}
     """
     base = loss.get("method", "sidda")
     base_defaults = defaults(base, loss.get("variant")) if base in OPTIONS else {}
@@ -91,6 +102,8 @@ def method_loss(loss: dict, method: str, *, variant: str | None = None) -> dict:
                 if k in own and k != "variant" and v is not None and v != base_defaults.get(k)})
     if "variant" in own:
         out["variant"] = variant or loss.get("variant") or own["variant"]
+    if domain_bn is not None:
+        out["domain_bn"] = domain_bn
     return out
 
 
@@ -102,9 +115,14 @@ class LossConfig:
         method: ``source_only`` (cross-entropy on the source alone), ``sidda``, ``dan``
             (multi-kernel MMD), ``coral`` (Deep CORAL), ``dann`` (gradient reversal),
             ``cdan`` (conditional adversarial), ``deepjdot`` (joint feature/label optimal
-            transport) or ``mcc`` (minimum class confusion); see docs/method.md.
+            transport), ``mcc`` (minimum class confusion) or ``adabn`` (source-only training,
+            then target BatchNorm statistics); see docs/method.md.
         variant: sidda: ``robust`` (the default) or ``paper`` (the authors' computation);
             see :mod:`sidda.methods.sidda`.
+        domain_bn: every method but source_only and adabn: one set of BatchNorm running
+            statistics per domain (two forward passes per step; target images use the target
+            statistics in validation, evaluation and prediction). On for the robust variant,
+            off for every other method (:mod:`sidda.methods.domain_bn`).
         eta_mode: sidda: ``faithful`` (the authors' update order of the etas; the paper
             variant's default) or ``clean`` (the robust variant's, and its only mode).
         blur: sidda: a fixed blur, or null for the dynamic blur (the method); deepjdot: the
@@ -128,6 +146,7 @@ class LossConfig:
 
     method: str = "sidda"
     variant: str | None = None
+    domain_bn: bool | None = None
     eta_mode: str | None = None
     blur: float | None = None
     blur_factor: float | None = None
@@ -148,6 +167,14 @@ class LossConfig:
             )
         if self.variant is not None and self.variant not in VARIANTS:
             raise ValueError(f"loss.variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.domain_bn is not None and self.method in ("source_only", "adabn"):
+            raise ValueError(
+                f"loss.domain_bn is an option of the methods that align target batches, not "
+                f"of {self.method!r}, which trains on the source alone"
+                + (" (adabn estimates target statistics after training by itself)"
+                   if self.method == "adabn" else " (method: adabn adds target statistics)")
+                + "; remove it (or set it to null)"
+            )
         own = defaults(self.method, self.variant)
         for f in dataclasses.fields(self):
             if f.name == "method":
@@ -192,8 +219,8 @@ class LossConfig:
             v = getattr(self, name)
             if v is not None and not v > 0:
                 raise ValueError(
-                    f"loss.{name} must be > 0, got {v}; the paper uses blur_factor 0.05 and "
-                    "blur_floor 0.01"
+                    f"loss.{name} must be > 0, got {v}; the paper uses blur_factor "
+                    f"{BLUR_FACTOR} and blur_floor 0.01"
                 )
         if self.scaling is not None and not 0 < self.scaling < 1:
             raise ValueError(f"loss.scaling must lie in (0, 1), got {self.scaling}; e.g. 0.9")
@@ -215,4 +242,22 @@ class LossConfig:
     def uses_target(self) -> bool:
         """Whether the method reads target images (every method but ``source_only``)."""
         return self.method != "source_only"
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise :class:`~sidda.errors.ConfigError` when the model cannot serve this method:
+        ``adabn`` or an explicit ``domain_bn: true`` (one that is not the method's default)
+        on a model without BatchNorm layers. Robust SIDDA's default ``domain_bn`` is then a
+        no-op (one set of statistics has nothing to keep per domain)."""
+        if batchnorm_layers(model):
+            return
+        if self.method == "adabn":
+            raise ConfigError(
+                "loss.method adabn re-estimates BatchNorm statistics, but the model has no "
+                "BatchNorm layer; choose a model with BatchNorm or another method"
+            )
+        if self.domain_bn and not defaults(self.method, self.variant).get("domain_bn"):
+            raise ConfigError(
+                "loss.domain_bn: true keeps BatchNorm statistics per domain, but the model has "
+                "no BatchNorm layer; set loss.domain_bn: false or use a model with BatchNorm"
+            )
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from torch import Tensor
 from torch.nn import functional as F
 
+from sidda.losses import check_latents
 from sidda.methods.base import DAMethod, MethodOutput, StepOutputs
 
 __all__ = ["DeepCORAL", "coral"]
@@ -46,11 +47,7 @@ def coral(z_s: Tensor, z_t: Tensor) -> Tensor:
     >>> float(coral(z, z + 1.0)) < 1e-10  # a shift leaves the covariance alone
     True
     """
-    if z_s.ndim != 2 or z_t.ndim != 2 or z_s.shape[1] != z_t.shape[1]:
-        raise ValueError(f"latents must be (B_s, D) and (B_t, D), got {tuple(z_s.shape)} and "
-                         f"{tuple(z_t.shape)}; flatten them with z.flatten(1)")
-    if len(z_s) == 0 or len(z_t) == 0:
-        raise ValueError("CORAL needs at least one source and one target latent")
+    check_latents(z_s, z_t)
     d = z_s.shape[1]
     diff = _covariance(z_s) - _covariance(z_t)  # (D, D)
     return (diff * diff).sum() / (4 * d * d)
@@ -62,13 +59,15 @@ class DeepCORAL(DAMethod):
     Args:
         weight: Trade-off :math:`\\lambda` of the CORAL term.
         latent_dim, num_classes: Unused (every method receives them).
+        domain_bn: One set of BatchNorm statistics per domain
+            (:class:`~sidda.methods.base.DAMethod`).
     """
 
     name = "coral"
 
     def __init__(self, *, weight: float = 1.0, latent_dim: int = 256,
-                 num_classes: int = 3) -> None:
-        super().__init__()
+                 num_classes: int = 3, domain_bn: bool = False) -> None:
+        super().__init__(domain_bn=domain_bn)
         self.weight = float(weight)
 
     def forward(self, out: StepOutputs) -> MethodOutput:  # noqa: D102

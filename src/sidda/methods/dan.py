@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from sidda.losses import check_latents
 from sidda.methods.base import DAMethod, MethodOutput, StepOutputs
 
 __all__ = ["DAN", "KERNEL_MULTIPLIERS", "mk_mmd"]
@@ -65,11 +66,7 @@ def mk_mmd(z_s: Tensor, z_t: Tensor, *,
     >>> float(mk_mmd(z, z)) < 1e-6
     True
     """
-    if z_s.ndim != 2 or z_t.ndim != 2 or z_s.shape[1] != z_t.shape[1]:
-        raise ValueError(f"latents must be (B_s, D) and (B_t, D), got {tuple(z_s.shape)} and "
-                         f"{tuple(z_t.shape)}; flatten them with z.flatten(1)")
-    if len(z_s) == 0 or len(z_t) == 0:
-        raise ValueError("MK-MMD needs at least one source and one target latent")
+    check_latents(z_s, z_t)
     if not multipliers or min(multipliers) <= 0:
         raise ValueError(f"kernel multipliers must be > 0, got {multipliers}; e.g. (0.5, 1, 2)")
     b_s, b_t = len(z_s), len(z_t)
@@ -89,13 +86,16 @@ class DAN(DAMethod):
         weight: Trade-off :math:`\\lambda` of the MMD term (the paper: 1).
         latent_dim, num_classes: Unused (every method receives them).
         multipliers: Bandwidth multipliers of the kernels (:data:`KERNEL_MULTIPLIERS`).
+        domain_bn: One set of BatchNorm statistics per domain
+            (:class:`~sidda.methods.base.DAMethod`).
     """
 
     name = "dan"
 
     def __init__(self, *, weight: float = 1.0, latent_dim: int = 256, num_classes: int = 3,
-                 multipliers: tuple[float, ...] = KERNEL_MULTIPLIERS) -> None:
-        super().__init__()
+                 multipliers: tuple[float, ...] = KERNEL_MULTIPLIERS,
+                 domain_bn: bool = False) -> None:
+        super().__init__(domain_bn=domain_bn)
         self.weight = float(weight)
         self.multipliers = tuple(float(m) for m in multipliers)
 

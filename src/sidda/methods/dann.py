@@ -35,13 +35,17 @@ class DANN(AdversarialMethod):
         hidden: Hidden width of the domain head.
         dropout: Dropout of the domain head.
         gamma: Steepness of the reversal schedule (the paper: 10).
+        domain_bn: One set of BatchNorm statistics per domain
+            (:class:`~sidda.methods.base.DAMethod`).
     """
 
     name = "dann"
 
     def __init__(self, *, weight: float = 1.0, latent_dim: int = 256, num_classes: int = 3,
-                 hidden: int = 1024, dropout: float = 0.5, gamma: float = 10.0) -> None:
-        super().__init__(latent_dim, weight=weight, hidden=hidden, dropout=dropout, gamma=gamma)
+                 hidden: int = 1024, dropout: float = 0.5, gamma: float = 10.0,
+                 domain_bn: bool = False) -> None:
+        super().__init__(latent_dim, weight=weight, hidden=hidden, dropout=dropout, gamma=gamma,
+                         domain_bn=domain_bn)
 
     def features(self, out: StepOutputs) -> tuple[Tensor, Tensor]:  # noqa: D102
         return out.z_s, out.z_t

@@ -25,7 +25,8 @@ The transport plan :math:`\gamma` solves the entropic problem with uniform margi
         \langle \gamma, C \rangle - \varepsilon H(\gamma),
     \qquad \varepsilon = \text{blur} \cdot \operatorname{sg}[\operatorname{mean}(C)],
 
-by log-domain Sinkhorn iterations (:func:`entropic_plan`): epsilon-scaling from the cost's range
+by log-domain Sinkhorn iterations (:func:`entropic_plan`, which lives with sidda's other
+Sinkhorn loops in :mod:`sidda._sinkhorn`): epsilon-scaling from the cost's range
 down to :math:`\varepsilon` by the ratio ``scaling`` (one iteration per temperature), then
 iterations at :math:`\varepsilon` until the row marginals are within ``tol`` (L1) of
 :math:`a` (the column marginals are exact after every iteration). The plan is a constant for
@@ -41,12 +42,10 @@ differentiable with respect to both latents and the target logits.
 
 from __future__ import annotations
 
-import math
-
-import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from sidda._sinkhorn import entropic_plan
 from sidda.methods.base import DAMethod, MethodOutput, StepOutputs
 
 __all__ = ["DeepJDOT", "entropic_plan", "jdot_cost"]
@@ -76,64 +75,6 @@ def jdot_cost(z_s: Tensor, z_t: Tensor, logits_t: Tensor, y_s: Tensor, *,
     return alpha * d2 / scale + lam * label
 
 
-@torch.no_grad()
-def entropic_plan(cost: Tensor, *, epsilon: float, scaling: float = 0.9, tol: float = 1e-6,
-                  max_iter: int = 1000) -> Tensor:
-    r"""Entropic optimal transport plan between uniform marginals, by log-domain Sinkhorn.
-
-    Epsilon-scaling from the cost's range down to ``epsilon`` (ratio ``scaling``, one
-    iteration per temperature), then iterations at ``epsilon`` until
-    :math:`\|\gamma\mathbf 1 - a\|_1 <` ``tol`` or ``max_iter`` of them. The plan is that of
-    ``ot.sinkhorn(a, b, cost, reg=epsilon)``; no gradient flows through it.
-
-    Args:
-        cost: Cost matrix, shape (B_s, B_t).
-        epsilon: Entropic regularisation, > 0, in the cost's units.
-        scaling: Epsilon-scaling ratio in (0, 1).
-        tol: Stop when the L1 error of the row marginals (mass misplaced) is below this.
-        max_iter: Most iterations at ``epsilon``.
-
-    Returns:
-        The plan :math:`\gamma`, shape (B_s, B_t), rows summing to :math:`1/B_s` and columns to
-        :math:`1/B_t`; all NaN when the cost is not finite (the training loop then skips
-        the step).
-
-    >>> plan = entropic_plan(torch.rand(3, 5), epsilon=0.05)
-    >>> bool(torch.allclose(plan.sum(0), torch.full((5,), 0.2), atol=1e-6))
-    True
-    """
-    if cost.ndim != 2 or cost.numel() == 0:
-        raise ValueError(f"cost must be a non-empty (B_s, B_t) matrix, got {tuple(cost.shape)}")
-    if not (math.isfinite(epsilon) and epsilon > 0):
-        raise ValueError(f"epsilon must be a finite number > 0, got {epsilon}; e.g. 0.1 * "
-                         "cost.mean()")
-    if not 0 < scaling < 1:
-        raise ValueError(f"scaling must lie in (0, 1), got {scaling}; e.g. 0.9")
-    n_s, n_t = cost.shape
-    log_a, log_b = -math.log(n_s), -math.log(n_t)
-    f, g = cost.new_zeros(n_s), cost.new_zeros(n_t)  # dual potentials, in cost units
-
-    def update_g(eps: float) -> Tensor:
-        return eps * (log_b - torch.logsumexp((f[:, None] - cost) / eps, dim=0))
-
-    eps = float(cost.max() - cost.min())
-    if not math.isfinite(eps):  # a non-finite cost: a NaN plan, so the loop skips the step
-        return torch.full_like(cost, math.nan)
-    while eps > epsilon:  # annealing: one iteration per temperature
-        f = eps * (log_a - torch.logsumexp((g[None, :] - cost) / eps, dim=1))
-        g = update_g(eps)
-        eps *= scaling
-    eps = epsilon
-    for _ in range(max_iter):
-        lse = torch.logsumexp((g[None, :] - cost) / eps, dim=1)  # (B_s,)
-        err = float((torch.exp(f / eps + lse) - 1.0 / n_s).abs().sum())
-        if err < tol or not math.isfinite(err):
-            break
-        f = eps * (log_a - lse)
-        g = update_g(eps)
-    return torch.exp((f[:, None] + g[None, :] - cost) / eps)
-
-
 class DeepJDOT(DAMethod):
     """Source cross-entropy plus ``weight`` times the joint transport cost of the batch.
 
@@ -147,14 +88,17 @@ class DeepJDOT(DAMethod):
         latent_dim, num_classes: Unused (every method receives them).
         tol: Marginal tolerance of the Sinkhorn loop (:func:`entropic_plan`).
         max_iter: Most Sinkhorn iterations at the final epsilon.
+        domain_bn: One set of BatchNorm statistics per domain
+            (:class:`~sidda.methods.base.DAMethod`).
     """
 
     name = "deepjdot"
 
     def __init__(self, *, weight: float = 1.0, jdot_alpha: float = 1.0, jdot_lambda: float = 1.0,
                  blur: float = 0.1, scaling: float = 0.9, latent_dim: int = 256,
-                 num_classes: int = 3, tol: float = 1e-6, max_iter: int = 1000) -> None:
-        super().__init__()
+                 num_classes: int = 3, tol: float = 1e-6, max_iter: int = 1000,
+                 domain_bn: bool = False) -> None:
+        super().__init__(domain_bn=domain_bn)
         if not blur > 0:
             raise ValueError(f"blur must be > 0, got {blur}; set loss.blur, e.g. 0.1")
         if not 0 < scaling < 1:

@@ -72,13 +72,15 @@ class MCC(DAMethod):
         weight: Trade-off :math:`\\mu` of the MCC term (the paper: 1).
         temperature: Softmax temperature (the paper: 2.5).
         latent_dim, num_classes: Unused (every method receives them).
+        domain_bn: One set of BatchNorm statistics per domain
+            (:class:`~sidda.methods.base.DAMethod`).
     """
 
     name = "mcc"
 
     def __init__(self, *, weight: float = 1.0, temperature: float = 2.5, latent_dim: int = 256,
-                 num_classes: int = 3) -> None:
-        super().__init__()
+                 num_classes: int = 3, domain_bn: bool = False) -> None:
+        super().__init__(domain_bn=domain_bn)
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}; MCC uses 2.5")
         self.weight = float(weight)

@@ -22,6 +22,7 @@ _CLASSES = {
     "cdan": "sidda.methods.cdan:CDAN",
     "deepjdot": "sidda.methods.deepjdot:DeepJDOT",
     "mcc": "sidda.methods.mcc:MCC",
+    "adabn": "sidda.methods.adabn:AdaBN",
 }
 assert set(_CLASSES) | {"source_only"} == set(METHOD_NAMES)
 

@@ -17,7 +17,8 @@ showed to merge classes (docs/method.md, "Robust SIDDA"):
    set of running statistics is kept for the target
    (:class:`~sidda.methods.domain_bn.DomainStats`) and used when predicting the target. With
    one concatenated pass the target's noise statistics shift the source features at the switch
-   from the warm-up (the "BatchNorm shock").
+   from the warm-up (the "BatchNorm shock"). This is ``loss.domain_bn``, an option of every
+   method (:class:`~sidda.methods.base.DAMethod`); on by default for the robust variant only.
 2. **The etas start where they would settle.** At the first alignment step,
    :math:`\eta_1^2 = \mathrm{CE}` and :math:`\eta_2^2 = \mathrm{DA}` (the stationary point of
    the objective in the etas), instead of 1 and 1. With the paper's start the DA term (tens,
@@ -76,11 +77,10 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from sidda.losses import ETA_1_MIN, SIDDALoss
+from sidda.losses import BLUR_FACTOR, ETA_1_MIN, SIDDALoss
 from sidda.methods.base import DAMethod, MethodOutput, StepOutputs
-from sidda.methods.domain_bn import DomainStats
 
 __all__ = ["DA_RAMPS", "SIDDAMethod", "dann_ramp"]
 
@@ -114,17 +114,18 @@ class SIDDAMethod(DAMethod):
             variant always updates the etas the clean way.
         blur, blur_factor, blur_floor, scaling, backend: The Sinkhorn options of
             :class:`~sidda.losses.SIDDALoss`; ``blur_factor`` defaults to the variant's
-            (paper 0.05, robust 0.2).
+            (paper :data:`~sidda.losses.BLUR_FACTOR`, robust :data:`ROBUST_BLUR_FACTOR`).
         latent_dim, num_classes: Unused (every method receives them).
         eta_ratio_min: Override of the variant's ``eta_2 / eta_1`` lower bound.
         stationary_init: Override of the variant's eta initialisation (True: at the first
             alignment step, from that step's CE and DA).
         domain_bn: Override of the variant's BatchNorm statistics (True: one set per domain,
-            :class:`~sidda.methods.domain_bn.DomainStats`).
+            :class:`~sidda.methods.domain_bn.DomainStats`; robust: on, paper: off).
         da_ramp: ``"none"`` or ``"dann"``: multiply the DA term by :func:`dann_ramp` of the
-            alignment progress (module docstring, 5); robust variant only.
+            alignment progress (module docstring, 6); robust variant only.
         stationary_window: Fraction of the alignment phase over which the stationary start
-            is taken (module docstring, 6); 0 (the default): the first alignment step alone.
+            is taken (module docstring, 5); None: the variant's (robust
+            :data:`ROBUST_STATIONARY_WINDOW`, paper 0); 0: the first alignment step alone.
     """
 
     name = "sidda"
@@ -147,12 +148,12 @@ class SIDDAMethod(DAMethod):
         da_ramp: str = "none",
         stationary_window: float | None = None,
     ) -> None:
-        super().__init__()
         if variant not in ("paper", "robust"):
             raise ValueError(f"variant must be 'paper' or 'robust', got {variant!r}")
         if da_ramp not in DA_RAMPS:
             raise ValueError(f"da_ramp must be one of {DA_RAMPS}, got {da_ramp!r}")
         robust = variant == "robust"
+        super().__init__(domain_bn=robust if domain_bn is None else domain_bn)
         if stationary_window is None:
             stationary_window = ROBUST_STATIONARY_WINDOW if robust else 0.0
         if da_ramp != "none" and not robust:
@@ -169,14 +170,12 @@ class SIDDAMethod(DAMethod):
             eta_ratio_min = ROBUST_RATIO_MIN if robust else 0.25
         self.stationary_init = robust if stationary_init is None else stationary_init
         if blur_factor is None:
-            blur_factor = ROBUST_BLUR_FACTOR if robust else 0.05
+            blur_factor = ROBUST_BLUR_FACTOR if robust else BLUR_FACTOR
         self.loss = SIDDALoss(
             mode="clean" if robust else eta_mode, blur=blur, blur_factor=blur_factor,
             blur_floor=blur_floor, scaling=scaling, backend=backend,
             eta_ratio_min=eta_ratio_min,
         )
-        self.domain_bn = robust if domain_bn is None else domain_bn
-        self.domain_stats = DomainStats() if self.domain_bn else None
         # whether the etas were set from a first alignment step (saved with the checkpoint)
         self.register_buffer("started", torch.zeros((), dtype=torch.bool))
         if self.stationary_window > 0:  # sums of CE, DA and steps over the window (resumable)
@@ -188,11 +187,6 @@ class SIDDAMethod(DAMethod):
         if hasattr(self, "window_sums") and "window_sums" not in state_dict:
             state_dict = {**state_dict, "window_sums": torch.zeros_like(self.window_sums)}
         return super().load_state_dict(state_dict, strict, assign)
-
-    def attach(self, model: nn.Module) -> None:
-        """Bind the target BatchNorm statistics to ``model`` (domain-specific BatchNorm)."""
-        if self.domain_stats is not None:
-            self.domain_stats.attach(model)
 
     def param_groups(self) -> list[dict]:  # noqa: D102
         return [self.loss.param_group()]
@@ -248,10 +242,23 @@ class SIDDAMethod(DAMethod):
             return self.loss.weigh(ce, da)
         return self.loss.weigh(ce, self.da_weight(progress) * da)
 
-    def forward(self, out: StepOutputs) -> MethodOutput:  # noqa: D102
+    def forward(self, out: StepOutputs) -> MethodOutput:
+        """The weighted objective of one step (:meth:`weigh` of the loss's CE and DA).
+
+        Latent distances that overflow (a non-finite maximum distance) give a step to skip
+        (``skip="max distance"``), before the etas are touched.
+        """
         res = self.loss(out.logits_s, out.y_s, out.z_s, out.z_t)
+        if not math.isfinite(res.max_distance):
+            return MethodOutput(res.total, res.ce, res.da, {"max_distance": res.max_distance},
+                                skip="max distance")
         total = self.weigh(res.ce, res.da, out.progress)
         return MethodOutput(total, res.ce, res.da, {
             "blur": res.blur, "max_distance": res.max_distance,
             "eta_1": self.loss.eta_1.item(), "eta_2": self.loss.eta_2.item(),
         })
+
+    @torch.no_grad()
+    def alignment(self, out: StepOutputs) -> float:
+        """The Sinkhorn term alone, at the dynamic blur (no eta is touched)."""
+        return float(self.loss.sinkhorn(out.z_s, out.z_t))

@@ -14,9 +14,13 @@ from dataclasses import dataclass
 
 from sidda.errors import short_repr
 
-__all__ = ["DA_SCOPES", "DEVICE_PATTERN", "MAX_EPOCHS", "DistConfig", "TrainConfig"]
+__all__ = ["AUGMENTATIONS", "DA_SCOPES", "DEVICE_PATTERN", "MAX_EPOCHS", "DistConfig",
+           "TrainConfig"]
 
-DA_SCOPES = ("global", "local")
+#: ``dist.da_scope`` values: the method on the global batch (kept so that older configs load).
+DA_SCOPES = ("global",)
+#: ``train.augment`` names (:mod:`sidda.train.augment`).
+AUGMENTATIONS = ("flip", "rot90", "dihedral", "translate")
 #: The device names sidda accepts (``train.device``, ``--device``).
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]{1,4})?")
 
@@ -52,6 +56,12 @@ class TrainConfig:
             ``checkpoints/epoch_0007.pt`` (1-based, with that epoch's validation record), so
             that a label-free rule can later choose among all the epochs, not only among
             ``final`` and the ``best_*`` checkpoints. Costs one model file per epoch.
+        augment: Random transforms of every source training batch, applied in this order:
+            ``flip`` (horizontal and vertical, each with probability 1/2), ``rot90`` (a
+            multiple of 90 degrees), ``dihedral`` (one of the 8 symmetries of the square),
+            ``translate`` (circular shifts of up to a tenth of the side); [] for none. Each
+            image draws its own; the draws depend only on the seed, the epoch and the step
+            (:mod:`sidda.train.augment`). Target batches are never augmented.
     """
 
     epochs: int = 50
@@ -69,6 +79,7 @@ class TrainConfig:
     checkpoint_every: int | None = None
     max_bad_steps: int = 5
     keep_epoch_checkpoints: bool = False
+    augment: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.epochs <= MAX_EPOCHS:
@@ -119,6 +130,18 @@ class TrainConfig:
             )
         if self.max_bad_steps < 1:
             raise ValueError(f"train.max_bad_steps must be >= 1, got {self.max_bad_steps}")
+        if isinstance(self.augment, str):
+            raise ValueError(f"train.augment must be a list, e.g. [{self.augment}]")
+        object.__setattr__(self, "augment", tuple(self.augment))
+        for name in self.augment:
+            if name not in AUGMENTATIONS:
+                raise ValueError(
+                    f"train.augment: unknown augmentation {short_repr(name)}; choose from "
+                    f"{', '.join(AUGMENTATIONS)} (a list, e.g. [flip, translate]; [] for none)"
+                )
+        if len(set(self.augment)) < len(self.augment):
+            raise ValueError(f"train.augment lists an augmentation twice: "
+                             f"{short_repr(list(self.augment))}")
 
     def resolved_milestones(self) -> list[int]:
         """The learning-rate milestones actually used."""
@@ -133,9 +156,9 @@ class DistConfig:
     """How a run uses its processes and its GPU.
 
     Attributes:
-        da_scope: ``"global"`` (the Sinkhorn term on the latents of all ranks, the
-            single-process objective) or ``"local"`` (per rank, averaged); see
-            :mod:`sidda.train.distributed`.
+        da_scope: ``"global"``, the only value: every rank evaluates the method on the
+            latents of all ranks, the single-process objective (:mod:`sidda.train.distributed`).
+            Kept so that the configs of earlier runs load; ``"local"`` was removed.
         sync_batchnorm: On CUDA with several ranks, turn BatchNorm into SyncBatchNorm, so that
             its statistics cover the whole global batch as in one process. Ignored on the CPU,
             where torch has no SyncBatchNorm: there each rank normalises with its own shard.
@@ -154,8 +177,9 @@ class DistConfig:
     def __post_init__(self) -> None:
         if self.da_scope not in DA_SCOPES:
             raise ValueError(
-                f"dist.da_scope must be one of {DA_SCOPES}, got {self.da_scope!r}; 'global' "
-                "reproduces the single-process objective"
+                f"dist.da_scope must be 'global' (every rank evaluates the method on the whole "
+                f"global batch, as one process does), got {short_repr(self.da_scope)}; remove "
+                "the key"
             )
         if not self.timeout_s > 0:
             raise ValueError(f"dist.timeout_s must be > 0, got {self.timeout_s}")

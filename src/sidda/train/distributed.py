@@ -9,53 +9,37 @@ model gradients over the ranks. The backend is nccl on the GPU and gloo on the C
 same index batches (same seed, same epoch; :func:`sidda.datasets.batches` and
 :func:`~sidda.datasets.cycle_batches`) and keeps its contiguous slice
 (:func:`~sidda.train.collectives.shard_indices`), so N ranks see exactly the images that one
-process sees. Each rank concatenates its source and target shards into one forward pass, so its
-BatchNorm keeps the paper's source/target mix.
+process sees. Each rank makes the method's forward passes on its shards
+(:meth:`~sidda.methods.base.DAMethod.forward_passes`: one concatenated pass by default, so its
+BatchNorm keeps the paper's source/target mix; one pass per domain, inside DDP's ``no_sync``,
+when the method keeps BatchNorm statistics per domain).
 
 **One objective on every rank.** Write :math:`L_r` for the loss that rank r backpropagates. DDP
-averages gradients, so the model descends :math:`\frac1N \sum_r L_r`. Every collective below
+averages gradients, so the model descends :math:`\frac1N \sum_r L_r`. Every collective
 has a backward that sums the incoming gradients over the ranks (the adjoint of a sum or a
-gather), which is what makes that average come out right. :func:`distributed_sidda_loss` makes
-*every* :math:`L_r` equal to the same number:
+gather), which is what makes that average come out right.
+:func:`~sidda.train.step.method_loss` makes *every* :math:`L_r` equal to the same number, the
+single-process objective: the latents, logits and labels of all ranks are gathered
+(:func:`~sidda.train.collectives.gather_with_grad`; each rank gets back the gradient of its own
+rows) and every rank evaluates the method on the whole global batch, as one process does. For
+SIDDA that is the dynamic blur and the Sinkhorn divergence of the global batch and the mean
+cross-entropy over it: same blur, same divergence, same gradients (up to float rounding), so a
+run's outcome does not depend on how many processes computed it. It costs one all-gather of
+the ``(B_s + B_t, D)`` latents and ``(B_s + B_t, K)`` logits and one all-reduce of their
+gradient per step, and every rank solves the full ``B_s x B_t`` transport problem (the same
+work as one process). The cross-entropy of the warm-up and of the source-only baseline is
+all-reduced instead (:func:`distributed_cross_entropy`).
 
-.. math::
-
-    \mathrm{CE} = \frac{1}{n_s} \sum_r \sum_{i \in r} \mathrm{ce}_i, \qquad
-    L = \frac{\mathrm{CE}}{2\eta_1^2} + \frac{\mathrm{DA}}{2\eta_2^2} + \log(\eta_1\eta_2),
-
-where the summed cross-entropy is all-reduced
-(:func:`~sidda.train.collectives.all_reduce_with_grad`), so the CE is the mean over the global
-batch whatever the shard sizes, and the DA term depends on ``da_scope``
-(:class:`~sidda.train.config.DistConfig`):
-
-``"global"`` (the default)
-    The latents of all ranks are gathered (:func:`~sidda.train.collectives.gather_with_grad`;
-    each rank gets back the gradient of its own rows) and every rank computes the dynamic blur
-    and the Sinkhorn divergence of the whole global batch (``SIDDALoss.alignment``, as one
-    process does). This is the single-process objective, exactly: same
-    blur, same divergence, same gradients (up to float rounding). It costs one all-gather of
-    ``(B_s + B_t, D)`` latents and one all-reduce of their gradient per step, and every rank
-    solves the full ``B_s x B_t`` transport problem (the same work as one process).
-``"local"``
-    Each rank computes the blur and the divergence on its own ``B/N`` points, and the ranks
-    average the divergences. Cheaper (the transport problem shrinks by N^2), but a different
-    estimator: the debiased Sinkhorn divergence of two small samples is a biased estimate of
-    the divergence between the distributions, and its bias grows as the samples shrink. The
-    blur also follows each shard's own geometry. Results then depend on the number of ranks.
-
-The default is ``"global"`` because it keeps the method what the paper defines (and makes a
-run's outcome independent of how many processes computed it); choose ``"local"`` only when the
-global transport problem is the bottleneck.
-
-**The etas.** The loss coefficients of :class:`~sidda.losses.SIDDALoss` live outside DDP. Since
-every rank evaluates the same :math:`L` on the same all-reduced CE and DA values, their gradients
-are the single-process gradients on every rank. :func:`~sidda.train.collectives.average_gradients`
+**The method's parameters** (SIDDA's etas, a domain head) live outside DDP. Since every rank
+evaluates the same objective on the same gathered batch, their gradients are the
+single-process gradients on every rank; :func:`~sidda.train.collectives.average_gradients`
 then all-reduces them anyway, so that rounding differences between devices can never make the
-ranks' etas drift apart.
+ranks' copies drift apart. Latent distances that overflow are seen alike by every rank, which
+all skip the step (``max distance``).
 
-**Precision.** :func:`~sidda.train.device.autocast_context` gives bf16 autocast on CUDA; the loss
-functions here turn autocast off and cast the latents to float32, so the Sinkhorn iterations, the
-blur and the cross-entropy always run in float32.
+**Precision.** :func:`~sidda.train.device.autocast_context` gives bf16 autocast on CUDA; the
+objective turns autocast off and casts the latents and logits to float32, so the Sinkhorn
+iterations, the blur and the cross-entropy always run in float32.
 """
 
 from __future__ import annotations
@@ -72,21 +56,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sidda.errors import InputError
-from sidda.losses import SIDDALoss, SIDDAOutput
 from sidda.models import unwrap  # re-exported: validate, export and save through it
-from sidda.train.collectives import (
-    DistContext,
-    _gather_counts,
-    all_reduce_with_grad,
-    gather_with_grad,
-)
-from sidda.train.config import DA_SCOPES
+from sidda.train.collectives import DistContext, all_reduce_with_grad
 from sidda.train.device import _no_autocast, _resolve_device
 
 __all__ = [
     "convert_sync_batchnorm",
     "distributed_cross_entropy",
-    "distributed_sidda_loss",
     "init_distributed",
     "prepare_model",
     "shutdown",
@@ -186,73 +162,6 @@ def distributed_cross_entropy(logits_s: Tensor, y_s: Tensor, ctx: DistContext) -
         if float(count) == 0:
             raise ValueError("the global source batch is empty")
         return s[0] / count
-
-
-def distributed_sidda_loss(
-    criterion: SIDDALoss,
-    logits_s: Tensor,
-    y_s: Tensor,
-    z_s: Tensor,
-    z_t: Tensor,
-    ctx: DistContext,
-    *,
-    da_scope: str = "global",
-) -> SIDDAOutput:
-    """:class:`~sidda.losses.SIDDALoss` on a batch split over the ranks.
-
-    Every rank gets the same :class:`~sidda.losses.SIDDAOutput` (see the module docstring);
-    ``total`` is what each rank backpropagates. With ``da_scope="global"`` it equals the
-    single-process loss of the concatenated global batch; with ``"local"`` the DA term, the
-    blur and the maximum distance are means over the ranks of per-rank values. The pieces are
-    the loss's own (:meth:`~sidda.losses.SIDDALoss.alignment` and
-    :meth:`~sidda.losses.SIDDALoss.output`); a single process calls ``criterion`` itself.
-    Autocast is off and the latents are cast to float32. Latent distances that overflow give
-    a non-finite ``max_distance`` and a NaN DA term, with one process as on every rank, so
-    that all ranks skip the step together.
-
-    Args:
-        criterion: The loss module (etas and Sinkhorn options).
-        logits_s: This rank's source logits, shape (b_s, K).
-        y_s: This rank's source labels, shape (b_s,).
-        z_s: This rank's source latents, shape (b_s, D).
-        z_t: This rank's target latents, shape (b_t, D).
-        ctx: The distributed context.
-        da_scope: ``"global"`` or ``"local"``.
-
-    Raises:
-        ValueError: On every rank alike, if the global batch (``"global"``) or some rank's
-            shard (``"local"``) has no source or no target latent.
-    """
-    if da_scope not in DA_SCOPES:
-        raise ValueError(f"da_scope must be one of {DA_SCOPES}, got {da_scope!r}")
-    with _no_autocast(z_s.device):
-        if not ctx.is_distributed:
-            return criterion(logits_s.float(), y_s, z_s.float(), z_t.float())
-        sizes = _gather_counts([len(z_s), len(z_t)], z_s.device)  # [[b_s, b_t] per rank]
-        n_s, n_t = sum(s for s, _ in sizes), sum(t for _, t in sizes)
-        empty = n_s == 0 or n_t == 0 or (da_scope == "local" and min(map(min, sizes)) == 0)
-        if empty:
-            raise ValueError(
-                f"a Sinkhorn term needs source and target latents; the shards (source, target) "
-                f"per rank are {sizes}. Use global batches of at least world_size="
-                f"{ctx.world_size} images per domain, or da_scope='global'"
-            )
-        ce_sum = F.cross_entropy(logits_s.float(), y_s, reduction="sum")
-        if da_scope == "global":
-            z = gather_with_grad(torch.cat([z_s, z_t]).float(), ctx,
-                                 sizes=[s + t for s, t in sizes])  # (n_s + n_t, D)
-            blocks = list(zip(z.split([s + t for s, t in sizes]), sizes, strict=True))
-            z_s_all = torch.cat([b[:s] for b, (s, _) in blocks])  # (n_s, D), rank order
-            z_t_all = torch.cat([b[s:] for b, (s, _) in blocks])  # (n_t, D)
-            da, blur, max_distance = criterion.alignment(z_s_all, z_t_all)
-            ce = all_reduce_with_grad(ce_sum, ctx) / n_s
-        else:
-            da_r, blur, max_distance = criterion.alignment(z_s.float(), z_t.float())
-            extra = torch.tensor([blur, max_distance], device=da_r.device)
-            s = all_reduce_with_grad(torch.cat([torch.stack([ce_sum, da_r]), extra]), ctx)
-            ce, da = s[0] / n_s, s[1] / ctx.world_size
-            blur, max_distance = (float(v) / ctx.world_size for v in s[2:].detach())
-        return criterion.output(ce, da, blur, max_distance)
 
 
 def convert_sync_batchnorm(model: nn.Module) -> nn.Module:

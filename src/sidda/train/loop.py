@@ -1,12 +1,16 @@
-"""One training loop for the source-only baseline and for SIDDA (docs/method.md, "Training").
+"""One training loop for every method and the source-only baseline (docs/method.md, "Training").
 
-Per epoch, the source defines the steps (every source image once, shuffled); the target
-stream cycles independently, so the two domains may have any sizes. During the ``warmup``
-epochs the objective is source cross-entropy alone. After it, SIDDA makes one forward pass on
-the concatenated batch ``cat([x_s, x_t])`` (BatchNorm sees both domains, as in the paper) and
-minimises :class:`~sidda.losses.SIDDALoss`. Both methods use AdamW, MultiStepLR (stepped per
-epoch) and gradient clipping at 10 (the baseline is optimisation-matched, unlike the authors'
-scripts).
+Per epoch, the source defines the steps (every source image once, shuffled, transformed by
+``train.augment``, :mod:`sidda.train.augment`); the target stream cycles independently, so the
+two domains may have any sizes. During the ``warmup`` epochs the objective is source
+cross-entropy alone. After it, the method (:mod:`sidda.methods`) makes its forward passes (one
+on the concatenated batch ``cat([x_s, x_t])`` by default, as in the paper; one per domain with
+``loss.domain_bn``) and minimises its objective (:func:`~sidda.train.step.train_step`). A method
+that does not align (``adabn``) trains like ``source_only``, and once the epochs are done the
+method's :meth:`~sidda.methods.base.DAMethod.after_training` runs before the final checkpoint
+(AdaBN's target statistics; the checkpoints saved before then get theirs too). Every method
+uses AdamW, MultiStepLR (stepped per epoch) and gradient clipping at 10 (the baseline is
+optimisation-matched, unlike the authors' scripts).
 
 Validation (:mod:`sidda.train.validate`) runs every epoch on the held-out source split and the
 target validation images, without target labels. Model selection never reads target labels:
@@ -59,10 +63,12 @@ from sidda.errors import InputError
 from sidda.methods import DAMethod, LossConfig, build_method
 from sidda.models import tune_cpu_allocator
 from sidda.runs import History
+from sidda.train.augment import augment_batch
 from sidda.train.collectives import DistContext, broadcast_object, max_over_ranks, shard_indices
 from sidda.train.config import DistConfig, TrainConfig
 from sidda.train.device import resolve_device, to_device, use_channels_last
 from sidda.train.distributed import prepare_model, unwrap
+from sidda.train.finish import refit_checkpoints
 from sidda.train.recovery import (
     Checkpointer,
     NonFiniteError,
@@ -111,6 +117,11 @@ class _Run:
     @property
     def channels_last(self) -> bool:
         return use_channels_last(self.dist, self.device)
+
+    @property
+    def adapting(self) -> bool:
+        """Whether the method trains on target batches after the warm-up."""
+        return self.criterion is not None and self.criterion.aligns
 
     def save_last(self) -> None:
         self.ckpt.save_last(self.state, dataclasses.asdict(self.hist))
@@ -174,14 +185,14 @@ def fit(
     dist_cfg: DistConfig | None = None,
     ctx: DistContext | None = None,
 ) -> History:
-    """Train ``model`` (returning ``(latent, logits)``) with SIDDA or the source-only baseline.
+    """Train ``model`` (returning ``(latent, logits)``) with a method or the source-only baseline.
 
     Args:
         model: The classifier; trained in place.
         train_s: Labelled source training images.
         train_t: Unlabelled target training images (ignored by ``source_only``).
         cfg: Optimisation options.
-        loss: Objective; ``loss.method`` picks SIDDA or the baseline.
+        loss: Objective; ``loss.method`` picks the method (:mod:`sidda.methods`).
         val_s: Labelled source validation images (selection and early stopping).
         val_t: Target validation images (validation DA loss); labels are never read.
         run_dir: Folder for checkpoints and histories, or None to keep nothing on disk.
@@ -192,7 +203,7 @@ def fit(
             none yet); ``cfg``, ``loss`` and ``dist_cfg`` must be those the run was started
             with.
         dist_cfg: Precision, memory format and multi-process options (defaults: bf16 and
-            channels_last on CUDA only, the global Sinkhorn term).
+            channels_last on CUDA only).
         ctx: This process's rank and device, from :func:`~sidda.train.distributed.init_distributed`;
             None: one process on ``cfg.device``. Every rank calls ``fit`` with the same
             arguments (callbacks aside); only rank 0 writes to ``run_dir``.
@@ -201,6 +212,7 @@ def fit(
         The :class:`History` (the same on every rank); the model holds the final weights.
 
     Raises:
+        ConfigError: the model cannot serve the method (:meth:`LossConfig.check_model`).
         NonFiniteError: ``cfg.max_bad_steps`` consecutive steps were non-finite.
         TrainingInterrupted: SIGTERM or SIGINT arrived; ``last.pt`` holds the state.
     """
@@ -214,6 +226,7 @@ def fit(
         raise ValueError(f"{loss.method} needs target training images; pass train_t or use "
                          "source_only")
     latent_dim, num_classes = _output_dims(model, train_s)
+    loss.check_model(model)
     criterion = build_method(loss, latent_dim=latent_dim, num_classes=num_classes)
     if criterion is not None:
         criterion.attach(model)
@@ -266,9 +279,14 @@ def fit(
             return run.hist
         with SignalCatcher(enabled=run_dir is not None) as run.signals:
             _loop(run, train_s, train_t, val_s, val_t)
+        refit = criterion is not None and train_t is not None and criterion.after_training(
+            unwrap(net), train_t.x, batch_size=cfg.batch_size, device=ctx.device)
         last = run.hist.epochs[-1]
         run.hist.best["final"] = last["epoch"]
         ckpt.save_model("final", epoch=last["epoch"], record=last)
+        if refit and ckpt.writes:  # the checkpoints saved before: their own weights' state
+            refit_checkpoints(criterion, unwrap(net), resume_path(run_dir).parent, train_t.x,
+                              batch_size=cfg.batch_size, device=ctx.device)
         run.state.finished = True
         run.save_last()
         return run.hist
@@ -286,13 +304,21 @@ def _loop(run: _Run, train_s: ImageSet, train_t: ImageSet | None, val_s: ImageSe
     def load(images: ImageSet, idx: Tensor) -> Tensor:  # this rank's shard, on its device
         return to_device(images.x[idx], ctx.device, channels_last=run.channels_last)
 
-    stream_t = None if criterion is None else cycle_batches(
+    def load_source(idx_s: Tensor, my_s: Tensor, epoch: int, step: int) -> Tensor:
+        if not cfg.augment:
+            return load(train_s, my_s)
+        rows = shard_indices(torch.arange(len(idx_s)), ctx)  # this rank's rows of the batch
+        x = augment_batch(train_s.x[my_s], cfg.augment, seed=cfg.seed, epoch=epoch, step=step,
+                          rows=rows, n=len(idx_s))
+        return to_device(x, ctx.device, channels_last=run.channels_last)
+
+    stream_t = None if not run.adapting else cycle_batches(
         len(train_t), cfg.batch_size, seed=cfg.seed, start=state.stream_t)
     while state.epoch < cfg.epochs and not hist.stopped_early:
         epoch, t0 = state.epoch, time.perf_counter()
         run.net.train()
-        aligning = criterion is not None and epoch >= cfg.warmup
-        phase = "source_only" if criterion is None else (run.loss.method if aligning
+        aligning = run.adapting and epoch >= cfg.warmup
+        phase = "source_only" if not run.adapting else (run.loss.method if aligning
                                                         else "warmup")
         lr = run.optimizer.param_groups[0]["lr"]
         first = len(hist.steps) - state.step  # this epoch's rows start here (a skipped small
@@ -305,7 +331,8 @@ def _loop(run: _Run, train_s: ImageSet, train_t: ImageSet | None, val_s: ImageSe
                 state.step, state.stream_t = step + 1, state.stream_t + (stream_t is not None)
                 continue
             my_s = shard_indices(idx_s, ctx)
-            x_s, y_s = load(train_s, my_s), to_device(train_s.y[my_s], ctx.device)
+            x_s, y_s = load_source(idx_s, my_s, epoch, step), to_device(train_s.y[my_s],
+                                                                        ctx.device)
             x_t = load(train_t, shard_indices(idx_t, ctx)) if aligning else None
             row = {"epoch": epoch + 1, "step": epoch * n_steps + step, "phase": phase, "lr": lr}
             progress = ((epoch - cfg.warmup) * n_steps + step) / align_steps if aligning else 0.0
@@ -363,7 +390,7 @@ def _end_epoch(run: _Run, rows: list[dict], *, epoch: int, phase: str, lr: float
             [r.get(key) for r in good]
         )
     rec["skipped_steps"] = len(rows) - len(good)
-    aligning = criterion is not None and epoch >= cfg.warmup
+    aligning = run.adapting and epoch >= cfg.warmup
     if val_s is not None and len(val_s):
         val = validate(
             unwrap(run.net), val_s, val_t, criterion=criterion, with_da=aligning,
@@ -373,7 +400,7 @@ def _end_epoch(run: _Run, rows: list[dict], *, epoch: int, phase: str, lr: float
     rec["seconds"] = time.perf_counter() - t0
     hist.epochs.append(rec)
 
-    eligible = criterion is None or epoch >= cfg.warmup
+    eligible = not run.adapting or epoch >= cfg.warmup
     improved_loss = False
     if eligible and "val_acc_s" in rec:
         if rec["val_acc_s"] > state.best_acc:

@@ -379,11 +379,12 @@ def read_state(run_dir: str | Path) -> TrainState | None:
 
 
 def _check_same_config(saved: dict, now: dict, path: Path) -> None:
-    diffs = [  # a section the checkpoint lacks (written before it existed) is not checked
+    diffs = [  # a section or key the checkpoint lacks (written before it existed) is not
+        # checked: the run's config.yaml gives it its default, as it did then
         f"{section}.{k}: {saved[section].get(k)!r} in the checkpoint, {v!r} now"
         for section in sorted(set(saved) & set(now))
         for k, v in now[section].items()
-        if k not in _MAY_DIFFER and saved[section].get(k) != v
+        if k not in _MAY_DIFFER and k in saved[section] and saved[section][k] != v
     ]
     if diffs:
         raise InputError(

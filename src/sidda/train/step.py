@@ -1,21 +1,23 @@
 """One optimisation step of a domain-adaptation method or of the source-only baseline.
 
 :func:`train_step` is what :func:`sidda.train.loop.fit` runs for every batch, and what
-``benchmarks/gpu_step.py`` times. A SIDDA step makes one forward pass on ``cat([x_s, x_t])`` (bf16
-autocast on CUDA, :func:`~sidda.train.device.autocast_context`), computes
-:class:`~sidda.losses.SIDDALoss` in float32
-(:func:`~sidda.train.distributed.distributed_sidda_loss`), backpropagates, averages the etas'
-gradients over the ranks, clips the model gradients and steps. Any other method
-(:mod:`sidda.methods`) gets the split latents and logits of the same forward pass
-(:func:`method_loss`, gathered over the ranks). A warm-up or baseline step does the same with the
-cross-entropy alone.
+``benchmarks/gpu_step.py`` times. It knows no method by name: the method
+(:class:`~sidda.methods.base.DAMethod`) makes its forward passes
+(:meth:`~sidda.methods.base.DAMethod.forward_passes`: one on ``cat([x_s, x_t])``, or one per
+domain with domain-specific BatchNorm statistics) under bf16 autocast on CUDA
+(:func:`~sidda.train.device.autocast_context`); :func:`method_loss` evaluates the method on
+the split latents and logits in float32, gathered over the ranks; then the step
+backpropagates, averages the method's own gradients over the ranks, clips the model gradients
+and steps. A warm-up or baseline step does the same with the cross-entropy alone.
 
 **Non-finite steps.** A non-finite latent, loss or gradient skips the update: the gradients
-are dropped, neither the optimizer nor the etas move, and ``skipped`` names what was
-non-finite. With several ranks every such decision is the same on every rank (the latents'
-check is agreed with :func:`~sidda.train.distributed.max_over_ranks`; the losses and the clipped
-gradients are already equal everywhere), so that no rank waits in a collective that another
-one skipped.
+are dropped, neither the optimizer nor the method's parameters move, and ``skipped`` names
+what was non-finite (``latents``, what the method reports, e.g. SIDDA's ``max distance``
+when the latent distances overflow, ``CE``, ``DA``, ``total``, ``gradient``). With several
+ranks every such decision is the same on every rank (the latents' check is agreed with
+:func:`~sidda.train.collectives.max_over_ranks`; the method sees the same gathered batch on
+every rank, so its losses and the clipped gradients are equal everywhere), so that no rank
+waits in a collective that another one skipped.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import torch
 from torch import Tensor, nn
 
 from sidda.methods.base import DAMethod, MethodOutput, StepOutputs
-from sidda.methods.sidda import SIDDAMethod
 from sidda.train.collectives import (
     DistContext,
     _gather_counts,
@@ -37,7 +38,7 @@ from sidda.train.collectives import (
 )
 from sidda.train.config import DistConfig
 from sidda.train.device import _no_autocast, autocast_context
-from sidda.train.distributed import distributed_cross_entropy, distributed_sidda_loss, unwrap
+from sidda.train.distributed import distributed_cross_entropy, unwrap
 
 __all__ = ["STEP_KEYS", "method_loss", "train_step"]
 
@@ -70,13 +71,14 @@ def train_step(
         optimizer: Steps the model parameters (and the method's).
         grad_clip: Max norm of the model gradients (the method's parameters are not clipped).
         ctx: This process's rank and device (None: one process).
-        dist_cfg: bf16 autocast and the Sinkhorn scope (None: the defaults).
+        dist_cfg: bf16 autocast (None: the defaults).
         progress: Fraction of the alignment phase done, in [0, 1] (method schedules).
 
     Returns:
         The logged values, keyed by :data:`STEP_KEYS` plus the method's own logs, the same on
-        every rank. ``skipped`` names what was non-finite (``latents``, ``max distance``,
-        ``CE``, ``DA``, ``total``, ``gradient``), or is None for a normal step.
+        every rank. ``skipped`` names what was non-finite (``latents``, what the method
+        reported, e.g. ``max distance``, ``CE``, ``DA``, ``total``, ``gradient``), or is None
+        for a normal step.
     """
     ctx, dist_cfg = ctx or DistContext(device=x_s.device), dist_cfg or DistConfig()
     optimizer.zero_grad(set_to_none=True)
@@ -84,30 +86,24 @@ def train_step(
     bad, objective = [], None
     autocast = autocast_context(ctx.device, enabled=dist_cfg.bf16)  # the forward pass only
     if x_t is not None:
-        b = len(x_s)
-        stats = getattr(criterion, "domain_stats", None)
-        with autocast:
-            if stats is None:
-                z, logits = net(torch.cat([x_s, x_t]))  # (B_s + B_t, D), (B_s + B_t, K)
-            else:  # domain-specific BatchNorm: one pass per domain, each with its statistics
-                with _no_sync(net, ctx):  # two passes: DDP cannot reduce them; done below
-                    z_s, logits_s = net(x_s)
-                    with stats.target():
-                        z_t, logits_t = net(x_t)
-                z, logits = torch.cat([z_s, z_t]), torch.cat([logits_s, logits_t])
-        if max_over_ranks(not bool(torch.isfinite(z).all()), ctx):
+        # several passes (one per domain): DDP cannot reduce them; averaged by hand below
+        passes = contextlib.nullcontext() if criterion.single_pass else _no_sync(net, ctx)
+        with autocast, passes:
+            fwd = criterion.forward_passes(net, x_s, x_t)  # (B_s, D), (B_t, D), ..., (B_t, K)
+        finite = bool(torch.isfinite(fwd.z_s).all()) and bool(torch.isfinite(fwd.z_t).all())
+        if max_over_ranks(not finite, ctx):
             bad.append("latents")
-        elif isinstance(criterion, SIDDAMethod):
-            objective = _sidda_objective(criterion, logits, y_s, z, b, ctx, dist_cfg, out, bad,
-                                         progress)
         else:
-            res = method_loss(criterion, z[:b], z[b:], logits[:b], logits[b:], y_s, ctx,
-                              progress=progress)
-            objective = res.total
-            out.update(ce=res.ce.item(), da=res.da.item(), total=objective.item(), **res.logs)
+            res = method_loss(criterion, *fwd, y_s, ctx, progress=progress)
+            out.update(res.logs)
+            if res.skip is not None:  # e.g. overflowing latent distances: nothing to descend
+                bad.append(res.skip)
+            else:
+                objective = res.total
+                out.update(ce=res.ce.item(), da=res.da.item(), total=objective.item())
         if objective is None:
             with torch.no_grad():
-                out["ce"] = distributed_cross_entropy(logits[:b].detach(), y_s, ctx).item()
+                out["ce"] = distributed_cross_entropy(fwd.logits_s.detach(), y_s, ctx).item()
     else:
         with autocast:
             _, logits = net(x_s)
@@ -119,7 +115,7 @@ def train_step(
         objective.backward()  # DDP averages the model gradients over the ranks here
         if criterion is not None:
             average_gradients(criterion.parameters(), ctx)
-            if x_t is not None and getattr(criterion, "domain_stats", None) is not None:
+            if x_t is not None and not criterion.single_pass:
                 average_gradients(unwrap(net).parameters(), ctx)  # DDP did not (no_sync)
         out["grad_norm"] = float(nn.utils.clip_grad_norm_(unwrap(net).parameters(), grad_clip))
         own_ok = criterion is None or all(
@@ -145,23 +141,6 @@ def _no_sync(net: nn.Module, ctx: DistContext) -> contextlib.AbstractContextMana
         contextlib.nullcontext()
 
 
-def _sidda_objective(method: SIDDAMethod, logits: Tensor, y_s: Tensor, z: Tensor, b: int,
-                     ctx: DistContext, dist_cfg: DistConfig, out: dict,
-                     bad: list, progress: float = 0.0) -> Tensor | None:
-    """SIDDA's objective on the (gathered) batch, its values logged into ``out``; None when
-    the latent distances overflow (a non-finite max distance, the same with one process as
-    with several ranks; ``bad`` says so)."""
-    res = distributed_sidda_loss(method.loss, logits[:b], y_s, z[:b], z[b:], ctx,
-                                 da_scope=dist_cfg.da_scope)
-    out["max_distance"] = res.max_distance
-    if not math.isfinite(res.max_distance):
-        bad.append("max distance")
-        return None
-    objective = method.weigh(res.ce, res.da, progress)  # paper variant: res.total, recomputed
-    out.update(ce=res.ce.item(), da=res.da.item(), blur=res.blur, total=objective.item())
-    return objective
-
-
 def method_loss(
     method: DAMethod,
     z_s: Tensor,
@@ -178,7 +157,16 @@ def method_loss(
     One process evaluates ``method`` on its batch. Several ranks gather the latents, logits
     and labels of all ranks (with gradient: each rank gets back the gradient of its own rows)
     and every rank evaluates the method on the whole global batch, so the objective does not
-    depend on the number of processes. Autocast is off; everything is cast to float32.
+    depend on the number of processes, and a method with state (SIDDA's etas) updates it
+    alike on every rank. Autocast is off; everything is cast to float32.
+
+    Args:
+        method: The domain-adaptation method.
+        z_s, z_t: This rank's source and target latents, (b_s, D) and (b_t, D).
+        logits_s, logits_t: Their logits, (b_s, K) and (b_t, K).
+        y_s: This rank's source labels, (b_s,).
+        ctx: The distributed context.
+        progress: Fraction of the alignment phase done (:class:`StepOutputs`).
     """
     with _no_autocast(z_s.device):
         z_s, z_t, logits_s, logits_t = (t.float() for t in (z_s, z_t, logits_s, logits_t))

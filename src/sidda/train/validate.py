@@ -2,8 +2,10 @@
 
 On the held-out source split: accuracy (``val_acc_s``) and cross-entropy (``val_ce``). For a
 domain-adaptation method after the warm-up, the DA term of the training objective on
-(source batch i, target batch i) pairs of validation latents (``val_da``; SIDDA's is the
-Sinkhorn divergence at the dynamic blur, ``SIDDALoss.sinkhorn(z_s, z_t)``). Whenever target
+(source batch i, target batch i) pairs of validation latents (``val_da``,
+:meth:`~sidda.methods.base.DAMethod.alignment`; SIDDA's is the Sinkhorn divergence at the
+dynamic blur). Target images pass with the method's target BatchNorm statistics when it keeps
+them (:meth:`~sidda.methods.base.DAMethod.target_stats`). Whenever target
 validation images exist, the two alignment diagnostics of :mod:`sidda.alignment`
 (``val_js_paper``, ``val_sinkhorn_fixed``). ``val_total = val_ce + val_da`` (unweighted, so
 comparable across epochs). Target labels are never read; no random numbers are drawn.
@@ -22,7 +24,6 @@ from sidda.alignment import fixed_blur_sinkhorn, paper_js_distance
 from sidda.datasets import ImageSet, cycle_batches
 from sidda.evaluate import forward_all
 from sidda.methods import DAMethod, StepOutputs
-from sidda.methods.sidda import SIDDAMethod
 from sidda.train.recovery import NonFiniteError
 
 __all__ = ["validate"]
@@ -50,7 +51,7 @@ def validate(
     batch_size: int,
     device: torch.device,
 ) -> dict:
-    """Source accuracy and CE; for SIDDA after warm-up the DA loss on batch pairs; always the
+    """Source accuracy and CE; for a method after warm-up its DA term on batch pairs; always the
     two alignment diagnostics when target validation images exist. Target labels unused.
     Draws no random numbers (``eval()`` mode; a fixed-seed batch pairing)."""
     model.eval()
@@ -63,8 +64,7 @@ def validate(
         "val_da": None,
     }
     if val_t is not None and len(val_t):
-        stats = getattr(criterion, "domain_stats", None)
-        with stats.target() if stats is not None else contextlib.nullcontext():
+        with criterion.target_stats() if criterion is not None else contextlib.nullcontext():
             z_t, logits_t = forward_all(model, val_t, batch_size=batch_size, device=device)
         _check_finite(z_t, logits_t, "target")
         if with_da and criterion is not None:
@@ -73,7 +73,7 @@ def validate(
             stream = cycle_batches(len(z_t), batch_size, seed=0)
             for idx in torch.arange(len(z_s)).split(batch_size):
                 jdx = next(stream)
-                da.append(_validation_da(criterion, StepOutputs(
+                da.append(criterion.alignment(StepOutputs(
                     z_s=z_s[idx], z_t=z_t[jdx], logits_s=logits[idx], logits_t=logits_t[jdx],
                     y_s=y_s[idx], progress=1.0)))
             out["val_da"] = float(np.mean(da))
@@ -82,14 +82,3 @@ def validate(
     out["val_total"] = out["val_ce"] + (out["val_da"] or 0.0)
     return out
 
-
-def _validation_da(criterion: DAMethod, batch: StepOutputs) -> float:
-    """The alignment term of one validation batch pair (no side effects on the method)."""
-    if isinstance(criterion, SIDDAMethod):  # the Sinkhorn term alone, at the dynamic blur
-        return float(criterion.loss.sinkhorn(batch.z_s, batch.z_t))
-    was = criterion.training
-    criterion.eval()
-    try:
-        return float(criterion(batch).da)
-    finally:
-        criterion.train(was)
