@@ -78,28 +78,28 @@ def _planes(x: np.ndarray, rgb: Sequence[int] | None) -> np.ndarray:
 
 def _limits(v: np.ndarray, stretch: str, minimum: float | None, stretch_range: float | None,
             q: float) -> tuple[float, float]:
-    """(lo, hi) of values ``v`` (3, ...) for a stretch (module docstring)."""
+    """(lo, hi - lo) of values ``v`` (3, ...) for a stretch (module docstring)."""
     if stretch == "lupton":
         lo = float(np.median(v)) if minimum is None else minimum
         if stretch_range is None:
             top = float(np.percentile(v.mean(0) - lo, 99.5))
-            stretch_range = q * max(top, 1e-12) / math.sinh(10 * math.asinh(q / 10))
-        return lo, lo + stretch_range
-    lo = float(np.percentile(v, 0.5)) if minimum is None else minimum
-    if stretch_range is None:
-        hi = float(v.max() if stretch == "asinh" else np.percentile(v, 99.5))
-        stretch_range = hi - lo
-    return lo, lo + max(stretch_range, 1e-12)
+            stretch_range = q * top / math.sinh(10 * math.asinh(q / 10))
+    else:
+        lo = float(np.percentile(v, 0.5)) if minimum is None else minimum
+        if stretch_range is None:
+            stretch_range = float(v.max() if stretch == "asinh" else np.percentile(v, 99.5)) - lo
+    tiny = 1e-9 * max(1.0, abs(lo), float(np.abs(v).max(initial=0)))  # flat images: no 0 / 0
+    return lo, max(stretch_range, tiny)
 
 
-def _stretched(v: np.ndarray, stretch: str, lo: float, hi: float, q: float) -> np.ndarray:
+def _stretched(v: np.ndarray, stretch: str, lo: float, span: float, q: float) -> np.ndarray:
     """(3, H', W) values -> (H', W, 3) uint8."""
     if stretch == "lupton":
         from astropy.visualization import make_lupton_rgb
 
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return make_lupton_rgb(v[0], v[1], v[2], minimum=lo, stretch=hi - lo, Q=q)
-    u = np.clip((v - lo) / (hi - lo), 0.0, 1.0)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            return make_lupton_rgb(v[0], v[1], v[2], minimum=lo, stretch=span, Q=q)
+    u = np.clip((v - lo) / span, 0.0, 1.0)
     if stretch == "asinh":
         u = np.arcsinh(q * u) / math.asinh(q)
     return np.round(np.moveaxis(u, 0, -1) * 255).astype(np.uint8)
@@ -155,9 +155,9 @@ def to_rgb(
     if per_image:
         return np.stack([_stretched(im, stretch, *_limits(im, stretch, minimum, stretch_range,
                                                           q), q) for im in v])
-    lo, hi = _limits(np.moveaxis(v, 1, 0), stretch, minimum, stretch_range, q)
+    lo, span = _limits(np.moveaxis(v, 1, 0), stretch, minimum, stretch_range, q)
     tall = np.moveaxis(v, 1, 0).reshape(3, n * h, w)  # every image below the previous one
-    return _stretched(tall, stretch, lo, hi, q).reshape(n, h, w, 3)
+    return _stretched(tall, stretch, lo, span, q).reshape(n, h, w, 3)
 
 
 def sample_grid(
