@@ -1,6 +1,7 @@
-"""Fuzzing the boundaries: the config parser, the data loaders and the CLI get random
-malformed input and must answer with their documented error (ConfigError, DataError, exit 2
-and one ``sidda: error:`` line), never with a traceback."""
+"""Fuzzing the boundaries: the config parser, the data loaders, the image and FITS readers,
+the folder import, the drawing and the CLI get random malformed input and must answer with
+their documented error (ConfigError, DataError, exit 2 and one ``sidda: error:`` line), never
+with a traceback."""
 
 import contextlib
 import io
@@ -18,10 +19,21 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from PIL import Image
 
 from sidda import ConfigError, DataConfig, DataError, RunConfig, load_domains
+from sidda._text import escape_mathtext
 from sidda.cli import main
-from sidda.datasets import check_data
+from sidda.datasets import (
+    check_data,
+    import_image_folders,
+    list_image_files,
+    normalisation_report,
+    read_image_file,
+    to_rgb,
+)
+from sidda.datasets.fits import fits_bands, read_fits
+from sidda.errors import InputError
 
 FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -268,19 +280,6 @@ def test_cli_train_with_a_bad_config_exits_2_with_one_line(text, capsys):
 
 
 # ------------------------------------------------------------------- image files and folders
-
-from PIL import Image  # noqa: E402
-
-from sidda._text import escape_mathtext  # noqa: E402
-from sidda.datasets import (  # noqa: E402
-    import_image_folders,
-    list_image_files,
-    normalisation_report,
-    read_image_file,
-    to_rgb,
-)
-from sidda.datasets.fits import fits_bands, read_fits  # noqa: E402
-from sidda.errors import InputError  # noqa: E402
 
 SMALL = settings(max_examples=25, deadline=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -160,10 +160,9 @@ def _common_size(sizes: list[tuple[int, int]], fit: str, where: str) -> int:
     return size
 
 
-def _warn_upsampling(files: list[Path], sizes: list[tuple[int, int]], size: int,
-                     fit: str) -> None:
-    small = [(p, wh) for p, wh in zip(files, sizes, strict=True)
-             if (min(wh) if fit == "crop" else min(wh[0], wh[1])) < size]
+def _warn_upsampling(files: list[Path], sizes: list[tuple[int, int]], size: int) -> None:
+    """One warning for the images with a side below ``size`` (both fits resize them up)."""
+    small = [(p, wh) for p, wh in zip(files, sizes, strict=True) if min(wh) < size]
     if small:
         p, (w, h) = small[0]
         logger.warning("%d image(s) smaller than %dx%d are upsampled (e.g. %s, %dx%d); "
@@ -314,7 +313,7 @@ def import_image_folders(
     if image_size is None:
         image_size = _common_size(sizes, fit, f"{source}, {target}")
     else:
-        _warn_upsampling(every, sizes, image_size, fit)
+        _warn_upsampling(every, sizes, image_size)
 
     seqs = np.random.SeedSequence(random_state).spawn(3)
     arrays: dict[str, np.ndarray] = {}

@@ -53,8 +53,8 @@ _UINT16_MAX = 65535
 def is_image_name(path: Path) -> bool:
     """Whether ``path`` is named like an image file sidda reads (image or FITS).
 
-    >>> is_image_name(Path("a/B.PNG")), is_image_name(Path("c.fits.gz")), is_image_name(Path("d.txt"))
-    (True, True, False)
+    >>> [is_image_name(Path(n)) for n in ("a/B.PNG", "c.fits.gz", "d.txt")]
+    [True, True, False]
     """
     return path.suffix.lower() in IMAGE_EXTENSIONS or is_fits(path)
 

@@ -37,9 +37,9 @@ from sidda.datasets.npyfiles import DataError, _check_labels, _open_npy, file_ch
 from sidda.errors import short_repr
 from sidda.runs import atomic_write
 
-__all__ = ["DEFAULT_TARGET_SUFFIX", "LAYOUTS", "DataConfig", "check_class_names", "detect_layout",
-           "layout_paths", "load_domains", "resolve_target_suffix", "write_layout", "write_manifest",
-           "zenodo_suffixes"]
+__all__ = ["DEFAULT_TARGET_SUFFIX", "LAYOUTS", "DataConfig", "check_class_names",
+           "detect_layout", "layout_paths", "load_domains", "resolve_target_suffix",
+           "write_layout", "write_manifest", "zenodo_suffixes"]
 
 LAYOUTS = ("zenodo", "mrssc2")
 #: Target suffix of a folder whose config and manifest name none (the paper's Zenodo sets).
