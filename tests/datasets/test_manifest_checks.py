@@ -23,6 +23,7 @@ BAD_NAMES = [
     ([{"a": 1}, "b", "c"], r"class_names must hold strings, got \{'a': 1\} \(dict\)"),
     (["a", "a", "b"], r"class_names names 'a' twice"),
     (3, r"class_names must be a list of 3 strings .*got 3 \(int\)"),
+    ([None, "b", "c"], r"class_names must hold strings, got None \(NoneType\)"),
 ]
 
 

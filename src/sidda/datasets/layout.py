@@ -337,8 +337,9 @@ def check_class_names(names: object, num_classes: int, *, where: object) -> list
         raise DataError(f"{where}: class_names must be a list of {num_classes} strings (one per "
                         f"class, label k is the k-th), got {short_repr(names)} "
                         f"({type(names).__name__}){fix}")
-    bad = next((n for n in names if not isinstance(n, str)), None)
-    if bad is not None:
+    wrong = [n for n in names if not isinstance(n, str)]
+    if wrong:
+        bad = wrong[0]
         raise DataError(f"{where}: class_names must hold strings, got {short_repr(bad)} "
                         f"({type(bad).__name__}){fix}")
     if len(names) != num_classes:
