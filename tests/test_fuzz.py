@@ -1,6 +1,7 @@
-"""Fuzzing the boundaries: the config parser, the data loaders and the CLI get random
-malformed input and must answer with their documented error (ConfigError, DataError, exit 2
-and one ``sidda: error:`` line), never with a traceback."""
+"""Fuzzing the boundaries: the config parser, the data loaders, the image and FITS readers,
+the folder import, the drawing and the CLI get random malformed input and must answer with
+their documented error (ConfigError, DataError, exit 2 and one ``sidda: error:`` line), never
+with a traceback."""
 
 import contextlib
 import io
@@ -18,10 +19,21 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from PIL import Image
 
 from sidda import ConfigError, DataConfig, DataError, RunConfig, load_domains
+from sidda._text import escape_mathtext
 from sidda.cli import main
-from sidda.datasets import check_data
+from sidda.datasets import (
+    check_data,
+    import_image_folders,
+    list_image_files,
+    normalisation_report,
+    read_image_file,
+    to_rgb,
+)
+from sidda.datasets.fits import fits_bands, read_fits
+from sidda.errors import InputError
 
 FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -265,3 +277,197 @@ def test_cli_train_with_a_bad_config_exits_2_with_one_line(text, capsys):
         assert code == 2
         assert len(err) == 1 and err[0].startswith("sidda: error: "), err
         assert not (Path(tmp) / "runs").exists()
+
+
+# ------------------------------------------------------------------- image files and folders
+
+SMALL = settings(max_examples=25, deadline=None,
+                 suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                        HealthCheck.too_slow])
+
+pil_images = st.one_of(
+    st.tuples(st.just("I"), st.integers(-2**31, 2**31 - 1), st.integers(0, 2**31 - 1)),
+    st.tuples(st.just("I;16"), st.integers(0, 65535), st.integers(0, 65535)),
+    st.tuples(st.just("L"), st.integers(0, 255), st.integers(0, 255)),
+    st.tuples(st.just("F"), st.floats(-1e30, 1e30), st.floats(0, 1e30)),
+)
+
+
+@SMALL
+@given(image=pil_images, channels=st.integers(1, 6), size=st.sampled_from([8, 9]))
+def test_image_files_of_any_depth_are_read_in_range_or_refused(image, channels, size):
+    """Every bit depth: values scaled by the documented rule (integers never clipped to 1
+    silently), or a DataError; a band count that PNG/JPEG cannot give is refused."""
+    mode, lo, span = image
+    hi = min(lo + span, 2**31 - 1) if mode != "F" else lo + span
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.tif"
+        values = np.linspace(lo, hi, 64).reshape(8, 8)
+        dtype = {"I": np.int32, "I;16": np.uint16, "L": np.uint8, "F": np.float32}[mode]
+        img = Image.fromarray(values.astype(dtype), mode if mode != "I;16" else None)
+        img.save(path)
+        try:
+            x = read_image_file(path, channels=channels, size=size)
+        except DataError as e:
+            assert channels not in (1, 3) or (mode == "I" and (lo < 0 or hi > 65535)), str(e)
+            return
+        assert channels in (1, 3) and x.shape == (size, size, channels)
+        if mode != "F":
+            assert 0 <= x.min() and x.max() <= 1
+        if mode in ("I", "I;16") and size == 8:  # no resize: exactly v / 65535
+            np.testing.assert_allclose(x[..., 0], values.astype(dtype) / 65535, rtol=1e-6)
+
+
+@st.composite
+def trees(draw):
+    """Relative image paths inside two class folders, nested up to 3 levels, some hidden."""
+    part = st.sampled_from(["a", "b", "more", ".h", "x y", "caf\u00e9", "deep"])
+    files = draw(st.lists(st.tuples(st.sampled_from(["c0", "c1"]),
+                                    st.lists(part, max_size=3),
+                                    st.sampled_from(["i.png", "j.PNG", ".k.png", "n.txt"])),
+                          min_size=1, max_size=8))
+    return [("/".join([c, *mid, name])) for c, mid, name in files]
+
+
+@SMALL
+@given(files=trees())
+def test_import_reads_what_list_image_files_lists(files):
+    """Nested class folders: the import reads exactly the files the recursive listing
+    (the one predict uses) gives, or says which class folder holds too few."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for dom in ("s", "t"):
+            for i, rel in enumerate([*files, "c0/base0.png", "c0/base1.png", "c1/base0.png",
+                                     "c1/base1.png"]):
+                p = root / dom / rel
+                p.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("L", (8, 8), i * 7 % 256).save(p, format="PNG")
+        try:
+            out = import_image_folders(root / "s", root / "t", root / "o")
+        except DataError as e:
+            assert "class folder" in str(e) or "has 1 image" in str(e), str(e)
+            return
+        listed = sorted(p.relative_to(root / "s").as_posix()
+                        for p in list_image_files(root / "s"))
+        rows = [r.split(",") for r in (out / "index.csv").read_text().splitlines()[1:]]
+        assert sorted(r[4] for r in rows if r[0] == "source") == listed
+        assert not any("/." in "/" + f for f in listed)
+
+
+names_json = st.one_of(
+    st.none(), st.integers(), st.text(max_size=8),
+    st.lists(st.one_of(st.text(max_size=6), st.integers(), st.none(),
+                       st.dictionaries(st.text(max_size=2), st.integers(), max_size=1)),
+             max_size=5),
+)
+
+
+@FUZZ
+@given(names=names_json)
+def test_manifest_class_names_are_k_strings_or_a_data_error(base_data, names):
+    import json
+
+    with _damaged_copy(base_data, []) as root:
+        man = json.loads((root / "manifest.json").read_text())
+        man["class_names"] = names
+        (root / "manifest.json").write_text(json.dumps(man))
+        try:
+            summary = check_data(DataConfig(path=str(root)))
+        except DataError as e:
+            assert "manifest.json: class_names" in str(e)
+            return
+        got = summary.class_names
+        assert got is None or (len(got) == 3 and all(isinstance(n, str) for n in got)
+                               and len(set(got)) == 3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from("$\\{}^_a1 frac"), max_size=16))
+def test_any_label_is_drawn_literally(text):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1))
+    ax = fig.add_subplot()
+    ax.set_ylabel(escape_mathtext(text))
+    ax.set_title(escape_mathtext(text))
+    fig.savefig(io.BytesIO(), format="png")  # a mathtext parse error would raise here
+    assert ax.get_ylabel().replace("\\$", "$") == text
+
+
+@FUZZ
+@given(x=hnp.arrays(np.float64, hnp.array_shapes(min_dims=4, max_dims=4, max_side=5),
+                    elements=st.floats(-1e6, 1e6)),
+       rgb=st.one_of(st.none(), st.lists(st.integers(-1, 5), min_size=1, max_size=4)),
+       stretch=st.sampled_from(["linear", "asinh", "lupton", "log"]),
+       per_image=st.booleans())
+def test_to_rgb_gives_uint8_rgb_or_an_input_error(x, rgb, stretch, per_image):
+    try:
+        out = to_rgb(x, rgb=rgb, stretch=stretch, per_image=per_image)
+    except InputError:
+        return
+    n, _, h, w = x.shape
+    assert out.dtype == np.uint8 and out.shape == (n, h, w, 3)
+
+
+@FUZZ
+@given(x_s=hnp.arrays(np.float32, (3, 2, 8, 8), elements=st.floats(-1e3, 1e3, width=32)),
+       x_t=hnp.arrays(np.float32, (2, 2, 8, 8), elements=st.floats(-1e3, 1e3, width=32)),
+       mode=st.sampled_from(["half", "none", "per_band_standard", "per_band_minmax", "asinh"]))
+def test_normalisation_report_is_finite_for_finite_images(x_s, x_t, mode):
+    rep = normalisation_report(x_s, x_t, mode=mode)
+    assert len(rep.table) == 4
+    for r in rep.table:
+        assert all(math.isfinite(v) for v in (r.mean, r.std, r.min, r.max))
+        assert 0 <= r.floored <= 1 and 0 <= r.fallback <= 1 and r.min <= r.mean <= r.max + 1e-6
+
+
+fits_shapes = st.one_of(hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=20),
+                        st.sampled_from([(16, 16, 3), (3, 16, 16), (1, 3, 9, 9), (16, 16, 5)]))
+
+
+@SMALL
+@given(shape=fits_shapes,
+       hdus=st.one_of(st.none(), st.lists(st.one_of(st.sampled_from(["g", "R", "z", "q", ""]),
+                                                    st.integers(-1, 5)), max_size=3)))
+def test_fits_layouts_and_band_selections_read_or_say_why(shape, hdus):
+    """Cubes of any shape (bands first or last), and any HDU selection: C bands of (H, W),
+    or one DataError/InputError line."""
+    from astropy.io import fits
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.fits"
+        data = np.arange(math.prod(shape), dtype=np.float32).reshape(shape)
+        fits.HDUList([fits.PrimaryHDU(data), fits.ImageHDU(data, name="G"),
+                      fits.ImageHDU(data, name="R")]).writeto(path)
+        try:
+            head = fits_bands(path, hdus=hdus)
+            pixels, _ = read_fits(path, hdus=hdus)
+        except InputError as e:  # DataError included
+            assert "\n" not in str(e) and str(e)
+            return
+        assert pixels.shape == (head.size[1], head.size[0], head.bands)
+        if len(shape) == 3 and hdus is None:
+            assert not shape[2] < 8 <= min(shape[:2])  # bands-last cubes are refused
+
+
+@SMALL
+@given(argv=st.fixed_dictionaries({}, optional={
+    "--seed": st.integers(-3, 2**70).map(str),
+    "--per-class": st.integers(-2, 10**7).map(str),
+    "--out": st.sampled_from(["g", "g.png", "g.xyz", "g.PDF", "g.npy", "sub/g.svg"]),
+    "--stretch": st.sampled_from(["linear", "asinh", "lupton", "LOG", ""]),
+    "--stretch-q": st.sampled_from(["8", "0", "-1", "nan", "inf", "0.5"]),
+    "--rgb": st.sampled_from(["0", "0,0,0", "2,1,0", "0,1", "-1", "x", "0,,1"]),
+}))
+def test_cli_data_show_options_exit_0_or_2_with_one_line(base_data, argv, capsys):
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["data", "show", str(base_data), "-q"]
+        for k, v in argv.items():
+            args += [k, str(Path(tmp) / v) if k == "--out" else v]
+        if "--out" not in argv:
+            args += ["--out", str(Path(tmp) / "g.png")]
+        code = main(args)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code in (0, 2), err
+        if code == 2:
+            assert len(err) == 1 and err[0].startswith("sidda: error: "), err

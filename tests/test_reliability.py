@@ -369,8 +369,8 @@ def test_U_internal_value_errors_are_not_input_errors(tmp_path, data, capsys, mo
 @pytest.mark.parametrize("args, says", [
     (["data", "make", "shapes", "--out", "{t}/m", "--image-size", "100000"],
      "image_size must be an integer <= 1024"),
-    (["data", "make", "astro", "--out", "{t}/m", "--n-per-class", "0"], "n_per_class"),
-    (["data", "show", "{data}", "--out", "{t}/g.png", "--per-class", "0"], "per_class"),
+    (["data", "make", "astro", "--out", "{t}/m", "--n-per-class", "0"], "--n-per-class"),
+    (["data", "show", "{data}", "--out", "{t}/g.png", "--per-class", "0"], "--per-class"),
     (["data", "import-folder", "{t}", "{t}", "--out", "{t}/o", "--test-fraction", "2"],
      "test_fraction"),
     (["data", "import-folder", "{t}", "{t}", "--out", "{t}/o", "--image-size", "5000"],
@@ -482,8 +482,16 @@ def test_U_too_small_images_are_described_as_they_are(tmp_path, capsys, shape, i
     assert ("make them larger" in line) == (image_size is not None)
 
 
+def _drop_class_names(root):
+    """The tiny set's manifest names 3 classes; a test that makes more drops the names."""
+    man = json.loads((root / "manifest.json").read_text())
+    del man["class_names"]
+    (root / "manifest.json").write_text(json.dumps(man))
+
+
 def test_U_check_and_train_agree_on_the_classes(tmp_path, capsys):
     root = write_tiny_data(tmp_path / "d")
+    _drop_class_names(root)
     y = np.load(root / "test" / "y_test.npy")
     y[0] = 3  # a class that only the test split holds
     np.save(root / "test" / "y_test.npy", y)
@@ -498,6 +506,7 @@ def test_U_check_and_train_agree_on_the_classes(tmp_path, capsys):
 
 def test_M_a_stray_label_is_an_error_unless_num_classes_says_so(tmp_path, capsys):
     root = write_tiny_data(tmp_path / "d")
+    _drop_class_names(root)
     y = np.load(root / "train" / "y_train.npy")
     y[5] = 7
     np.save(root / "train" / "y_train.npy", y)

@@ -1,4 +1,4 @@
-"""Numbers as text in the tables that sidda prints and renders.
+"""Text in the tables that sidda prints and renders, and in the labels it draws.
 
 >>> fmt_cell(0.123456), fmt_cell(None), fmt_cell(3), fmt_cell(None, missing="\\u2013")
 ('0.1235', '-', '3', '–')
@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-__all__ = ["fmt_cell"]
+__all__ = ["escape_mathtext", "fmt_cell"]
 
 
 def fmt_cell(v: object, digits: int = 4, *, missing: str = "-") -> str:
@@ -16,3 +16,15 @@ def fmt_cell(v: object, digits: int = 4, *, missing: str = "-") -> str:
     if isinstance(v, float):
         return f"{v:.{digits}f}"
     return str(v)
+
+
+def escape_mathtext(text: object) -> str:
+    r"""``text`` with every ``$`` escaped, so matplotlib draws it literally, never as math.
+
+    Use it for every user-given string drawn with matplotlib (class names, run names, folder
+    names): ``$\frac{a}{$`` would fail to parse and ``price_$5-$10`` would be drawn as math.
+
+    >>> escape_mathtext("price_$5-$10")
+    'price_\\$5-\\$10'
+    """
+    return str(text).replace("$", r"\$")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sidda import metrics
+from sidda._text import escape_mathtext
 from sidda.evaluate.curves import CurveStats
 from sidda.evaluate.embedding import IsomapEmbedding
 
@@ -138,10 +139,10 @@ def confusion_matrices(
             for j in range(k):
                 ax.text(j, i, f"{rows[i, j]:.2f}\n({int(cm[i, j])})", ha="center",
                         va="center", fontsize=7, color="white" if rows[i, j] > 0.6 else "black")
-        names = list(class_names) if class_names else [str(i) for i in range(k)]
+        names = [escape_mathtext(n) for n in (class_names or range(k))]
         ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(k), names, fontsize=8)
-        ax.set(xlabel="predicted", ylabel="true", title=name)
+        ax.set(xlabel="predicted", ylabel="true", title=escape_mathtext(name))
     return fig
 
 
@@ -183,11 +184,11 @@ def isomap_figure(
             for c in np.unique(preds):
                 cx, cy = pts[preds == c].mean(0)
                 ax.plot(cx, cy, "X", ms=9, color=colours[c], mec=edge, mew=1.2)
-        ax.set(title=name, xticks=[], yticks=[])
+        ax.set(title=escape_mathtext(name), xticks=[], yticks=[])
         ax.text(0.99, 0.01, f"{len(emb.points_s)} + {len(emb.points_t)} points, "
                 f"k = {emb.n_neighbors}", transform=ax.transAxes, ha="right", va="bottom",
                 fontsize=7, color="0.4")
-    names = list(class_names) if class_names else [str(i) for i in range(k)]
+    names = [escape_mathtext(n) for n in (class_names or range(k))]
     handles = [Line2D([], [], marker="^", ls="", color="0.3", label="source (filled)"),
                Line2D([], [], marker="v", ls="", mfc="none", color="0.3",
                       label="target (hollow)")]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from sidda.datasets import (
+    NORMALIZATIONS,
+    STRETCHES,
     DataConfig,
     check_data,
+    check_normalisation,
+    format_normalisation,
     format_summary,
     import_image_folders,
     load_domains,
@@ -15,13 +20,47 @@ from sidda.datasets import (
     sample_grid,
     write_manifest,
 )
+from sidda.datasets.preview import MAX_PER_CLASS, figure_path
+from sidda.errors import InputError
 from sidda.experiments import write_generated
 from sidda.generators import make_dataset
+from sidda.runs import atomic_write
 
-__all__ = ["cmd_data_check", "cmd_data_import", "cmd_data_make", "cmd_data_show"]
+__all__ = ["MAX_N_PER_CLASS", "cmd_data_check", "cmd_data_import", "cmd_data_make",
+           "cmd_data_show"]
+
+#: Largest ``data make --n-per-class`` (3 classes x 2 domains of 100x100 float images is
+#: already about 24 GB at this count).
+MAX_N_PER_CLASS = 100_000
+
+
+def _check_seed(seed: int) -> int:
+    if seed < 0:
+        raise InputError(f"--seed must be an integer >= 0, got {seed}")
+    return seed
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise InputError(f"{option} takes comma-separated integers, e.g. 2,1,0; got "
+                         f"{text!r}") from None
+
+
+def _names(text: str, option: str) -> tuple[str, ...]:
+    names = tuple(p.strip() for p in text.split(","))
+    if not all(names):
+        raise InputError(f"{option} takes comma-separated HDU names (EXTNAME), e.g. G,R,Z; got "
+                         f"{text!r}")
+    return names
 
 
 def cmd_data_make(args: argparse.Namespace) -> int:
+    _check_seed(args.seed)
+    if not 2 <= args.n_per_class <= MAX_N_PER_CLASS:
+        raise InputError(f"--n-per-class must lie in 2..{MAX_N_PER_CLASS} (the images are drawn "
+                         f"in memory), got {args.n_per_class}")
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another --out")
@@ -38,8 +77,8 @@ def cmd_data_make(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_config(args: argparse.Namespace) -> DataConfig:
-    options = {"memory_budget_mb": args.memory_budget_mb}
+def _data_config(args: argparse.Namespace, **extra: object) -> DataConfig:
+    options = {"memory_budget_mb": args.memory_budget_mb, **extra}
     if args.image_size is not None:
         options["image_size"] = args.image_size
     return resolve_data_config(args.dir, layout=args.layout, source_suffix=args.source_suffix,
@@ -47,10 +86,13 @@ def _data_config(args: argparse.Namespace) -> DataConfig:
 
 
 def cmd_data_import(args: argparse.Namespace) -> int:
+    _check_seed(args.seed)
+    hdus = (_names(args.bands, "--bands") if args.bands is not None else
+            _int_list(args.hdu, "--hdu") if args.hdu is not None else None)
     out = import_image_folders(
         args.source, args.target, args.out, image_size=args.image_size,
         test_fraction=args.test_fraction, random_state=args.seed, fit=args.fit,
-        channels=args.channels,
+        channels=args.channels, hdus=hdus, target_test=args.target_test,
     )
     print(f"wrote {out}; train on it with  data: {{path: {out}}}  (its manifest records the "
           "target suffix, _target)")
@@ -58,8 +100,14 @@ def cmd_data_import(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
+    if args.normalize is not None and args.normalize not in NORMALIZATIONS:
+        raise InputError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, got "
+                         f"{args.normalize!r}")
     cfg = _data_config(args)
     print(format_summary(check_data(cfg, verify=args.verify)))
+    if args.normalize is not None:
+        print()
+        print(format_normalisation(check_normalisation(cfg, mode=args.normalize)))
     if args.write_manifest:
         root = Path(cfg.path)
         if (root / "manifest.json").exists():
@@ -72,15 +120,45 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_show_options(args: argparse.Namespace) -> tuple[int, ...] | None:
+    _check_seed(args.seed)
+    if not 1 <= args.per_class <= MAX_PER_CLASS:
+        raise InputError(f"--per-class must lie in 1..{MAX_PER_CLASS}, got {args.per_class}")
+    if args.stretch not in STRETCHES:
+        raise InputError(f"--stretch must be one of {', '.join(STRETCHES)}, got "
+                         f"{args.stretch!r}")
+    for option, value in (("--stretch-q", args.stretch_q),
+                          ("--stretch-range", args.stretch_range)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise InputError(f"{option} must be a number > 0, got {value}")
+    if args.stretch_minimum is not None and not math.isfinite(args.stretch_minimum):
+        raise InputError(f"--stretch-minimum must be a finite number, got "
+                         f"{args.stretch_minimum}")
+    rgb = None if args.rgb is None else _int_list(args.rgb, "--rgb")
+    if rgb is not None and len(rgb) not in (1, 3):
+        raise InputError(f"--rgb takes 3 bands (for R, G, B) or 1 (grey), e.g. 2,1,0; got "
+                         f"{args.rgb!r}")
+    return rgb
+
+
 def cmd_data_show(args: argparse.Namespace) -> int:
-    cfg = _data_config(args)
+    rgb = _check_show_options(args)
+    out = figure_path(args.out)
+    cfg = _data_config(args, normalize="none")  # values as stored
     data = load_domains(cfg, splits=("train",))
     names = data.manifest.get("class_names")
+    if rgb is None and data.manifest.get("format") == "fits" and data.in_channels >= 3:
+        rgb = (2, 1, 0)  # survey bands stored blue to red: the reddest of the three is R
+    elif rgb is not None and max(rgb) >= data.in_channels:
+        raise InputError(f"--rgb names band {max(rgb)}, but the images have "
+                         f"{data.in_channels} band(s) (0..{data.in_channels - 1})")
     fig = sample_grid(data, per_class=args.per_class, random_state=args.seed, scale=args.scale,
-                      class_names=list(names) if isinstance(names, list) else None,
+                      class_names=names, rgb=rgb, stretch=args.stretch,
+                      q=8.0 if args.stretch_q is None else args.stretch_q,
+                      minimum=args.stretch_minimum, stretch_range=args.stretch_range,
                       title=f"{Path(cfg.path).name}: training images, rows = classes")
-    out = Path(args.out)
+    existed = out.exists()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    print(f"wrote {out}")
+    atomic_write(out, lambda f: fig.savefig(f, format=out.suffix[1:].lower()))
+    print(f"wrote {out}" + (" (replaced the file that was there)" if existed else ""))
     return 0

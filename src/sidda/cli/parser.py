@@ -114,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Generate the paper's synthetic sets in the Zenodo layout.")
     m.add_argument("name", choices=("shapes", "astro", "mnist-m"))
     m.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
-    m.add_argument("--n-per-class", type=int, default=1000, help="base images per class")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--n-per-class", type=int, default=1000,
+                   help="base images per class (2 to 100000)")
+    m.add_argument("--seed", type=int, default=0, help="an integer >= 0")
     m.add_argument("--protocol", choices=("clean", "paper"), default="clean",
                    help="clean: disjoint base images per domain and split; paper: targets are "
                    "corrupted copies of the source images")
@@ -130,19 +131,30 @@ def build_parser() -> argparse.ArgumentParser:
         "one sub-folder per class (sorted names give labels 0..K-1); TARGET holds the same "
         "class sub-folders, or images directly when unlabelled. Images are cropped to their "
         "central square, resized (bicubic) and split train/test per class; PNG/JPEG are scaled "
-        "to [0, 1], FITS values are kept as float32 (NaN -> 0).")
+        "to [0, 1], FITS values are kept as float32 (NaN -> 0). Class folders are read "
+        "recursively.")
     im.add_argument("source", help="source folder: one sub-folder of images per class")
     im.add_argument("target", help="target folder: the same class sub-folders, or flat")
     im.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     im.add_argument("--image-size", type=int, default=None,
                     help="side of the square output images (default: the images' own size)")
     im.add_argument("--test-fraction", type=float, default=0.2)
-    im.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    im.add_argument("--seed", type=int, default=0,
+                    help="seed of the train/test split (an integer >= 0)")
     im.add_argument("--fit", choices=("crop", "stretch"), default="crop",
                     help="non-square images: central square crop (default) or stretch")
     im.add_argument("--channels", type=int, choices=(1, 3), default=None,
                     help="output channels of PNG/JPEG images (default: 3 if any image is in "
                     "colour, else 1); FITS files keep their band count")
+    hdu = im.add_mutually_exclusive_group()
+    hdu.add_argument("--bands", default=None, metavar="NAMES",
+                     help="FITS with one image HDU per band: stack the HDUs with these EXTNAMEs "
+                     "(case-insensitive) as bands, in this order, e.g. G,R,Z")
+    hdu.add_argument("--hdu", default=None, metavar="INDICES",
+                     help="as --bands, by HDU index (0 is the primary HDU), e.g. 1,2,3")
+    im.add_argument("--target-test", default=None, metavar="DIR",
+                    help="a labelled target test set: DIR holds one sub-folder per class (the "
+                    "source's); every TARGET image then goes to the target's training split")
     im.set_defaults(func=cmd_data_import)
 
     where = argparse.ArgumentParser(add_help=False)
@@ -165,17 +177,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also recompute the SHA-256 checksums listed in manifest.json")
     c.add_argument("--write-manifest", action="store_true",
                    help="write manifest.json (counts, shapes, checksums) if the folder has none")
+    c.add_argument("--normalize", default=None, metavar="MODE",
+                   help="also print per-domain, per-band statistics of the training images "
+                   "after this data.normalize mode (half, none, per_band_standard, "
+                   "per_band_minmax, asinh), with warnings where the domains will differ")
     c.set_defaults(func=cmd_data_check)
 
     sh = d.add_parser("show", parents=[common, where], help="draw samples per class to a PNG",
                       description="Draw training images, one row per class, source on the left "
                       "and target on the right (random samples for an unlabelled target).")
-    sh.add_argument("--out", required=True, help="output image, e.g. grid.png")
-    sh.add_argument("--per-class", type=int, default=6, help="images per class and domain")
-    sh.add_argument("--seed", type=int, default=0)
+    sh.add_argument("--out", required=True,
+                    help="output image, e.g. grid.png (no suffix: .png is added)")
+    sh.add_argument("--per-class", type=int, default=6,
+                    help="images per class and domain (1 to 64)")
+    sh.add_argument("--seed", type=int, default=0, help="an integer >= 0")
     sh.add_argument("--scale", choices=("domain", "image"), default="domain",
-                    help="grey levels per domain (default, keeps intensity differences) or per "
-                    "image")
+                    help="stretch limits per domain (default, keeps intensity differences) or "
+                    "per image")
+    sh.add_argument("--rgb", default=None, metavar="R,G,B",
+                    help="bands drawn as red, green, blue, e.g. 2,1,0 for g,r,z stored in that "
+                    "order (one band: grey); default: 0,1,2, or 2,1,0 for FITS imports")
+    sh.add_argument("--stretch", default="linear", metavar="NAME",
+                    help="linear (default), asinh or lupton (Lupton et al. 2004)")
+    sh.add_argument("--stretch-q", type=float, default=None, metavar="Q",
+                    help="softening of asinh and lupton (default 8)")
+    sh.add_argument("--stretch-minimum", type=float, default=None, metavar="V",
+                    help="value drawn black (default: from the images)")
+    sh.add_argument("--stretch-range", type=float, default=None, metavar="R",
+                    help="range above the minimum (default: from the images)")
     sh.set_defaults(func=cmd_data_show)
 
     r = sub.add_parser("report", parents=[common], help="HTML report of evaluated runs",

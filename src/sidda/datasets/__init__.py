@@ -10,9 +10,15 @@
   :func:`scan_images`, :func:`file_checksum`;
 - :mod:`~sidda.datasets.sampling`: :func:`batches`, :func:`cycle_batches`;
 - :mod:`~sidda.datasets.folders`: :func:`import_image_folders` (your own images);
+- :mod:`~sidda.datasets.imagefiles`: :func:`read_image_file`, :func:`list_image_files`,
+  :func:`import_settings` (one image file as the import reads it);
+- :mod:`~sidda.datasets.fits`: FITS cutouts, and the HDUs stacked as bands;
 - :mod:`~sidda.datasets.check`: :func:`resolve_data_config`, :func:`check_data`,
   :func:`format_summary`;
-- :mod:`~sidda.datasets.preview`: :func:`sample_grid` (matplotlib).
+- :mod:`~sidda.datasets.normcheck`: :func:`normalisation_report`,
+  :func:`check_normalisation` (the images after ``data.normalize``, per domain and band);
+- :mod:`~sidda.datasets.preview`: :func:`to_rgb` (bands to colour, stretches),
+  :func:`sample_grid` (matplotlib).
 
 See docs/data.md for the layouts and what each option does.
 """
@@ -25,7 +31,14 @@ from sidda.datasets.check import (
     resolve_data_config,
 )
 from sidda.datasets.fits import FITS_EXTENSIONS
-from sidda.datasets.folders import IMAGE_EXTENSIONS, import_image_folders, read_image_file
+from sidda.datasets.folders import import_image_folders
+from sidda.datasets.imagefiles import (
+    IMAGE_EXTENSIONS,
+    ImportSettings,
+    import_settings,
+    list_image_files,
+    read_image_file,
+)
 from sidda.datasets.imageset import (
     MAX_IMAGE_SIZE,
     DomainData,
@@ -38,6 +51,7 @@ from sidda.datasets.layout import (
     DEFAULT_TARGET_SUFFIX,
     LAYOUTS,
     DataConfig,
+    check_class_names,
     detect_layout,
     layout_paths,
     load_domains,
@@ -47,8 +61,15 @@ from sidda.datasets.layout import (
     zenodo_suffixes,
 )
 from sidda.datasets.normalize import NORMALIZATIONS, normalize_bands
+from sidda.datasets.normcheck import (
+    BandStats,
+    NormalisationReport,
+    check_normalisation,
+    format_normalisation,
+    normalisation_report,
+)
 from sidda.datasets.npyfiles import DataError, ImageStats, file_checksum, scan_images
-from sidda.datasets.preview import sample_grid
+from sidda.datasets.preview import STRETCHES, sample_grid, to_rgb
 from sidda.datasets.sampling import batches, cycle_batches
 
 __all__ = [
@@ -58,6 +79,8 @@ __all__ = [
     "MAX_IMAGE_SIZE",
     "NORMALIZATIONS",
     "FITS_EXTENSIONS",
+    "STRETCHES",
+    "BandStats",
     "DataConfig",
     "DataError",
     "DataSummary",
@@ -65,14 +88,22 @@ __all__ = [
     "FileSummary",
     "ImageSet",
     "ImageStats",
+    "ImportSettings",
     "MappedImages",
+    "NormalisationReport",
     "batches",
+    "check_class_names",
     "check_data",
+    "check_normalisation",
     "cycle_batches",
     "detect_layout",
     "file_checksum",
+    "format_normalisation",
     "format_summary",
     "import_image_folders",
+    "import_settings",
+    "list_image_files",
+    "normalisation_report",
     "read_image_file",
     "layout_paths",
     "load_domains",
@@ -83,6 +114,7 @@ __all__ = [
     "sample_grid",
     "scan_images",
     "split_indices",
+    "to_rgb",
     "write_layout",
     "write_manifest",
     "zenodo_suffixes",

@@ -13,6 +13,7 @@ import torch
 from sidda.datasets.layout import (
     DataConfig,
     _read_manifest,
+    check_class_names,
     detect_layout,
     layout_paths,
     load_domains,
@@ -20,6 +21,7 @@ from sidda.datasets.layout import (
     zenodo_suffixes,
 )
 from sidda.datasets.npyfiles import DataError, file_checksum, scan_images
+from sidda.errors import short_repr
 
 __all__ = ["DataSummary", "FileSummary", "check_data", "format_summary", "resolve_data_config"]
 
@@ -141,10 +143,10 @@ def check_data(cfg: DataConfig, *, verify: bool = False) -> DataSummary:
             mean=stats.mean, counts=counts, memory_mapped=s.memory_mapped,
         ))
     manifest = data.manifest
-    names = manifest.get("class_names")
     summary = DataSummary(
         root=root, cfg=cfg, files=files, num_classes=data.num_classes,
-        class_names=list(names) if isinstance(names, list) else None,
+        class_names=check_class_names(manifest.get("class_names"), data.num_classes,
+                                      where=root / "manifest.json"),
         model_shape=data.train_s.shape, manifest=manifest,
     )
     _add_warnings(summary)
@@ -157,9 +159,6 @@ def _add_warnings(summary: DataSummary) -> None:
     w = summary.warnings
     if summary.manifest.get("generator", "") is None and "sha256" not in summary.manifest:
         w.append("no manifest.json: add one with `sidda data check DIR --write-manifest`")
-    if summary.class_names is not None and len(summary.class_names) != summary.num_classes:
-        w.append(f"the manifest names {len(summary.class_names)} classes but the labels hold "
-                 f"{summary.num_classes}")
     for f in summary.files:
         if summary.cfg.normalize == "half" and (f.min < -0.01 or f.max > 1.01):
             w.append(f"{f.file}: values span [{f.min:.3g}, {f.max:.3g}], outside the [0, 1] "
@@ -175,11 +174,21 @@ def _add_warnings(summary: DataSummary) -> None:
 
 
 def _verify_checksums(root: Path, manifest: dict) -> int:
+    """Recompute the checksums ``manifest["sha256"]`` lists; every path must lie inside
+    ``root`` (relative, no ``..``), so a manifest cannot make sidda read other files."""
     sums = manifest.get("sha256") or {}
-    if not sums:
-        raise DataError(f"{root}/manifest.json: lists no checksums to verify")
+    where = root / "manifest.json"
+    if not isinstance(sums, dict) or not sums:
+        raise DataError(f"{where}: lists no checksums to verify (sha256 must map file names to "
+                        "checksums)")
+    inside = root.resolve()
     for rel, expected in sums.items():
-        path = root / rel
+        path = root / str(rel)
+        if (not isinstance(rel, str) or not rel or Path(rel).is_absolute()
+                or ".." in Path(rel).parts or not path.resolve().is_relative_to(inside)):
+            raise DataError(f"{where}: sha256 lists {short_repr(rel)}, a path outside the data "
+                            "folder; a manifest lists files inside its folder only (e.g. "
+                            "train/x_train.npy)")
         if not path.is_file():
             raise DataError(f"{path}: listed in manifest.json but missing")
         if file_checksum(path) != expected:

@@ -26,6 +26,7 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,9 +37,9 @@ from sidda.datasets.npyfiles import DataError, _check_labels, _open_npy, file_ch
 from sidda.errors import short_repr
 from sidda.runs import atomic_write
 
-__all__ = ["DEFAULT_TARGET_SUFFIX", "LAYOUTS", "DataConfig", "detect_layout", "layout_paths",
-           "load_domains", "resolve_target_suffix", "write_layout", "write_manifest",
-           "zenodo_suffixes"]
+__all__ = ["DEFAULT_TARGET_SUFFIX", "LAYOUTS", "DataConfig", "check_class_names",
+           "detect_layout", "layout_paths", "load_domains", "resolve_target_suffix",
+           "write_layout", "write_manifest", "zenodo_suffixes"]
 
 LAYOUTS = ("zenodo", "mrssc2")
 #: Target suffix of a folder whose config and manifest name none (the paper's Zenodo sets).
@@ -314,15 +315,54 @@ def load_domains(cfg: DataConfig, *, splits: tuple[str, ...] = ("train", "test")
     num_classes = _count_classes(paths, sets, cfg)
     if num_classes < 2:
         raise DataError(f"{root}: the labels hold a single class; classification needs >= 2")
+    manifest = _read_manifest(root)
+    check_class_names(manifest.get("class_names"), num_classes, where=root / "manifest.json")
     return DomainData(
         train_s=sets["train_s"], train_t=sets["train_t"], test_s=sets["test_s"],
         test_t=sets["test_t"], num_classes=num_classes,
-        manifest=_read_manifest(root) or _describe_folder(root, cfg, sets),
+        manifest=manifest or _describe_folder(root, cfg, sets),
     )  # type: ignore[arg-type]
 
 
+def check_class_names(names: object, num_classes: int, *, where: object) -> list[str] | None:
+    """``names`` when it is K distinct strings (or None, no names); else a :class:`DataError`.
+
+    >>> check_class_names(["cat", "dog"], 2, where="manifest.json")
+    ['cat', 'dog']
+    """
+    if names is None:
+        return None
+    fix = "; fix it or remove the key"
+    if not isinstance(names, list):
+        raise DataError(f"{where}: class_names must be a list of {num_classes} strings (one per "
+                        f"class, label k is the k-th), got {short_repr(names)} "
+                        f"({type(names).__name__}){fix}")
+    wrong = [n for n in names if not isinstance(n, str)]
+    if wrong:
+        bad = wrong[0]
+        raise DataError(f"{where}: class_names must hold strings, got {short_repr(bad)} "
+                        f"({type(bad).__name__}){fix}")
+    if len(names) != num_classes:
+        raise DataError(f"{where}: class_names has {len(names)} name(s) but the labels hold "
+                        f"{num_classes} classes{fix}")
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise DataError(f"{where}: class_names names {twice!r} twice; each class needs its own "
+                        f"name{fix}")
+    return list(names)
+
+
+class _Chunked:
+    """A file seen by :func:`numpy.save` as a plain stream, so the array is written with
+    ``write`` calls (a full disk then raises ``ENOSPC``, where ``ndarray.tofile`` raises an
+    OSError without an errno)."""
+
+    def __init__(self, f: Any) -> None:
+        self.write = f.write
+
+
 def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    atomic_write(path, lambda f: np.save(f, arr))
+    atomic_write(path, lambda f: np.save(_Chunked(f), arr))
 
 
 def write_manifest(

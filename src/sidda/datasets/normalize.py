@@ -32,7 +32,7 @@ from torch import Tensor
 
 from sidda.errors import InputError
 
-__all__ = ["NORMALIZATIONS", "normalize_bands"]
+__all__ = ["NORMALIZATIONS", "normalize_bands", "scale_flags"]
 
 #: The values of ``DataConfig.normalize``, i.e. the modes of :func:`normalize_bands`.
 NORMALIZATIONS = ("half", "none", "per_band_standard", "per_band_minmax", "asinh")
@@ -71,6 +71,32 @@ def _normalize(t: Tensor, mode: str) -> Tensor:
         scale = torch.where(scale > floor, scale, v.std(-1, correction=0, keepdim=True))
         out = torch.asinh(v / torch.maximum(scale, floor))
     return out.reshape(t.shape)
+
+
+def scale_flags(x: Tensor, mode: str) -> tuple[Tensor, Tensor]:
+    """Per image and band, (..., C) booleans: whether ``mode``'s scale of the band is at the
+    floor eps_c of the module docstring (a constant band, or one too flat for float32), and, for
+    ``asinh``, whether its MAD was 0 so that its std was used instead.
+
+    ``half`` and ``none`` have no scale: both are False.
+
+    >>> x = torch.stack([torch.ones(4, 4), torch.eye(4)])  # (C=2, H=4, W=4)
+    >>> [f.tolist() for f in scale_flags(x, "asinh")]
+    [[True, False], [True, True]]
+    """
+    v = x.float().flatten(-2)  # (..., C, H*W)
+    floor = _floor(v)[..., 0]
+    none = torch.zeros(v.shape[:-1], dtype=torch.bool)
+    if mode in ("half", "none"):
+        return none, none
+    if mode == "per_band_standard":
+        return v.std(-1, correction=0) <= floor, none
+    if mode == "per_band_minmax":
+        return v.amax(-1) - v.amin(-1) <= floor, none
+    mad = _MAD_TO_SIGMA * _median((v - _median(v)).abs())[..., 0]
+    fallback = ~(mad > floor)
+    scale = torch.where(fallback, v.std(-1, correction=0), mad)
+    return scale <= floor, fallback
 
 
 def normalize_bands(x: Tensor | np.ndarray, mode: str) -> Tensor | np.ndarray:
