@@ -40,7 +40,7 @@ OPTIONS: dict[str, dict[str, object]] = {
     "sidda": {  # the paper variant's values; the default variant's own are VARIANT_DEFAULTS
         "variant": DEFAULT_VARIANT, "eta_mode": "faithful", "blur": None,
         "blur_factor": BLUR_FACTOR, "blur_floor": 0.01, "scaling": 0.9, "backend": "auto",
-        "da_ramp": "none", "stationary_window": 0.0, "domain_bn": False,
+        "da_ramp": "none", "stationary_window": 0.0, "domain_bn": False, "label_cost": 0.0,
     },
     "dan": {"weight": 1.0, "domain_bn": False},
     "coral": {"weight": 1.0, "domain_bn": False},
@@ -137,6 +137,10 @@ class LossConfig:
         stationary_window: sidda, robust variant: fraction of the alignment phase over which
             the etas are held at the stationary values of the mean CE and DA so far (0.05, the
             robust default; 0: set once, from the first alignment step).
+        label_cost: sidda, robust variant: class-aware alignment; each latent carries its
+            class (the source label, the target softmax) scaled so that two confident points
+            of different classes are ``label_cost`` times the largest latent distance apart
+            (0: off; see :mod:`sidda.methods.sidda`).
         weight: Trade-off of the alignment term (every method but sidda, whose weights are
             learned, and source_only).
         jdot_alpha: deepjdot: weight of the feature distance in the joint cost.
@@ -155,6 +159,7 @@ class LossConfig:
     backend: str | None = None
     da_ramp: str | None = None
     stationary_window: float | None = None
+    label_cost: float | None = None
     weight: float | None = None
     jdot_alpha: float | None = None
     jdot_lambda: float | None = None
@@ -211,6 +216,13 @@ class LossConfig:
             if self.stationary_window > 0 and self.variant != "robust":
                 raise ValueError("loss.stationary_window is an option of variant robust; "
                                  "remove it or use variant robust")
+        if self.label_cost is not None:
+            if not (self.label_cost >= 0 and math.isfinite(self.label_cost)):
+                raise ValueError(f"loss.label_cost must be a finite number >= 0, got "
+                                 f"{self.label_cost}")
+            if self.label_cost > 0 and self.variant != "robust":
+                raise ValueError("loss.label_cost is an option of variant robust; remove it or "
+                                 "use variant robust")
         if self.eta_mode is not None and self.eta_mode not in ("faithful", "clean"):
             raise ValueError(f"loss.eta_mode must be 'faithful' or 'clean', got {self.eta_mode!r}")
         if self.blur is not None and not self.blur > 0:

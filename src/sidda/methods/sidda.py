@@ -70,6 +70,27 @@ An option of the robust variant, off by default (``da_ramp="none"``):
    CE weight times tens, the paper's failure. AdamW moves the etas by about the learning rate per
    step whatever the scale of the term, so the ramp barely changes their path; it scales the
    alignment gradient. It lost on the shapes (docs/results.md, "What else we tried").
+
+An option of the robust variant, off by default (``label_cost=0``):
+
+7. **Class-aware alignment** (``label_cost`` :math:`\lambda > 0`): each latent carries its
+   class, the one-hot source label or the target softmax :math:`p_j`, scaled by
+   :math:`c = \lambda D/\sqrt 2` with :math:`D` the largest source-target latent distance of
+   the batch (no gradient):
+
+   .. math::
+
+       a_i = (z_{s,i},\ c\,e_{y_i}), \qquad b_j = (z_{t,j},\ c\,p_j), \qquad
+       \tfrac12\lVert a_i - b_j\rVert^2 = \tfrac12\lVert z_{s,i} - z_{t,j}\rVert^2
+           + \tfrac{\lambda^2 D^2}{4}\lVert e_{y_i} - p_j\rVert^2 ,
+
+   and the DA term is :math:`S_\varepsilon(a, b)` at the dynamic blur of the latents. Two
+   confident points of different classes are :math:`\lambda D` apart in the label coordinates,
+   so the transport prefers partners of the same class (a joint distribution optimal
+   transport in the sense of DeepJDOT, Damodaran et al. 2018, inside SIDDA's divergence and
+   weighting); the gradient through :math:`p_j` trains the classifier on the target towards
+   the labels of its partners, and a target whose predictions leave the source's class
+   balance pays for it (the transport has equal masses).
 """
 
 from __future__ import annotations
@@ -78,8 +99,9 @@ import math
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
-from sidda.losses import BLUR_FACTOR, ETA_1_MIN, SIDDALoss
+from sidda.losses import BLUR_FACTOR, ETA_1_MIN, SIDDALoss, max_cross_distance
 from sidda.methods.base import DAMethod, MethodOutput, StepOutputs
 
 __all__ = ["DA_RAMPS", "SIDDAMethod", "dann_ramp"]
@@ -147,6 +169,7 @@ class SIDDAMethod(DAMethod):
         domain_bn: bool | None = None,
         da_ramp: str = "none",
         stationary_window: float | None = None,
+        label_cost: float = 0.0,
     ) -> None:
         if variant not in ("paper", "robust"):
             raise ValueError(f"variant must be 'paper' or 'robust', got {variant!r}")
@@ -163,6 +186,11 @@ class SIDDAMethod(DAMethod):
             raise ValueError(f"stationary_window must lie in [0, 1), got {stationary_window}")
         if stationary_window > 0 and not robust:
             raise ValueError("stationary_window is an option of the robust variant")
+        if not (label_cost >= 0 and math.isfinite(label_cost)):
+            raise ValueError(f"label_cost must be a finite number >= 0, got {label_cost}")
+        if label_cost > 0 and not robust:
+            raise ValueError("label_cost is an option of the robust variant")
+        self.label_cost = float(label_cost)
         self.variant = variant
         self.da_ramp = da_ramp
         self.stationary_window = float(stationary_window)
@@ -248,7 +276,11 @@ class SIDDAMethod(DAMethod):
         Latent distances that overflow (a non-finite maximum distance) give a step to skip
         (``skip="max distance"``), before the etas are touched.
         """
-        res = self.loss(out.logits_s, out.y_s, out.z_s, out.z_t)
+        if self.label_cost > 0:
+            ce = F.cross_entropy(out.logits_s, out.y_s)
+            res = self.loss.output(ce, *self.class_aware_alignment(out))
+        else:
+            res = self.loss(out.logits_s, out.y_s, out.z_s, out.z_t)
         if not math.isfinite(res.max_distance):
             return MethodOutput(res.total, res.ce, res.da, {"max_distance": res.max_distance},
                                 skip="max distance")
@@ -261,4 +293,28 @@ class SIDDAMethod(DAMethod):
     @torch.no_grad()
     def alignment(self, out: StepOutputs) -> float:
         """The Sinkhorn term alone, at the dynamic blur (no eta is touched)."""
+        if self.label_cost > 0:
+            return float(self.class_aware_alignment(out)[0])
         return float(self.loss.sinkhorn(out.z_s, out.z_t))
+
+    def class_aware_alignment(self, out: StepOutputs) -> tuple[Tensor, float, float]:
+        r"""The class-aware DA term ``(da, blur, max_distance)`` (module docstring, 7).
+
+        Each point carries its class beside its latent: :math:`a_i = (z_{s,i},\, c\,e_{y_i})`,
+        :math:`b_j = (z_{t,j},\, c\,p_j)` with :math:`p_j` the target softmax and
+        :math:`c = \lambda D / \sqrt 2` (:math:`\lambda` = ``label_cost``, :math:`D` the largest
+        source-target latent distance, no gradient), so two confident points of different
+        classes are :math:`\lambda D` apart in the label coordinates. The blur is the dynamic
+        blur of the latents alone.
+        """
+        z_s, z_t = out.z_s.float(), out.z_t.float()
+        max_distance = max_cross_distance(z_s, z_t)
+        sk = self.loss.sinkhorn
+        blur = sk.blur_for(max_distance)
+        if not math.isfinite(max_distance):
+            return z_s.new_tensor(math.nan), blur, max_distance
+        k = out.logits_s.shape[1]
+        c = self.label_cost * max_distance / math.sqrt(2.0)
+        a = torch.cat([z_s, c * F.one_hot(out.y_s, k).to(z_s.dtype)], dim=1)  # (B_s, D + K)
+        b = torch.cat([z_t, c * out.logits_t.float().softmax(1)], dim=1)  # (B_t, D + K)
+        return sk.divergence(a, b, blur), blur, max_distance
