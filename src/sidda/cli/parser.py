@@ -22,7 +22,8 @@ from sidda.cli.data_commands import (
 )
 from sidda.cli.runs_commands import add_runs_parser
 from sidda.errors import InputError
-from sidda.evaluate import PICK_RULES
+from sidda.evaluate import PICK_RULES, VALIDATORS
+from sidda.metrics.ranking import DEFAULT_VALIDATOR
 from sidda.runs import CHECKPOINTS, check_checkpoint_name
 
 __all__ = ["build_parser", "checkpoint_arg"]
@@ -57,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help=CHECKPOINT_HELP)
     many.add_argument("--force", action="store_true", help="retrain runs that exist in OUT")
     many.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
+    many.add_argument("--validator", default=None, metavar="NAME",
+                      help=f"label-free validator of the tables and of the ranking when the "
+                      f"target has no labels ({', '.join(VALIDATORS)}; default "
+                      f"{DEFAULT_VALIDATOR}); see docs/evaluation.md")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", parents=[common], help="train a run from a YAML config",
