@@ -8,6 +8,7 @@ import yaml
 
 from sidda import ConfigError, RunConfig
 from sidda.cli import main
+from sidda.metrics import validator_agreement
 from sidda.sweep import format_table, run_sweep, summarize
 
 
@@ -68,6 +69,8 @@ def test_sweep_two_models_two_seeds_end_to_end(tmp_path, tiny_data, capsys):
     finally:
         torch.set_num_threads(n)
     printed = capsys.readouterr().out
+    res_order = [f"{m}_{meth}_seed{s}" for m in ("cnn", "c2") for s in (0, 1)
+                 for meth in ("source_only", "sidda")]  # the sweep's run order
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert runs == sorted(f"{m}_{meth}_seed{s}" for m in ("cnn", "c2") for s in (0, 1)
                           for meth in ("source_only", "sidda"))
@@ -81,6 +84,22 @@ def test_sweep_two_models_two_seeds_end_to_end(tmp_path, tiny_data, capsys):
         assert float(r["target_accuracy_mean"]) == pytest.approx(np.mean(accs))
         assert float(r["target_accuracy_std"]) == pytest.approx(np.std(accs, ddof=1))
         assert f"{r['model']:<8}{r['method']:<13}" in printed
+    # Target labels: how far each validator agrees with target accuracy over the 8 runs.
+    metrics = {p.name: json.loads((p / "metrics.json").read_text())
+               for p in (out / "runs").iterdir()}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["validator"] == "im" and summary["ranking"] is None
+    assert summary["agreement"] == validator_agreement([
+        {"name": n, "validators": m["label_free"]["validators"],
+         "target_accuracy": m["target"]["accuracy"]} for n, m in sorted(
+            metrics.items(), key=lambda kv: res_order.index(kv[0]))])
+    agree = list(csv.DictReader(open(out / "sweep_agreement.csv")))
+    assert [r["validator"] for r in agree] == list(summary["agreement"]["validators"])
+    assert "How far each label-free validator can be trusted here" in printed
+    for r in rows:
+        flags = [metrics[f"{r['model']}_{r['method']}_seed{s}"]["label_free"]["collapse"]["flag"]
+                 for s in (0, 1)]
+        assert r["collapse_per_seed"] == " ".join(map(str, flags))
     fig = out / "figure5.png"
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and fig.stat().st_size > 5000
     assert (out / "summary.txt").is_file() and not (out / "report.html").exists()

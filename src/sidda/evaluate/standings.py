@@ -234,9 +234,10 @@ def ranking_table(ranked: Sequence[Mapping], *, validator: str, what: str
     if not runs:
         head.insert(3, "runs")
     rows = []
+    healthy = any(not e.get("collapse") and e.get("score") is not None for e in ranked)
     for e in ranked:
         cell = collapse_cell(e.get("flags", [e.get("collapse")]))
-        if e.get("collapse"):
+        if e.get("collapse") and healthy:
             cell += " (ranked after every healthy one)"
         score = _f(e.get("score")) if e.get("score") is not None else (
             f"– (not computed: {e['why']})" if e.get("why") else "–")
