@@ -5,7 +5,10 @@
 
 * ``summary.csv`` / ``summary.json`` / ``summary.txt`` - per (model, method): accuracy, ECE,
   Brier (and the temperature-scaled ECE) on both domains, mean and sample standard deviation
-  over seeds (:func:`summarize`);
+  over seeds (:func:`summarize`), with the label-free columns (collapse flags, a validator's
+  score, the domain distance); ``summary.json`` adds the configs and runs ranked by the
+  validator when no run has target labels, else each validator's agreement with target accuracy
+  (:func:`~sidda.evaluate.standings.standings`), also in ``sweep_agreement.csv``;
 * ``figure5.png`` - the paper's Figure 5: a domain distance of the validation latents
   against epoch, one line per model, mean and +-1 std over seeds (:func:`distance_curves`);
 * ``report.html`` - the HTML report of every run, with the table and the figure on top.

@@ -68,6 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.evaluate:
         rep = experiments.evaluate_run(run_dir, device=str(ctx.device))
         print(run_table({run_dir.name: rep}))
+        print(label_free_lines(rep))
     return 0
 
 

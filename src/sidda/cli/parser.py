@@ -82,10 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", parents=[common], help="test metrics of a trained run",
-                       description="Accuracy, ECE, Brier, NLL on source and target test sets; "
-                       "writes RUN_DIR/metrics.json and the per-image .npy files.")
+                       description="Accuracy, ECE, Brier, NLL on source and target test sets, "
+                       "and label-free diagnostics of the target test images (collapse flag, "
+                       "domain distances, validators); writes RUN_DIR/metrics.json and the "
+                       "per-image .npy files.")
     e.add_argument("run_dir")
-    e.add_argument("--data", help="data folder (default: the one the run was trained on)")
+    e.add_argument("--data", help="data folder (default: the one the run was trained on); "
+                   "another folder needs only the target test images (docs/evaluation.md)")
     e.add_argument("--checkpoint", default="final", metavar="NAME", type=checkpoint_arg,
                    help=CHECKPOINT_HELP)
     e.add_argument("--device", default="cpu")

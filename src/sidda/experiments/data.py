@@ -1,7 +1,8 @@
 """The data of a run: the train/validation split, checksums of the files, generated sets.
 
 :func:`prepare_data` splits each domain's ``train`` images into train and validation with the
-run's seed (source: ``train.seed``, target: ``train.seed + 1``); :func:`data_checksums` records
+run's seed (source: ``train.seed``, target: ``train.seed + 1``; :func:`split_train`, which
+evaluation calls to rebuild the split); :func:`data_checksums` records
 the size and SHA-256 of every training file in ``environment.json``, so that a resumed run can
 refuse data that changed (:func:`check_same_data`) and a finished one is not reused on other
 data (:func:`changed_data`). :func:`write_generated` writes a
