@@ -125,10 +125,10 @@ def run_compare(
             check_validator(chosen, run_cfg.data, where=f"--data {name}")
     info = {"data": {k: str(v) for k, v in data.items()}, "methods": [s.token for s in specs],
             "seeds": list(seeds), "model": model, "checkpoint": checkpoint,
-            "validator": chosen,
             "loss": {s.token: method_loss(cfg.to_dict()["loss"], s.method, variant=s.variant)
                      for s in specs},
             "config": cfg.to_dict()}
+    info["validator"] = chosen
     logger.info("compare: %d runs (%d data sets x %d methods x %d seeds, model %s) into %s",
                 len(plan), len(data), len(specs), len(seeds), model, out)
     out.mkdir(parents=True, exist_ok=True)
