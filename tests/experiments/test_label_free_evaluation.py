@@ -237,3 +237,19 @@ def test_evaluate_run_can_leave_the_diagnostics_out(run, tmp_path):
     copy = _copy(run, tmp_path)
     m = evaluate_run(copy, calibration=False, selection=False, label_free=False)
     assert "label_free" not in m and RunDir(copy).needs_evaluation()
+
+
+def test_a_folder_without_manifest_takes_the_runs_target_suffix(run, tmp_path, capsys):
+    copy = _copy(run, tmp_path)
+    info = json.loads((copy / "run.json").read_text())
+    (copy / "run.json").write_text(json.dumps(info | {"target_suffix": "_sky"}))
+    folder = _target_only(run, tmp_path / "survey", classes=[0, 2])
+    test = folder / "test"
+    for kind in ("x", "y"):
+        (test / f"{kind}_test_noise.npy").rename(test / f"{kind}_test_sky.npy")
+    assert main(["evaluate", "-q", str(copy), "--data", str(folder)]) == 0
+    m = RunDir(copy).eval_dir(folder).metrics()
+    assert m["target"]["n"] == 3 * 16 and m["target"]["accuracy"] == 1.0
+    (folder / "manifest.json").write_text(json.dumps({"target_suffix": "_noise"}))
+    assert main(["evaluate", "-q", str(copy), "--data", str(folder)]) == 2  # the manifest's
+    assert "x_test_noise.npy: file not found" in capsys.readouterr().err

@@ -104,10 +104,14 @@ class TrainedRun:
         return str(Path(data_path).resolve()) in own
 
     def data_config(self, data_path: str | Path | None) -> DataConfig:
-        """How to load ``data_path`` (None: the run's own data). The run's own data takes the
-        target suffix recorded in ``run.json``, whatever its folder's manifest says now."""
+        """How to load ``data_path`` (None: the run's own data). Without ``data.target_suffix``
+        in the run's config, the run's own data takes the target suffix recorded in
+        ``run.json``, whatever its folder's manifest says now; another folder takes the one its
+        ``manifest.json`` records, and when it has no manifest (test files copied on their own),
+        the run's."""
         dcfg = replace(self.cfg.data, path=str(data_path or self.cfg.data.path))
-        if self.is_own_data(data_path) and dcfg.target_suffix is None:
+        if dcfg.target_suffix is None and (self.is_own_data(data_path) or not (
+                Path(dcfg.path) / "manifest.json").is_file()):
             dcfg = replace(dcfg, target_suffix=self.info.target_suffix)
         return dcfg
 

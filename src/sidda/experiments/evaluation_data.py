@@ -108,7 +108,7 @@ def _other_tests(dcfg: DataConfig) -> tuple[ImageSet, ImageSet | None]:
         raise DataError(
             f"{x_t}: file not found; `evaluate --data` needs at least the target test images "
             f"there (labels beside them in {y_t.name}, optional; data.layout {dcfg.layout!r}, "
-            "target suffix from the folder's manifest.json, else _noise)")
+            "the target suffix that the folder's manifest.json records, else the run's)")
     if os.path.lexists(paths["test_s"][0]):
         data = load_domains(dcfg, splits=("test",))
         return data.test_t, data.test_s
