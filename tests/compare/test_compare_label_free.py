@@ -2,6 +2,7 @@
 (how far each validator agrees with target accuracy), and its validator option."""
 
 import csv
+import html
 import json
 import shutil
 
@@ -10,6 +11,7 @@ import torch
 
 from conftest import write_config, write_tiny_data
 from sidda.cli import main
+from sidda.compare.page import compare_html
 from sidda.evaluate.standings import label_free_ranking, ranked_by
 from sidda.metrics import validator_agreement
 
@@ -90,6 +92,14 @@ def test_compare_ranks_without_labels_and_measures_agreement_with_them(tmp_path,
         assert float(r["validator_im"]) == pytest.approx(lf["validators"]["im"])
         assert r["collapse"] == str(lf["collapse"]["flag"])
     assert "| collapse | IM | domain dist. |" in md
+    assert "How far each label-free validator can be trusted here" in md
+
+    # The report page shows the same tables (rebuilt here from compare.json).
+    standing = {d: {"validator": "im", "ranking": js["ranking"].get(d),
+                    "agreement": js["agreement"].get(d)} for d in ("lab", "unl")}
+    page = compare_html(js["rows"], js["plan"], standing)
+    assert html.escape(ranked_by("im")) in page and "<th>weighted Spearman</th>" in page
+    assert f"<td class=l>{html.escape(expected[0]['name'])}</td>" in page
 
 
 @pytest.mark.parametrize(("extra", "message"), [

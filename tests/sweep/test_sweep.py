@@ -116,3 +116,38 @@ def test_sweep_two_models_two_seeds_end_to_end(tmp_path, tiny_data, capsys):
     with pytest.raises(ConfigError, match="different config"):
         run_sweep(RunConfig.from_yaml(tmp_path / "cfg.yaml").override(["train.lr=0.5"]),
                   models=["cnn"], seeds=[0], out=out, methods=["sidda"], report=False)
+
+
+def test_sweep_without_target_labels_ranks_its_configs_by_the_chosen_validator(tmp_path,
+                                                                               capsys):
+    from conftest import write_tiny_data
+
+    data = write_tiny_data(tmp_path / "d", target_labels=False)
+    cfg = {"name": "x", "out_dir": str(tmp_path / "ignored"), "data": {"path": str(data)},
+           "model": {"name": "cnn", "latent_dim": 16},
+           "train": {"epochs": 2, "warmup": 1, "batch_size": 8, "seed": 0, "threads": 1}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "sweep"
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["sweep", "--config", str(tmp_path / "cfg.yaml"), "--models", "cnn",
+                     "--out", str(out), "--no-report", "--validator", "entropy", "-q"]) == 0
+    finally:
+        torch.set_num_threads(n)
+    printed = capsys.readouterr().out
+    assert ("configs ranked by ENTROPY (a label-free validator; see docs/evaluation.md for how "
+            "far to trust it)") in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["validator"] == "entropy" and summary["agreement"] is None
+    metrics = {m: json.loads((out / "runs" / f"cnn_{m}_seed0" / "metrics.json").read_text())
+               for m in ("source_only", "sidda")}
+    lf = {m: metrics[m]["label_free"] for m in metrics}
+    order = sorted(metrics, key=lambda m: (bool(lf[m]["collapse"]["flag"]),
+                                           -lf[m]["validators"]["entropy"]))
+    assert [e["name"] for e in summary["ranking"]["groups"]] == [f"cnn {m}" for m in order]
+    assert [e["name"] for e in summary["ranking"]["runs"]] == [f"cnn_{m}_seed0" for m in order]
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [float(r["validator_mean"]) for r in rows] == pytest.approx(
+        [lf[m]["validators"]["entropy"] for m in ("source_only", "sidda")])
+    assert (out / "sweep_agreement.csv").read_text().startswith("validator,default,")

@@ -81,7 +81,7 @@ def evaluation_data(
     counts = None if info.source_class_counts is None else list(info.source_class_counts)
     if counts is None and val is not None:
         counts = source_class_counts(val["train_s"], info.num_classes)
-    elif counts is None:
+    elif counts is None and validation:
         notes.append("label-free diagnostics left out: this run's run.json does not record its "
                      "source class counts (an older sidda) and its training split could not be "
                      "rebuilt")
