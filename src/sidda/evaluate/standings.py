@@ -14,8 +14,12 @@ them.
   labels: per validator the weighted Spearman correlation of its scores with the target
   accuracies (Musgrave et al., 2022), Spearman's rho, and the regret of its pick.
 
-The text helpers (:func:`ranking_table`, :func:`agreement_table`, :func:`text_table`,
-:func:`markdown_table`) give the tables the commands print and write.
+:func:`standings` gives one or the other for runs in groups: the ranking when no run has target
+labels, else the agreement. :func:`run_facts` reads one run's numbers, :func:`label_free_columns`
+summarises a group's over seeds (the label-free columns of the tables), :func:`group_entry`
+makes a group's ranking entry. The text helpers (:func:`standings_tables`,
+:func:`ranking_table`, :func:`agreement_table`, :func:`text_table`, :func:`markdown_table`) give
+the tables the commands print and write.
 """
 
 from __future__ import annotations
