@@ -5,7 +5,10 @@
 
 * ``summary.csv`` / ``summary.json`` / ``summary.txt`` - per (model, method): accuracy, ECE,
   Brier (and the temperature-scaled ECE) on both domains, mean and sample standard deviation
-  over seeds (:func:`summarize`);
+  over seeds (:func:`summarize`), with the label-free columns (collapse flags, a validator's
+  score, the domain distance); ``summary.json`` adds the configs and runs ranked by the
+  validator when no run has target labels, else each validator's agreement with target accuracy
+  (:func:`~sidda.evaluate.standings.standings`), also in ``sweep_agreement.csv``;
 * ``figure5.png`` - the paper's Figure 5: a domain distance of the validation latents
   against epoch, one line per model, mean and +-1 std over seeds (:func:`distance_curves`);
 * ``report.html`` - the HTML report of every run, with the table and the figure on top.
@@ -28,15 +31,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import torch
+
 from sidda.config import ConfigError, RunConfig
-from sidda.datasets import DataError
+from sidda.datasets import DataConfig, DataError, load_domains
 from sidda.errors import InputError, one_line
 from sidda.evaluate.curves import CurveStats, distance_curves, group_curves
 from sidda.evaluate.curves import mean_std as _mean_std
+from sidda.evaluate.standings import (
+    AGREEMENT_FIELDS,
+    agreement_rows,
+    collapse_cell,
+    label_free_columns,
+    standings,
+    standings_tables,
+)
+from sidda.evaluate.validators import ValidatorInputs, check_validator_names, validator_report
 from sidda.experiments import evaluate_runs, run_config, train_run
 from sidda.experiments.data import changed_data
 from sidda.methods import method_class
 from sidda.methods.config import METHOD_NAMES, method_loss
+from sidda.metrics.ranking import DEFAULT_VALIDATOR
 from sidda.plots import distance_by_group
 from sidda.report import write_report
 from sidda.runs import DamagedFileError, RunDir, RunState, atomic_write, write_csv, write_json
@@ -46,6 +61,7 @@ __all__ = [
     "CurveStats",
     "SweepResult",
     "check_methods_available",
+    "check_validator",
     "distance_curves",
     "ensure_run",
     "format_table",
@@ -76,6 +92,7 @@ class SweepResult(NamedTuple):
     rows: list[dict]  #: :func:`summarize` rows
     figure: Path | None  #: figure5.png, or None when no run logged a distance
     report: Path | None  #: report.html, or None when not asked for
+    standings: dict  #: :func:`~sidda.evaluate.standings.standings` of the runs, by config
 
 
 def run_name(model: str, method: str, seed: int) -> str:
@@ -98,16 +115,18 @@ def _metric(report: dict, domain: str, key: str) -> float | None:
     return d.get(key)
 
 
-def summarize(reports: Sequence[dict]) -> list[dict]:
+def summarize(reports: Sequence[dict], *, validator: str = DEFAULT_VALIDATOR) -> list[dict]:
     """Mean and standard deviation over seeds, per (model, method).
 
     Args:
         reports: ``metrics.json`` dicts (each with ``model`` and ``method``).
+        validator: The label-free validator of the ``validator_*`` columns.
 
     Returns:
         One row per group in first-seen order: ``model``, ``method``, ``n_seeds`` and, for
         each metric of :data:`SUMMARY_METRICS`, ``<domain>_<metric>_mean`` and ``..._std``
-        (sample std, ddof = 1; 0.0 for a single seed; None when no run has the value).
+        (sample std, ddof = 1; 0.0 for a single seed; None when no run has the value), and
+        the label-free columns (:func:`~sidda.evaluate.standings.label_free_columns`).
     """
     groups: dict[tuple[str, str], list[dict]] = {}
     for rep in reports:
@@ -118,22 +137,54 @@ def summarize(reports: Sequence[dict]) -> list[dict]:
         for domain, key in SUMMARY_METRICS:
             mean, std, _ = _mean_std([_metric(r, domain, key) for r in reps])
             row[f"{domain}_{key}_mean"], row[f"{domain}_{key}_std"] = mean, std
-        rows.append(row)
+        rows.append(row | label_free_columns(reps, validator=validator))
     return rows
 
 
+def _cells(row: dict, *, digits: int = 3, pm: str = "+-", missing: str = "-") -> list[str]:
+    """The ``mean+-std`` cells of a :func:`summarize` row: :data:`SUMMARY_METRICS`, then the
+    label-free validator and the domain distance."""
+    keys = [f"{d}_{k}" for d, k in SUMMARY_METRICS] + ["validator", "sinkhorn"]
+    return [missing if row.get(f"{k}_mean") is None else
+            f"{row[f'{k}_mean']:.{digits}f}{pm}{row[f'{k}_std']:.{digits}f}" for k in keys]
+
+
 def format_table(rows: Sequence[dict]) -> str:
-    """The :func:`summarize` rows as a fixed-width text table, ``mean +- std``."""
+    """The :func:`summarize` rows as a fixed-width text table, ``mean +- std``, with the
+    label-free columns: the collapse flags, the validator's score and the domain distance
+    (Sinkhorn divergence, blur 1.0, of source validation and target test latents)."""
+    v = rows[0].get("validator", DEFAULT_VALIDATOR) if rows else DEFAULT_VALIDATOR
     head = f"{'model':<8}{'method':<13}{'seeds':>5}  " + "".join(
-        f"{d[:3] + '_' + k:<17}" for d, k in SUMMARY_METRICS)
-    lines = [head, "-" * len(head)]
+        f"{d[:3] + '_' + k:<17}" for d, k in SUMMARY_METRICS) + f"{v.upper():<17}{'sinkhorn':<17}"
+    lines = [head + "collapse", "-" * (len(head) + 8)]
     for r in rows:
-        cells = []
-        for d, k in SUMMARY_METRICS:
-            m, s = r[f"{d}_{k}_mean"], r[f"{d}_{k}_std"]
-            cells.append(("-" if m is None else f"{m:.3f}+-{s:.3f}").ljust(17))
-        lines.append(f"{r['model']:<8}{r['method']:<13}{r['n_seeds']:>5}  " + "".join(cells))
+        lines.append(f"{r['model']:<8}{r['method']:<13}{r['n_seeds']:>5}  " + "".join(
+            c.ljust(17) for c in _cells(r)) + collapse_cell(r.get("collapse_per_seed", [])))
     return "\n".join(lines)
+
+
+def check_validator(name: str, data: DataConfig, *, where: str) -> None:
+    """Raise :class:`~sidda.errors.InputError` unless validator ``name`` can score runs on
+    ``data``: its target test images (loaded, nothing else) are enough for the validator, and
+    a validator that reads source labels gets a validation split (``data.val_fraction > 0``).
+
+    The validator itself is asked: it scores stand-in numbers of the sizes the runs will have
+    (the real counts of target test images and classes), so its own rules decide.
+    """
+    test = load_domains(data, splits=("test",))
+    n_t, k = len(test.test_t), test.num_classes
+    n_s = 0 if data.val_fraction == 0 else max(2 * k, 10)
+    gen = torch.Generator().manual_seed(0)
+    stand_in = ValidatorInputs(torch.randn(n_s, 4, generator=gen),
+                               torch.randn(n_s, k, generator=gen), torch.arange(n_s) % k,
+                               torch.randn(n_t, 4, generator=gen),
+                               torch.randn(n_t, k, generator=gen))
+    why = validator_report(stand_in, [name])["skipped"].get(name)
+    if why is not None:
+        if n_s == 0:
+            why += " (data.val_fraction is 0: no source validation images)"
+        raise InputError(f"{where}: --validator {name} cannot score this data set ({why}); "
+                         "choose another validator")
 
 
 # --------------------------------------------------------------------------- methods and runs
@@ -245,6 +296,7 @@ def run_sweep(
     report: bool = True,
     argv: Sequence[str] = (),
     callbacks: Sequence = (),
+    validator: str | None = None,
 ) -> SweepResult:
     """Train and evaluate every (model, seed, method) and write the summary, figure and report.
 
@@ -261,9 +313,13 @@ def run_sweep(
         report: Also write ``report.html``.
         argv: Command line, recorded in each run.
         callbacks: Passed to training.
+        validator: The label-free validator of the table and of the ranking without target
+            labels (None: :data:`~sidda.metrics.DEFAULT_VALIDATOR`); named explicitly, it must
+            be able to score the data's target test images (:func:`check_validator`).
 
     Raises:
-        ConfigError: a bad model name or method, before anything is trained.
+        ConfigError: a bad model name or method; InputError: an unknown validator, or one
+            named that cannot score the target; before anything is trained.
     """
     if not models or not seeds or not methods:
         raise ConfigError("a sweep needs at least one model, one seed and one method")
@@ -281,27 +337,40 @@ def run_sweep(
                 d["loss"] = method_loss(d["loss"], method)
                 plan.append(RunConfig.from_dict(d))  # validates every name before training
     check_methods_available(methods)
+    chosen = check_validator_names(validator or DEFAULT_VALIDATOR)[0]
+    if validator is not None:
+        check_validator(chosen, cfg.data, where=str(cfg.data.path))
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "sweep.json", {"models": list(models), "seeds": list(seeds),
                                     "methods": list(methods), "checkpoint": checkpoint,
-                                    "config": cfg.to_dict()})
+                                    "validator": chosen, "config": cfg.to_dict()})
     runs, reports = [], []
     for i, run_cfg in enumerate(plan, 1):
         reports.append(ensure_run(run_cfg, checkpoint=checkpoint, force=force, argv=argv,
                                   callbacks=callbacks,
                                   label=f"[{i}/{len(plan)}] {run_cfg.run_dir.name}"))
         runs.append(run_cfg.run_dir)
-    rows = summarize(reports)
+    rows = summarize(reports, validator=chosen)
+    groups: dict[str, list] = {}
+    for run_cfg, rep in zip(plan, reports, strict=True):
+        groups.setdefault(f"{run_cfg.model.name} {run_cfg.loss.method}", []).append(
+            (run_cfg.name, rep))
+    standing = standings(groups, validator=chosen)
     summary = out / "summary"  # .csv, .txt and .json
-    write_csv(summary.with_suffix(".csv"), rows)
+    write_csv(summary.with_suffix(".csv"), [{k: " ".join(map(str, v)) if isinstance(v, list)
+                                             else v for k, v in r.items()} for r in rows])
     atomic_write(summary.with_suffix(".txt"), format_table(rows) + "\n")
-    write_json(summary.with_suffix(".json"), {"rows": rows, "runs": [str(r) for r in runs]})
+    write_json(summary.with_suffix(".json"), {"rows": rows, "runs": [str(r) for r in runs],
+                                              **standing})
+    write_csv(out / "sweep_agreement.csv", agreement_rows(standing["agreement"],
+                                                          validator=chosen)
+              if standing["agreement"] else [], fields=AGREEMENT_FIELDS)
     figure = _figure5(out, plan, runs, warmup=cfg.train.warmup)
     page = None
     if report:  # every run is evaluated (ensure_run): the page only renders
         page = write_report(runs, out / "report.html", title=f"sidda sweep: {out.name}",
-                            extra_html=_sweep_html(rows, figure))
-    return SweepResult(out, runs, rows, figure, page)
+                            extra_html=_sweep_html(rows, figure, standing))
+    return SweepResult(out, runs, rows, figure, page, standing)
 
 
 def _figure5(out: Path, plan: list[RunConfig], runs: list[Path], *, warmup: int) -> Path | None:
@@ -319,23 +388,34 @@ def _figure5(out: Path, plan: list[RunConfig], runs: list[Path], *, warmup: int)
     return out / "figure5.png"
 
 
-def _sweep_html(rows: list[dict], figure: Path | None) -> str:
-    head = ["model", "method", "seeds"] + [f"{d} {k}" for d, k in SUMMARY_METRICS]
+def _sweep_html(rows: list[dict], figure: Path | None, standing: dict) -> str:
+    v = standing["validator"].upper()
+    head = (["model", "method", "seeds"] + [f"{d} {k}" for d, k in SUMMARY_METRICS]
+            + [f"{v} (label-free)", "domain distance", "collapse"])
     cells = []
     for r in rows:
-        vals = [r["model"], r["method"], str(r["n_seeds"])]
-        for d, k in SUMMARY_METRICS:
-            m, s = r[f"{d}_{k}_mean"], r[f"{d}_{k}_std"]
-            vals.append("\u2013" if m is None else f"{m:.4f} \u00b1 {s:.4f}")
-        cells.append("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in vals) + "</tr>")
+        vals = [r["model"], r["method"], str(r["n_seeds"])] + _cells(
+            r, digits=4, pm=" \u00b1 ", missing="\u2013")
+        vals.append(collapse_cell(r.get("collapse_per_seed", [])))
+        cells.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in vals) + "</tr>")
     text = ("<h2 id='sweep'>Sweep: mean \u00b1 std over seeds</h2>"
             "<p class='note'>ece_ts: target ECE after temperature scaling fitted on source "
-            "validation data. Std: sample standard deviation (ddof 1).</p><table><thead><tr>"
-            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
-            + "".join(cells) + "</tbody></table>")
+            "validation data. Std: sample standard deviation (ddof 1). Label-free (no target "
+            f"label read): {v}, the validator's score (higher is better); domain distance, the "
+            "Sinkhorn divergence (blur 1.0) of source validation and target test latents; "
+            "collapse, the flag of the label-free diagnostics (docs/evaluation.md).</p>"
+            + _html_table(head, cells))
+    for sentence, h, body in standings_tables(standing, what="config"):
+        text += f"<p>{html.escape(sentence)}</p>" + _html_table(h, [
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+            for row in body])
     if figure is not None:
         data = base64.b64encode(figure.read_bytes()).decode("ascii")
         text += ("<h3>Domain distance against epoch (the paper's Figure 5)</h3>"
                  f"<img src='data:image/png;base64,{data}' alt='distance against epoch'>")
     return text
 
+
+def _html_table(head: Sequence[str], rows: Sequence[str]) -> str:
+    return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")

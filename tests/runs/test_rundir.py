@@ -91,7 +91,8 @@ def _evaluation(n=6, k=3, *, labelled=True):
             arrays[dom]["labels"] = np.arange(n) % k
     report = {"method": "sidda", "checkpoint": "best_val_loss", "n_bins": 15,
               "temperature": {"value": 1.5},
-              "selection": {"candidates": {}, "rules": {"iwv": {"checkpoint": "final"}}}}
+              "selection": {"candidates": {}, "rules": {"iwv": {"checkpoint": "final"}}},
+              "label_free": {"collapse": {"flag": False}}}
     return report, arrays
 
 
@@ -210,6 +211,8 @@ DAMAGE = {  # file, how it is damaged, the reader that must name it, evaluation 
                       lambda r: r.pick("iwv"), True),
     "a pick's name": (METRICS, lambda p: _edit_json(
         p, selection={"rules": {"iwv": {"checkpoint": "../x"}}}), lambda r: r.pick("iwv"), True),
+    "label-free part": (METRICS, lambda p: _edit_json(p, label_free=[0.5]),
+                        lambda r: r.metrics(), True),
     "temperature": (METRICS, lambda p: _edit_json(p, temperature={"value": -1.0}),
                     lambda r: r.temperature(), False),
     "array cut": ("logits_source.npy", _cut, lambda r: r.array("logits", "source"), True),
@@ -241,6 +244,31 @@ def test_every_reader_names_the_damaged_file_and_what_to_do(tmp_path, case):
     assert "--force" in msg or "sidda evaluate" in msg
     if case != "temperature":  # a bad T is found when T is read, not before
         assert run.needs_evaluation() == from_evaluation  # evaluating again rewrites these
+
+
+def test_an_evaluation_without_label_free_diagnostics_is_incomplete(tmp_path):
+    """An evaluation by an older sidda (no ``label_free``) is evaluated again by report,
+    compare and sweep; ``label_free: null`` (diagnostics that could not be computed) is not."""
+    run = _synthetic_run(tmp_path / "r")
+    assert run.state == RunState.EVALUATED
+    _edit_json(run.metrics_path, label_free=None)
+    assert not run.needs_evaluation()
+    old = json.loads(run.metrics_path.read_text())
+    del old["label_free"]
+    run.metrics_path.write_text(json.dumps(old))
+    assert run.needs_evaluation() and run.state == RunState.TRAINED
+
+
+def test_run_json_records_the_source_class_counts_and_reads_older_files(tmp_path):
+    info = RunInfo("sidda", "cnn", 1, 3, 16, "/d", source_class_counts=(4, 0, 2))
+    assert info.to_json()["source_class_counts"] == [4, 0, 2]
+    assert RunInfo.from_json(info.to_json()) == info
+    older = info.to_json()
+    del older["source_class_counts"]
+    assert RunInfo.from_json(older).source_class_counts is None
+    for bad in ([4, 0], [4, 0, -1], [4, 0, 2.5], [4, 0, True], "402"):
+        assert RunInfo.from_json(info.to_json() | {"source_class_counts": bad}
+                                 ).source_class_counts is None, bad
 
 
 def test_report_reevaluates_damaged_evaluation_files_and_names_the_others(trained, tmp_path,

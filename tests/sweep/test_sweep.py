@@ -8,6 +8,7 @@ import yaml
 
 from sidda import ConfigError, RunConfig
 from sidda.cli import main
+from sidda.metrics import validator_agreement
 from sidda.sweep import format_table, run_sweep, summarize
 
 
@@ -68,6 +69,8 @@ def test_sweep_two_models_two_seeds_end_to_end(tmp_path, tiny_data, capsys):
     finally:
         torch.set_num_threads(n)
     printed = capsys.readouterr().out
+    res_order = [f"{m}_{meth}_seed{s}" for m in ("cnn", "c2") for s in (0, 1)
+                 for meth in ("source_only", "sidda")]  # the sweep's run order
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert runs == sorted(f"{m}_{meth}_seed{s}" for m in ("cnn", "c2") for s in (0, 1)
                           for meth in ("source_only", "sidda"))
@@ -81,6 +84,22 @@ def test_sweep_two_models_two_seeds_end_to_end(tmp_path, tiny_data, capsys):
         assert float(r["target_accuracy_mean"]) == pytest.approx(np.mean(accs))
         assert float(r["target_accuracy_std"]) == pytest.approx(np.std(accs, ddof=1))
         assert f"{r['model']:<8}{r['method']:<13}" in printed
+    # Target labels: how far each validator agrees with target accuracy over the 8 runs.
+    metrics = {p.name: json.loads((p / "metrics.json").read_text())
+               for p in (out / "runs").iterdir()}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["validator"] == "im" and summary["ranking"] is None
+    assert summary["agreement"] == validator_agreement([
+        {"name": n, "validators": m["label_free"]["validators"],
+         "target_accuracy": m["target"]["accuracy"]} for n, m in sorted(
+            metrics.items(), key=lambda kv: res_order.index(kv[0]))])
+    agree = list(csv.DictReader(open(out / "sweep_agreement.csv")))
+    assert [r["validator"] for r in agree] == list(summary["agreement"]["validators"])
+    assert "How far each label-free validator can be trusted here" in printed
+    for r in rows:
+        flags = [metrics[f"{r['model']}_{r['method']}_seed{s}"]["label_free"]["collapse"]["flag"]
+                 for s in (0, 1)]
+        assert r["collapse_per_seed"] == " ".join(map(str, flags))
     fig = out / "figure5.png"
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and fig.stat().st_size > 5000
     assert (out / "summary.txt").is_file() and not (out / "report.html").exists()
@@ -97,3 +116,38 @@ def test_sweep_two_models_two_seeds_end_to_end(tmp_path, tiny_data, capsys):
     with pytest.raises(ConfigError, match="different config"):
         run_sweep(RunConfig.from_yaml(tmp_path / "cfg.yaml").override(["train.lr=0.5"]),
                   models=["cnn"], seeds=[0], out=out, methods=["sidda"], report=False)
+
+
+def test_sweep_without_target_labels_ranks_its_configs_by_the_chosen_validator(tmp_path,
+                                                                               capsys):
+    from conftest import write_tiny_data
+
+    data = write_tiny_data(tmp_path / "d", target_labels=False)
+    cfg = {"name": "x", "out_dir": str(tmp_path / "ignored"), "data": {"path": str(data)},
+           "model": {"name": "cnn", "latent_dim": 16},
+           "train": {"epochs": 2, "warmup": 1, "batch_size": 8, "seed": 0, "threads": 1}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "sweep"
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["sweep", "--config", str(tmp_path / "cfg.yaml"), "--models", "cnn",
+                     "--out", str(out), "--no-report", "--validator", "entropy", "-q"]) == 0
+    finally:
+        torch.set_num_threads(n)
+    printed = capsys.readouterr().out
+    assert ("configs ranked by ENTROPY (a label-free validator; see docs/evaluation.md for how "
+            "far to trust it)") in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["validator"] == "entropy" and summary["agreement"] is None
+    metrics = {m: json.loads((out / "runs" / f"cnn_{m}_seed0" / "metrics.json").read_text())
+               for m in ("source_only", "sidda")}
+    lf = {m: metrics[m]["label_free"] for m in metrics}
+    order = sorted(metrics, key=lambda m: (bool(lf[m]["collapse"]["flag"]),
+                                           -lf[m]["validators"]["entropy"]))
+    assert [e["name"] for e in summary["ranking"]["groups"]] == [f"cnn {m}" for m in order]
+    assert [e["name"] for e in summary["ranking"]["runs"]] == [f"cnn_{m}_seed0" for m in order]
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [float(r["validator_mean"]) for r in rows] == pytest.approx(
+        [lf[m]["validators"]["entropy"] for m in ("source_only", "sidda")])
+    assert (out / "sweep_agreement.csv").read_text().startswith("validator,default,")

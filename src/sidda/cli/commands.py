@@ -14,7 +14,14 @@ from pathlib import Path
 
 from sidda import compare, experiments, report, sweep
 from sidda.cli.console import Progress, setup_logging
-from sidda.cli.tables import calibration_lines, demo_lines, run_table
+from sidda.cli.tables import (
+    calibration_lines,
+    demo_lines,
+    label_free_lines,
+    notes_lines,
+    run_table,
+    standings_lines,
+)
 from sidda.config import RunConfig
 from sidda.errors import InputError, short_repr
 from sidda.runs import RunDir
@@ -61,6 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.evaluate:
         rep = experiments.evaluate_run(run_dir, device=str(ctx.device))
         print(run_table({run_dir.name: rep}))
+        print(label_free_lines(rep))
     return 0
 
 
@@ -71,6 +79,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print(run_table({Path(args.run_dir).name: rep}))
     print(calibration_lines(rep))
+    for block in (label_free_lines(rep), notes_lines(rep)):
+        if block:
+            print(block)
     print(f"wrote {experiments.evaluation_dir(args.run_dir, args.data).metrics_path}")
     return 0
 
@@ -124,9 +135,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         cfg, models=_split_list(args.models), seeds=_split_list(args.seeds, int),
         methods=_split_list(args.methods), out=args.out, checkpoint=args.checkpoint,
         force=args.force, report=not args.no_report, argv=args.argv,
-        callbacks=[_progress(cfg.train.epochs, args)],
+        callbacks=[_progress(cfg.train.epochs, args)], validator=args.validator,
     )
     print(sweep.format_table(res.rows))
+    if text := standings_lines(res.standings, what="config"):
+        print("\n" + text)
     for what, path in (("summary", res.out / "summary.csv"), ("figure", res.figure),
                        ("report", res.report)):
         if path is not None:
@@ -141,7 +154,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         cfg, data=compare.parse_data(args.data), methods=_split_list(args.methods),
         seeds=_split_list(args.seeds, int), out=args.out, model=args.model,
         checkpoint=args.checkpoint, force=args.force, report=not args.no_report, argv=args.argv,
-        callbacks=[_progress(cfg.train.epochs, args)],
+        callbacks=[_progress(cfg.train.epochs, args)], validator=args.validator,
     )
     print(res.text, end="")
     for what, path in (("table", res.out / "compare.md"), ("runs", res.out / "compare.csv"),

@@ -22,7 +22,8 @@ from sidda.cli.data_commands import (
 )
 from sidda.cli.runs_commands import add_runs_parser
 from sidda.errors import InputError
-from sidda.evaluate import PICK_RULES
+from sidda.evaluate import PICK_RULES, VALIDATORS
+from sidda.metrics.ranking import DEFAULT_VALIDATOR
 from sidda.runs import CHECKPOINTS, check_checkpoint_name
 
 __all__ = ["build_parser", "checkpoint_arg"]
@@ -57,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help=CHECKPOINT_HELP)
     many.add_argument("--force", action="store_true", help="retrain runs that exist in OUT")
     many.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
+    many.add_argument("--validator", default=None, metavar="NAME",
+                      help=f"label-free validator of the tables and of the ranking when the "
+                      f"target has no labels ({', '.join(VALIDATORS)}; default "
+                      f"{DEFAULT_VALIDATOR}); see docs/evaluation.md")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", parents=[common], help="train a run from a YAML config",
@@ -77,10 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", parents=[common], help="test metrics of a trained run",
-                       description="Accuracy, ECE, Brier, NLL on source and target test sets; "
-                       "writes RUN_DIR/metrics.json and the per-image .npy files.")
+                       description="Accuracy, ECE, Brier, NLL on source and target test sets, "
+                       "and label-free diagnostics of the target test images (collapse flag, "
+                       "domain distances, validators); writes RUN_DIR/metrics.json and the "
+                       "per-image .npy files.")
     e.add_argument("run_dir")
-    e.add_argument("--data", help="data folder (default: the one the run was trained on)")
+    e.add_argument("--data", help="data folder (default: the one the run was trained on); "
+                   "another folder needs only the target test images (docs/evaluation.md)")
     e.add_argument("--checkpoint", default="final", metavar="NAME", type=checkpoint_arg,
                    help=CHECKPOINT_HELP)
     e.add_argument("--device", default="cpu")

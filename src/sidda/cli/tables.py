@@ -1,11 +1,17 @@
-"""The text tables the command line prints: runs side by side, calibration, the demo's gains."""
+"""The text tables the command line prints: runs side by side, calibration, the label-free
+diagnostics of a run, the standings of a sweep, the demo's gains."""
 
 from __future__ import annotations
 
-from sidda._text import fmt_cell
-from sidda.experiments import DemoResult
+from collections.abc import Mapping
 
-__all__ = ["calibration_lines", "demo_lines", "run_table"]
+from sidda._text import fmt_cell
+from sidda.evaluate.standings import standings_tables, text_table
+from sidda.experiments import DemoResult
+from sidda.metrics.ranking import DEFAULT_VALIDATOR
+
+__all__ = ["calibration_lines", "demo_lines", "label_free_lines", "notes_lines", "run_table",
+           "standings_lines"]
 
 _COLUMNS = ("accuracy", "ece", "brier", "nll")
 
@@ -67,3 +73,71 @@ def demo_lines(result: DemoResult, *, checkpoint: str) -> str:
                       for v, a in zip(("paper", "robust"), acc[1:], strict=True))
     return (f"target accuracy: source-only {acc[0]:.4f} -> {gains}; checkpoint "
             f"'{checkpoint}'; {result.seconds:.0f} s")
+
+
+def _g(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def collapse_lines(lf: Mapping) -> list[str]:
+    """The collapse flag in words: one loud ``COLLAPSE?`` line per class it names."""
+    col, frac = lf.get("collapse") or {}, lf.get("class_fractions") or {}
+    if col.get("flag") is None:
+        return ["collapse: unknown (" + "; ".join(col.get("reasons") or ["not computed"]) + ")"]
+    if not col["flag"]:
+        return ["collapse: not raised (no class over- or under-predicted on the target by the "
+                "rule of docs/evaluation.md)"]
+    lines = []
+    for name in col.get("over_predicted", []):
+        f = frac.get(name, {})
+        lines.append(f"COLLAPSE? class {name!r} takes {_g(f.get('target_predicted'), 2)} of the "
+                     f"target (source share {_g(f.get('source_labels'), 2)})")
+    for name in col.get("missing", []):
+        f = frac.get(name, {})
+        lines.append(f"COLLAPSE? class {name!r} is never predicted on the target (source share "
+                     f"{_g(f.get('source_labels'), 2)})")
+    return lines + ["  (a label shift between the domains can raise this too: look at the run "
+                    "before trusting it)"]
+
+
+def label_free_lines(report: Mapping, *, validator: str = DEFAULT_VALIDATOR) -> str:
+    """The label-free block of ``sidda evaluate``: class fractions against the source balance,
+    confidence and entropy, the collapse flag, domain distances and the validators."""
+    lf = report.get("label_free")
+    if not lf:
+        return ("label-free diagnostics: not computed (see the notes)" if "label_free" in report
+                else "")
+    n = lf["n"]
+    lines = [f"label-free diagnostics of the {n['target']} target test images (no target label "
+             f"read), against {n['source']} source validation images:"]
+    rows = [[name, _g(f["target_predicted"]), _g(f["source_labels"]), _g(f["source_predicted"])]
+            for name, f in lf["class_fractions"].items()]
+    lines.append(text_table(["class", "predicted on target", "source training labels",
+                             "predicted on source val"], rows))
+    conf, ent = lf["mean_confidence"], lf["mean_entropy"]
+    lines.append(f"  mean confidence: target {_g(conf['target'])}, source {_g(conf['source'])};"
+                 f" mean entropy (nats): target {_g(ent['target'])}, source {_g(ent['source'])}")
+    lines += ["  " + line for line in collapse_lines(lf)]
+    d = lf["domain_distance"]
+    lines.append(f"  domain distance (source validation vs target latents): Sinkhorn (blur "
+                 f"{d['blur']}) {_g(d['sinkhorn_fixed_blur'])}, MMD² {_g(d['mmd2'], 4)}, "
+                 f"domain classifier balanced accuracy {_g(d['domain_accuracy'])} (PAD "
+                 f"{_g(d['pad'])})")
+    lines += [f"    {k} not computed: {why}" for k, why in d.get("skipped", {}).items()]
+    lines.append(f"  label-free validators (higher is better; * {validator}, the default, "
+                 "ranks runs without target labels):")
+    cells = [f"{k}{'*' if k == validator else ''} {_g(v)}" for k, v in lf["validators"].items()]
+    lines += ["    " + "   ".join(cells[i:i + 5]) for i in range(0, len(cells), 5)]
+    lines += [f"    {k} not computed: {why}" for k, why in lf["validators_skipped"].items()]
+    return "\n".join(lines)
+
+
+def notes_lines(report: Mapping) -> str:
+    """The notes of an evaluation (what was left out, or read from another folder)."""
+    return "\n".join(f"note: {n}" for n in report.get("notes") or [])
+
+
+def standings_lines(standing: Mapping, *, what: str) -> str:
+    """The ranking without target labels, or the validators' agreement, as text."""
+    return "\n\n".join(f"{sentence}\n{text_table(h, rows)}"
+                        for sentence, h, rows in standings_tables(standing, what=what))

@@ -5,13 +5,18 @@
 and then writes, into ``OUT``:
 
 * ``compare_plan.json`` - the data sets, methods, seeds, model and base config (written first);
-* ``compare.csv`` - one row per (data set, method, seed): accuracy, ECE, Brier, NLL per domain;
+* ``compare.csv`` - one row per (data set, method, seed): accuracy, ECE, Brier, NLL per domain,
+  the collapse flag, the domain distances and every label-free validator's score;
 * ``compare_summary.csv`` / ``compare.json`` - per (data set, method): mean and sample standard
-  deviation (ddof 1) over seeds of the :data:`COMPARE_METRICS`, and the per-seed target
-  accuracies;
+  deviation (ddof 1) over seeds of the :data:`COMPARE_METRICS` and of the label-free validator,
+  the per-seed target accuracies and collapse flags; ``compare.json`` also holds, per data set,
+  the ranking by the validator (no target labels) or each validator's agreement with target
+  accuracy (:mod:`sidda.evaluate.standings`);
+* ``compare_agreement.csv`` - that agreement, one row per (data set, validator);
 * ``compare.md`` - one markdown table per data set (rows: methods), the method best on target
   and, when ``source_only`` is compared, the share of the domain gap each method closes,
-  ``(acc_t(method) - acc_t(source_only)) / (acc_s(source_only) - acc_t(source_only))``;
+  ``(acc_t(method) - acc_t(source_only)) / (acc_s(source_only) - acc_t(source_only))``; below
+  it the label-free ranking (collapsed runs after healthy ones) or the agreement table;
 * ``compare.txt`` - the same tables as plain text;
 * ``report.html`` - the HTML report of every run with the comparison (tables and a bar chart
   of target accuracy per method) on top.

@@ -1,4 +1,5 @@
-"""The comparison's part of ``report.html``: the tables and a bar chart per data set."""
+"""The comparison's part of ``report.html``: per data set the tables (results, label-free
+standings) and a bar chart."""
 
 from __future__ import annotations
 
@@ -8,31 +9,42 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from sidda.compare.summary import by_data
-from sidda.compare.tables import HEAD, best_notes, caption, row_cells
+from sidda.compare.tables import LEFT, best_notes, caption, head, row_cells
+from sidda.evaluate.standings import standings_tables
+from sidda.metrics.ranking import DEFAULT_VALIDATOR
 from sidda.plots import _figure
 from sidda.report import figure_to_data_uri
 
 __all__ = ["compare_html"]
 
 
-def compare_html(rows: Sequence[dict], plan: Mapping) -> str:
-    """The comparison section of the report: per data set its table, notes and bar chart."""
+def compare_html(rows: Sequence[dict], plan: Mapping,
+                 standings: Mapping[str, Mapping] | None = None) -> str:
+    """The comparison section of the report: per data set its table, notes, standings (the
+    label-free ranking, or the validators' agreement with target accuracy) and bar chart."""
     text = ["<h2 id='compare'>Comparison: methods x data sets</h2>",
             f"<p class='note'>{html.escape(caption(plan))}</p>"]
+    cols = head(plan.get("validator", DEFAULT_VALIDATOR))
     for data, rs in by_data(rows).items():
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in HEAD)
-        body = "".join("<tr>" + "".join(
-            f"<td{' class=l' if i in (0, 2) else ''}>{html.escape(c)}</td>"
-            for i, c in enumerate(row_cells(r))) + "</tr>" for r in rs)
         notes = " ".join(best_notes(rs))
         text += [f"<h3>{html.escape(data)} <small>({html.escape(str(plan['data'][data]))})"
                  "</small></h3>",
-                 f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
+                 _table(cols, [row_cells(r) for r in rs], left=LEFT),
                  f"<p>{html.escape(notes)}</p>"]
+        for sentence, h, body in standings_tables((standings or {}).get(data), what="method"):
+            text += [f"<p>{html.escape(sentence)}</p>", _table(h, body, left=(0, 1, len(h) - 1))]
         fig = _accuracy_bars(rs, title=data)
         text.append(f"<img src='{figure_to_data_uri(fig, dpi=100)}' "
                     f"alt='target accuracy per method on {html.escape(data)}'>")
     return "\n".join(text)
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]], *, left: Sequence[int]) -> str:
+    """An HTML table, every cell escaped; columns ``left`` left-aligned."""
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td{' class=l' if i in left else ''}>{html.escape(c)}</td>"
+                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _accuracy_bars(rows: Sequence[dict], *, title: str):  # noqa: ANN202 - a Figure

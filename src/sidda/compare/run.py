@@ -13,12 +13,21 @@ from typing import NamedTuple
 
 from sidda.compare.page import compare_html
 from sidda.compare.plan import PLAIN_NAME, MethodSpec, check_data, parse_method
-from sidda.compare.summary import best_row, by_data, run_row, summarize_compare
+from sidda.compare.summary import (
+    best_row,
+    by_data,
+    compare_standings,
+    run_row,
+    summarize_compare,
+)
 from sidda.compare.tables import format_markdown, format_text
 from sidda.config import ConfigError, RunConfig
+from sidda.evaluate.standings import AGREEMENT_FIELDS, agreement_rows
+from sidda.evaluate.validators import check_validator_names
+from sidda.metrics.ranking import DEFAULT_VALIDATOR
 from sidda.report import write_report
 from sidda.runs import atomic_write, write_csv, write_json
-from sidda.sweep import check_methods_available, ensure_run, method_loss
+from sidda.sweep import check_methods_available, check_validator, ensure_run, method_loss
 
 __all__ = ["CompareResult", "run_compare"]
 
@@ -34,6 +43,7 @@ class CompareResult(NamedTuple):
     markdown: str  #: the text of ``compare.md``
     text: str  #: the text of ``compare.txt``
     report: Path | None  #: report.html, or None when not asked for
+    standings: dict  #: per data set, :func:`~sidda.compare.summary.compare_standings`
 
 
 def run_compare(
@@ -49,6 +59,7 @@ def run_compare(
     report: bool = True,
     argv: Sequence[str] = (),
     callbacks: Sequence = (),
+    validator: str | None = None,
 ) -> CompareResult:
     """Train and evaluate every (data set, method, seed) and write the tables and the report.
 
@@ -66,10 +77,15 @@ def run_compare(
         report: Also write ``report.html``.
         argv: Command line, recorded in each run.
         callbacks: Passed to training.
+        validator: The label-free validator of the tables, of the ranking of a data set
+            without target labels, and starred in the agreement tables (None:
+            :data:`~sidda.metrics.DEFAULT_VALIDATOR`). Named explicitly, it must be computable
+            on every data set's target test images (:func:`~sidda.sweep.check_validator`).
 
     Raises:
         ConfigError, DataError: a bad method, variant, seed list, data name or folder, or a
-            run config that does not validate; raised before anything is written.
+            run config that does not validate; InputError: an unknown validator, or one named
+            that cannot score a data set's target; raised before anything is written.
     """
     if not data or not methods or not seeds:
         raise ConfigError("a comparison needs at least one data set, one method and one seed")
@@ -104,11 +120,16 @@ def run_compare(
                 plan.append((name, spec, seed, run_cfg))
         check_data(name, plan[-1][3])
     check_methods_available([s.method for s in specs])
+    chosen = check_validator_names(validator or DEFAULT_VALIDATOR)[0]
+    if validator is not None:  # asked for by name: it must score every data set's target
+        for name, *_, run_cfg in {p[0]: p for p in plan}.values():
+            check_validator(chosen, run_cfg.data, where=f"--data {name}")
     info = {"data": {k: str(v) for k, v in data.items()}, "methods": [s.token for s in specs],
             "seeds": list(seeds), "model": model, "checkpoint": checkpoint,
             "loss": {s.token: method_loss(cfg.to_dict()["loss"], s.method, variant=s.variant,
                                           domain_bn=s.domain_bn) for s in specs},
             "config": cfg.to_dict()}
+    info["validator"] = chosen
     logger.info("compare: %d runs (%d data sets x %d methods x %d seeds, model %s) into %s",
                 len(plan), len(data), len(specs), len(seeds), model, out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,22 +142,29 @@ def run_compare(
         runs.append(run_cfg.run_dir)
         results.append({"data": name, "method": spec.token, "variant": spec.variant,
                         "seed": seed, "metrics": metrics, "run_dir": run_cfg.run_dir})
-    rows = summarize_compare(results)
+    rows = summarize_compare(results, validator=chosen)
+    standing = compare_standings(results, validator=chosen)
     bins = {r["metrics"].get("n_bins") for r in results}
     info["n_bins"] = bins.pop() if len(bins) == 1 else None  # None: the runs differ
     write_csv(out / "compare.csv", [run_row(r) for r in results])
     write_csv(out / "compare_summary.csv", [
-        r | {"seeds": " ".join(map(str, r["seeds"])), "target_accuracy_per_seed": " ".join(
-            "" if v is None else repr(v) for v in r["target_accuracy_per_seed"])}
-        for r in rows])
+        {k: " ".join("" if v is None else repr(v) for v in x) if isinstance(x, list) else x
+         for k, x in r.items()} | {"seeds": " ".join(map(str, r["seeds"]))} for r in rows])
+    write_csv(out / "compare_agreement.csv", [
+        row for data, st in standing.items() if st["agreement"]
+        for row in agreement_rows(st["agreement"], validator=chosen, data=data)],
+        fields=("data", *AGREEMENT_FIELDS))
     best = {data: b["method"] for data, rs in by_data(rows).items() if (b := best_row(rs))}
-    write_json(out / "compare.json", {"rows": rows, "best_on_target": best, "plan": info,
-                                      "runs": [run_row(r) for r in results]})
-    markdown, text = format_markdown(rows, info), format_text(rows, info)
+    write_json(out / "compare.json", {
+        "rows": rows, "best_on_target": best, "plan": info, "runs": [run_row(r) for r in results],
+        "agreement": {d: st["agreement"] for d, st in standing.items() if st["agreement"]},
+        "ranking": {d: st["ranking"] for d, st in standing.items() if st["ranking"]}})
+    markdown = format_markdown(rows, info, standing)
+    text = format_text(rows, info, standing)
     atomic_write(out / "compare.md", markdown)
     atomic_write(out / "compare.txt", text)
     page = None
     if report:  # every run is evaluated (ensure_run): the page only renders
         page = write_report(runs, out / "report.html", title=f"sidda compare: {out.name}",
-                            extra_html=compare_html(rows, info))
-    return CompareResult(out, runs, rows, markdown, text, page)
+                            extra_html=compare_html(rows, info, standing))
+    return CompareResult(out, runs, rows, markdown, text, page, standing)

@@ -1,7 +1,12 @@
 """A comparison as text: one table per data set, in markdown and in plain fixed-width text.
 
 Columns: method, target accuracy (mean ± std), the per-seed target accuracies, source accuracy,
-target ECE and Brier, source ECE, gap closed; below each table the best method on target.
+target ECE and Brier, source ECE, gap closed, and the label-free columns: the collapse flag of
+each seed, the label-free validator's score and the domain distance (Sinkhorn divergence at a
+fixed blur between source validation and target test latents). Below each table: the best
+method on target and how far each validator agrees with target accuracy; without target labels,
+the methods and the runs ranked by the validator, collapsed ones last
+(:mod:`sidda.evaluate.standings`).
 """
 
 from __future__ import annotations
@@ -9,30 +14,54 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from sidda.compare.summary import by_data
+from sidda.evaluate.standings import (
+    collapse_cell,
+    markdown_table,
+    standings_tables,
+    text_table,
+)
+from sidda.metrics.ranking import DEFAULT_VALIDATOR
 
-__all__ = ["HEAD", "best_notes", "caption", "format_markdown", "format_text", "row_cells"]
+__all__ = ["HEAD", "LEFT", "best_notes", "caption", "format_markdown", "format_text", "head",
+           "row_cells"]
 
-#: Column titles of a comparison table.
-HEAD = ("method", "target acc (mean ± std)", "per seed", "source acc", "target ECE",
-        "target Brier", "source ECE", "gap closed")
+#: Column indices of a comparison table that are text (left-aligned).
+LEFT = (0, 2, 8)
+
+
+def head(validator: str = DEFAULT_VALIDATOR) -> tuple[str, ...]:
+    """Column titles of a comparison table with ``validator``'s column."""
+    return ("method", "target acc (mean ± std)", "per seed", "source acc", "target ECE",
+            "target Brier", "source ECE", "gap closed", "collapse", validator.upper(),
+            "domain dist.")
+
+
+#: Column titles with the default validator.
+HEAD = head()
 
 
 def _ms(row: dict, domain: str, key: str) -> str:
-    m, s = row[f"{domain}_{key}_mean"], row[f"{domain}_{key}_std"]
+    return _mean_pm(row, f"{domain}_{key}")
+
+
+def _mean_pm(row: dict, prefix: str) -> str:
+    m, s = row[f"{prefix}_mean"], row[f"{prefix}_std"]
     if m is None:
         return "–"
     return f"{m:.3f}" if row["n_seeds"] < 2 else f"{m:.3f} ± {s:.3f}"
 
 
 def row_cells(row: dict) -> list[str]:
-    """The :data:`HEAD` cells of one :func:`~sidda.compare.summarize_compare` row, as text."""
+    """The :func:`head` cells of one :func:`~sidda.compare.summarize_compare` row, as text."""
     per_seed = ", ".join("–" if v is None else f"{v:.3f}"
                          for v in row["target_accuracy_per_seed"])
     gap = row["gap_closed"]
     return [row["method"], _ms(row, "target", "accuracy"), per_seed,
             _ms(row, "source", "accuracy"), _ms(row, "target", "ece"),
             _ms(row, "target", "brier"), _ms(row, "source", "ece"),
-            "–" if gap is None else f"{100 * gap:.0f} %"]
+            "–" if gap is None else f"{100 * gap:.0f} %",
+            collapse_cell(row.get("collapse_per_seed", [])), _mean_pm(row, "validator"),
+            _mean_pm(row, "sinkhorn")]
 
 
 def best_notes(rows: Sequence[dict]) -> list[str]:
@@ -69,34 +98,50 @@ def caption(plan: Mapping) -> str:
     """The note under every table: model, checkpoint, statistics and metric definitions."""
     seeds = ", ".join(str(s) for s in plan["seeds"])
     bins = plan.get("n_bins")
+    v = plan.get("validator", DEFAULT_VALIDATOR)
     return (f"Model {plan['model']}, checkpoint {plan['checkpoint']}; mean ± sample standard "
             f"deviation (ddof 1) over seeds {seeds}. Gap closed: (acc_t(method) - "
             "acc_t(source_only)) / (acc_s(source_only) - acc_t(source_only)). ECE: "
             f"{'' if bins is None else f'{bins} '}equal-width bins; Brier: multiclass, summed "
-            "over classes (0 to 2).")
+            "over classes (0 to 2). Label-free columns (no target label read): collapse, the "
+            "flag of the label-free diagnostics per seed; "
+            f"{v.upper()}, the label-free validator (higher is better); domain dist., the "
+            "Sinkhorn divergence (blur 1.0) between source validation and target test latents "
+            "(docs/evaluation.md).")
 
 
-def format_markdown(rows: Sequence[dict], plan: Mapping) -> str:
-    """The :func:`summarize_compare` rows as markdown: one table per data set."""
+def format_markdown(rows: Sequence[dict], plan: Mapping,
+                    standings: Mapping[str, Mapping] | None = None) -> str:
+    """The :func:`summarize_compare` rows as markdown: one table per data set, then its
+    standings (:func:`~sidda.compare.summary.compare_standings`) when given."""
+    cols = head(plan.get("validator", DEFAULT_VALIDATOR))
     parts = [caption(plan), ""]
     for data, rs in by_data(rows).items():
         parts += [f"### {data} (`{plan['data'][data]}`)", "",
-                  "| " + " | ".join(HEAD) + " |",
-                  "|" + "|".join([":---", "---:", ":---"] + ["---:"] * (len(HEAD) - 3)) + "|"]
+                  "| " + " | ".join(cols) + " |",
+                  "|" + "|".join(":---" if i in LEFT else "---:" for i in range(len(cols)))
+                  + "|"]
         parts += ["| " + " | ".join(row_cells(r)) + " |" for r in rs]
         parts += [""] + best_notes(rs) + [""]
+        for sentence, h, body in standings_tables((standings or {}).get(data), what="method"):
+            parts += [sentence, "", markdown_table(h, body), ""]
     return "\n".join(parts).rstrip() + "\n"
 
 
-def format_text(rows: Sequence[dict], plan: Mapping) -> str:
+def format_text(rows: Sequence[dict], plan: Mapping,
+                standings: Mapping[str, Mapping] | None = None) -> str:
     """The :func:`summarize_compare` rows as fixed-width plain text, as the CLI prints them."""
+    cols = head(plan.get("validator", DEFAULT_VALIDATOR))
     parts = []
     for data, rs in by_data(rows).items():
-        table = [list(HEAD)] + [row_cells(r) for r in rs]
-        widths = [max(len(row[i]) for row in table) for i in range(len(HEAD))]
-        lines = ["  ".join(c.ljust(w) if i in (0, 2) else c.rjust(w)
+        table = [list(cols)] + [row_cells(r) for r in rs]
+        widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+        lines = ["  ".join(c.ljust(w) if i in LEFT else c.rjust(w)
                            for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
                  for row in table]
         lines.insert(1, "-" * len(lines[0]))
-        parts.append(f"{data} ({plan['data'][data]})\n" + "\n".join(lines + best_notes(rs)))
+        lines += best_notes(rs)
+        for sentence, h, body in standings_tables((standings or {}).get(data), what="method"):
+            lines += ["", sentence, text_table(h, body)]
+        parts.append(f"{data} ({plan['data'][data]})\n" + "\n".join(lines))
     return "\n\n".join(parts) + "\n\n" + caption(plan) + "\n"

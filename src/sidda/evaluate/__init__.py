@@ -16,7 +16,9 @@ r"""Evaluate a trained run: predictions, test metrics, calibration, label-free s
   :mod:`~sidda.evaluate.validators` (SND, IM, BNM, ClassAMI, IWV, DEV, ...);
 * **Label-free diagnostics** of one run: predicted class balance against the source's,
   confidence, a collapse flag, domain distances and the validators
-  (:mod:`~sidda.evaluate.diagnostics`).
+  (:mod:`~sidda.evaluate.diagnostics`); several runs side by side, ranked by a validator with
+  collapsed runs last, or each validator's agreement with target accuracy
+  (:mod:`~sidda.evaluate.standings`).
 
 Modules: :mod:`~sidda.evaluate.predict` (the forward pass, :class:`Predictions`, predictions
 of new images), :mod:`~sidda.evaluate.calibration`, :mod:`~sidda.evaluate.selection`,

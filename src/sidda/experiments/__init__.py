@@ -6,7 +6,8 @@
   :func:`run_config` (a run's ``config.yaml``), rank 0's work under torchrun;
 * :mod:`~sidda.experiments.evaluation` - :class:`TrainedRun` (a run read once),
   :func:`load_run_model`, :func:`evaluate_run`, :func:`evaluate_runs`, :func:`evaluation_dir`,
-  :func:`needs_evaluation`;
+  :func:`needs_evaluation`; :mod:`~sidda.experiments.evaluation_data` - which images an
+  evaluation reads, and from which folder;
 * :mod:`~sidda.experiments.prediction` - :func:`predict_run` (``sidda predict``),
   :func:`run_temperature`;
 * :mod:`~sidda.experiments.demo` - :func:`run_demo`, what ``sidda demo`` runs.

@@ -1,7 +1,8 @@
 """The data of a run: the train/validation split, checksums of the files, generated sets.
 
 :func:`prepare_data` splits each domain's ``train`` images into train and validation with the
-run's seed (source: ``train.seed``, target: ``train.seed + 1``); :func:`data_checksums` records
+run's seed (source: ``train.seed``, target: ``train.seed + 1``; :func:`split_train`, which
+evaluation calls to rebuild the split); :func:`data_checksums` records
 the size and SHA-256 of every training file in ``environment.json``, so that a resumed run can
 refuse data that changed (:func:`check_same_data`) and a finished one is not reused on other
 data (:func:`changed_data`). :func:`write_generated` writes a
@@ -13,10 +14,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+
 from sidda.config import ConfigError, RunConfig
 from sidda.datasets import (
     DataError,
     DomainData,
+    ImageSet,
     file_checksum,
     layout_paths,
     load_domains,
@@ -28,7 +32,7 @@ from sidda.generators import DomainSplits
 from sidda.runs import DamagedFileError, RunDir, atomic_dir
 
 __all__ = ["changed_data", "check_same_data", "class_names", "data_checksums", "prepare_data",
-           "write_generated"]
+           "source_class_counts", "split_train", "write_generated"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,19 +60,40 @@ def prepare_data(cfg: RunConfig) -> tuple[DomainData, dict]:
     Returns:
         The loaded data and a dict of the four :class:`~sidda.datasets.ImageSet` splits
         (``train_s``, ``val_s``, ``train_t``, ``val_t``).
+
+    Raises:
+        DataError: unusable data; ConfigError: a training setting the data cannot meet
+            (``train.batch_size``, ``data.num_classes``).
     """
     data = load_domains(cfg.data, splits=("train",))
-    seed = cfg.train.seed
-    tr_s, va_s = split_indices(len(data.train_s), cfg.data.val_fraction, seed=seed)
-    tr_t, va_t = split_indices(len(data.train_t), cfg.data.val_fraction, seed=seed + 1)
-    sets = {
+    sets = split_train(data, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed)
+    _check_fits(cfg, data, len(sets["train_s"]))
+    return data, sets
+
+
+def split_train(data: DomainData, *, val_fraction: float, seed: int) -> dict[str, ImageSet]:
+    """The four train/validation splits of ``data``'s training images, as training makes
+    them (source: ``seed``, target: ``seed + 1``); evaluation rebuilds them with this."""
+    tr_s, va_s = split_indices(len(data.train_s), val_fraction, seed=seed)
+    tr_t, va_t = split_indices(len(data.train_t), val_fraction, seed=seed + 1)
+    return {
         "train_s": data.train_s.subset(tr_s),
         "val_s": data.train_s.subset(va_s),
         "train_t": data.train_t.subset(tr_t),
         "val_t": data.train_t.subset(va_t),
     }
-    _check_fits(cfg, data, len(tr_s))
-    return data, sets
+
+
+def source_class_counts(images: ImageSet, num_classes: int) -> list[int]:
+    """Images per class of a labelled set (``run.json`` records the source training split's).
+
+    >>> import torch
+    >>> source_class_counts(ImageSet(torch.zeros(3, 1, 8, 8), torch.tensor([0, 2, 2]), "s"), 4)
+    [1, 0, 2, 0]
+    """
+    if images.y is None:
+        raise DataError(f"{images.name}: no labels to count")
+    return torch.bincount(images.y, minlength=num_classes).tolist()
 
 
 def data_checksums(cfg: RunConfig) -> dict[str, dict]:

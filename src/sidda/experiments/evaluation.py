@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from sidda.config import RunConfig
-from sidda.datasets import DataConfig, DataError, DomainData, ImageSet, load_domains
+from sidda.datasets import DataConfig
 from sidda.errors import InputError
 from sidda.evaluate import (
     PICK_RULES,
@@ -28,12 +28,13 @@ from sidda.evaluate import (
     checkpoint_scores,
     domain_metrics,
     fit_source_temperature,
+    label_free_diagnostics,
     paper_compatible,
     predict,
     select_checkpoints,
     temperature_metrics,
 )
-from sidda.experiments.data import prepare_data
+from sidda.experiments.evaluation_data import EvaluationData, evaluation_data
 from sidda.experiments.training import run_config
 from sidda.methods.domain_bn import DomainStats, load_target_stats
 from sidda.models import build_model, export_model
@@ -103,10 +104,14 @@ class TrainedRun:
         return str(Path(data_path).resolve()) in own
 
     def data_config(self, data_path: str | Path | None) -> DataConfig:
-        """How to load ``data_path`` (None: the run's own data). The run's own data takes the
-        target suffix recorded in ``run.json``, whatever its folder's manifest says now."""
+        """How to load ``data_path`` (None: the run's own data). Without ``data.target_suffix``
+        in the run's config, the run's own data takes the target suffix recorded in
+        ``run.json``, whatever its folder's manifest says now; another folder takes the one its
+        ``manifest.json`` records, and when it has no manifest (test files copied on their own),
+        the run's."""
         dcfg = replace(self.cfg.data, path=str(data_path or self.cfg.data.path))
-        if self.is_own_data(data_path) and dcfg.target_suffix is None:
+        if dcfg.target_suffix is None and (self.is_own_data(data_path) or not (
+                Path(dcfg.path) / "manifest.json").is_file()):
             dcfg = replace(dcfg, target_suffix=self.info.target_suffix)
         return dcfg
 
@@ -140,21 +145,28 @@ def evaluate_run(
     n_bins: int = 15,
     calibration: bool = True,
     selection: bool = True,
+    label_free: bool = True,
 ) -> dict:
     """Evaluate a run on the source and target test sets and write ``metrics.json``.
 
     Beyond the test metrics of the chosen checkpoint (:mod:`sidda.evaluate` lists them):
 
-    * temperature scaling, fitted on the run's own **source validation** split (rebuilt with
-      :func:`prepare_data`, same seed) and applied to both test domains;
+    * temperature scaling, fitted on the run's own **source validation** split (rebuilt as
+      training made it, same seed) and applied to both test domains;
     * the paper-compatible probe numbers, cross-fitted;
     * label-free selection over all saved checkpoints (``final``, ``best_*`` and the epoch
-      checkpoints a run kept), with the target-label oracle.
+      checkpoints a run kept), with the target-label oracle;
+    * ``label_free``: :func:`~sidda.evaluate.label_free_diagnostics` of the **target test**
+      images (no target label read) against the source validation split, with the source
+      training class counts (``run.json``) as the collapse flag's reference.
 
     Args:
         run_dir: A directory written by :func:`train_run`.
         data_path: Data folder (default: the one the run was trained on, with the target
-            suffix it was trained with); its ``train`` split provides the validation images.
+            suffix it was trained with). Another folder needs only the target test images
+            (labels optional); what it lacks (source test images, the run's validation split)
+            is taken from the run's own data folder while it is there, else left out, and
+            ``metrics.json["notes"]`` says so (:mod:`sidda.experiments.evaluation_data`).
         checkpoint: ``final``, ``best_val_acc``, ``best_val_loss``, ``epoch_0007`` (runs
             trained with ``train.keep_epoch_checkpoints``), or a label-free rule (``entropy``,
             ``iwv``, ``dev``; :mod:`sidda.evaluate.selection`): the saved checkpoint the rule
@@ -164,6 +176,7 @@ def evaluate_run(
         n_bins: Bins of the ECE.
         calibration: Add temperature scaling and the paper-compatible probe.
         selection: Add the label-free checkpoint selection.
+        label_free: Add the label-free diagnostics.
 
     The run directory is locked while it is evaluated, and the results are written as a whole
     (:meth:`~sidda.runs.RunDir.publish_evaluation`): into the run directory for the run's own
@@ -181,7 +194,7 @@ def evaluate_run(
     with run.dir.lock("evaluate"):
         return _evaluate_locked(run, out, data_path=data_path, checkpoint=checkpoint,
                                 device=device, n_bins=n_bins, calibration=calibration,
-                                selection=selection)
+                                selection=selection, label_free=label_free)
 
 
 def evaluation_dir(run: TrainedRun | RunDir | str | Path,
@@ -205,52 +218,53 @@ def evaluation_dir(run: TrainedRun | RunDir | str | Path,
 class _Scored(NamedTuple):
     """One checkpoint's predictions, with what was saved beside its weights."""
 
-    preds: dict[str, Predictions]  #: test_s, test_t (and val_s, val_t)
+    preds: dict[str, Predictions]  #: test_t (and test_s, val_s, val_t when there)
     epoch: int | None
     record: dict | None
 
 
 def _evaluate_locked(
     run: TrainedRun, out: RunDir, *, data_path: str | Path | None, checkpoint: str, device: str,
-    n_bins: int, calibration: bool, selection: bool,
+    n_bins: int, calibration: bool, selection: bool, label_free: bool,
 ) -> dict:
     """:func:`evaluate_run` with the run directory locked."""
     info = run.info
     rule = checkpoint if checkpoint in PICK_RULES else None
     if rule is None:
         run.dir.checkpoint(checkpoint)  # a missing checkpoint fails before any work
+    own = run.is_own_data(data_path)
     dcfg = run.data_config(data_path)
-    data = load_domains(dcfg, splits=("test",))
-    _check_test_data(data, info)
-    sets = _validation_sets(run.cfg, dcfg, info) if calibration or selection or rule else None
+    data = evaluation_data(run.cfg, info, own=run.data_config(None),
+                           other=None if own else dcfg,
+                           validation=calibration or selection or label_free or rule is not None)
+    sets = data.val
     scored: dict[str, _Scored] = {}
     candidates = None
     if (selection or rule) and sets is not None and len(sets["val_s"]) and len(sets["val_t"]):
         candidates = {}
         for name in run.dir.checkpoints():
-            scored[name] = _predict_checkpoint(run, name, data, sets, device)
+            scored[name] = _predict_checkpoint(run, name, data, device)
             candidates[name] = checkpoint_scores(**scored[name].preds,
                                                  record=scored[name].record)
     if rule is not None:
         picked = (select_checkpoints(candidates)["rules"].get(rule) if candidates else None)
         if picked is None:
-            raise InputError(
-                f"{run.dir.path}: the '{rule}' rule needs validation images of both domains "
-                "(data.val_fraction > 0); evaluate a named checkpoint instead (final)"
-            )
+            raise InputError(f"{run.dir.path}: the '{rule}' rule cannot pick a checkpoint "
+                             f"({_why_no_pick(rule, candidates, data)}); evaluate a named "
+                             "checkpoint instead (final)")
         checkpoint = picked["checkpoint"]
         logger.info("rule %s picks checkpoint %s", rule, checkpoint)
-    chosen = scored.get(checkpoint) or _predict_checkpoint(
-        run, checkpoint, data, sets, device, validation=calibration)
+    chosen = scored.get(checkpoint) or _predict_checkpoint(run, checkpoint, data, device)
     report = {
         "method": info.method, "model": info.model, "checkpoint": checkpoint,
         "checkpoint_epoch": chosen.epoch, "data_path": str(Path(dcfg.path).resolve()),
-        "n_bins": n_bins,
+        "n_bins": n_bins, "data_folders": data.folders,
     }
     if rule is not None:
         report["checkpoint_rule"] = rule
     names = None if info.class_names is None else list(info.class_names)
-    preds = {"source": chosen.preds["test_s"], "target": chosen.preds["test_t"]}
+    preds = {dom: chosen.preds[key] for dom, key in (("source", "test_s"), ("target", "test_t"))
+             if key in chosen.preds}
     for domain, pred in preds.items():
         report[domain] = domain_metrics(
             pred, num_classes=info.num_classes, class_names=names, n_bins=n_bins,
@@ -273,10 +287,47 @@ def _evaluate_locked(
         report["selection"] = select_checkpoints(candidates)
     elif selection:
         report["selection"] = {"candidates": {}, "rules": {}, "reason": (
-            "no validation images (data.val_fraction = 0): nothing to select with")}
+            "no validation images (data.val_fraction = 0): nothing to select with"
+            if sets is not None else "the run's validation split is not available (notes)")}
+    notes = list(data.notes)
+    if label_free:
+        report["label_free"] = _label_free(chosen.preds, data.source_class_counts, names, notes)
+    report["notes"] = notes
     out.publish_evaluation(report, {d: _arrays(p) for d, p in preds.items()},
                            own_folder=out != run.dir)
     return report
+
+
+def _why_no_pick(rule: str, candidates: dict | None, data: EvaluationData) -> str:
+    """Why a label-free rule picked nothing, for its error message."""
+    if data.val is None:
+        return "the run's validation split is not available: " + "; ".join(data.notes)
+    if not candidates:
+        return "it needs validation images of both domains (data.val_fraction > 0)"
+    skipped = {c["validators_skipped"].get(rule) for c in candidates.values()
+               if isinstance(c.get("validators_skipped"), dict)} - {None}
+    return ("it could not score any checkpoint: " + "; ".join(sorted(skipped)) if skipped
+            else "no checkpoint has a score")
+
+
+def _label_free(preds: dict[str, Predictions], counts: list[int] | None,
+                names: list[str] | None, notes: list[str]) -> dict | None:
+    """:func:`label_free_diagnostics` of the target test predictions against the source
+    validation ones (none: an empty source side); None, noted, when it cannot be computed."""
+    if counts is None:
+        return None  # evaluation_data noted why
+    test_t, val_s = preds["test_t"], preds.get("val_s")
+    if val_s is None:  # no validation split: the source side is empty
+        val_s = Predictions(torch.empty(0, test_t.logits.shape[1]),
+                            torch.empty(0, test_t.latents.shape[1]), None)
+    try:
+        return label_free_diagnostics(
+            logits_t=test_t.logits, latents_t=test_t.latents, latents_s=val_s.latents,
+            logits_s=val_s.logits, labels_s=val_s.labels, source_class_counts=counts,
+            class_names=names)
+    except InputError as e:
+        notes.append(f"label-free diagnostics left out: {e}")
+        return None
 
 
 def _arrays(pred: Predictions) -> dict[str, np.ndarray]:
@@ -288,48 +339,19 @@ def _arrays(pred: Predictions) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _check_test_data(data: DomainData, info: RunInfo) -> None:
-    shape = (info.in_channels, info.image_size, info.image_size)
-    if data.test_s.shape != shape:
-        raise DataError(
-            f"test images have shape {data.test_s.shape} but the model was trained on {shape}"
-        )
-    for images in (data.test_s, data.test_t):
-        if images.y is not None and len(images.y) and int(images.y.max()) >= info.num_classes:
-            raise DataError(
-                f"{images.name}: label {int(images.y.max())} is outside the model's classes "
-                f"0..{info.num_classes - 1}; evaluate on data with the run's "
-                f"{info.num_classes} classes"
-            )
-
-
-def _validation_sets(cfg: RunConfig, dcfg: DataConfig, info: RunInfo) -> dict[str, ImageSet]:
-    """The run's own train/validation split, rebuilt exactly as train_run made it; the target
-    validation labels are dropped (no label-free rule may read them)."""
-    _, sets = prepare_data(replace(cfg, data=dcfg))
-    expected = info.sizes.get("val_s")
-    if expected is not None and expected != len(sets["val_s"]):
-        raise DataError(
-            f"{dcfg.path}: the source validation split has {len(sets['val_s'])} images but "
-            f"the run was trained with {expected}; evaluate with the training data folder"
-        )
-    return {"val_s": sets["val_s"], "val_t": ImageSet(sets["val_t"].x, None, sets["val_t"].name)}
-
-
-def _predict_checkpoint(
-    run: TrainedRun, name: str, data: DomainData, sets: dict[str, ImageSet] | None, device: str,
-    *, validation: bool = True,
-) -> _Scored:
-    """One checkpoint's predictions on the test sets (and the validation sets): source images
-    through the source model, target images through the target one (domain BatchNorm)."""
+def _predict_checkpoint(run: TrainedRun, name: str, data: EvaluationData,
+                        device: str) -> _Scored:
+    """One checkpoint's predictions on the test sets and the validation sets (those there):
+    source images through the source model, target images through the target one (domain
+    BatchNorm)."""
     loaded = run.load(name)
     net_s = loaded.exported("source")
     net_t = loaded.exported("target") if loaded.stats is not None else net_s
-    jobs = [("test_s", data.test_s, net_s), ("test_t", data.test_t, net_t)]
-    if validation and sets is not None:
-        jobs += [("val_s", sets["val_s"], net_s), ("val_t", sets["val_t"], net_t)]
+    val = data.val or {}
+    jobs = [("test_s", data.test_s, net_s), ("test_t", data.test_t, net_t),
+            ("val_s", val.get("val_s"), net_s), ("val_t", val.get("val_t"), net_t)]
     preds = {key: predict(m, images, device=device, export=False) for key, images, m in jobs
-             if len(images)}
+             if images is not None and len(images)}
     return _Scored(preds, loaded.epoch, loaded.record)
 
 

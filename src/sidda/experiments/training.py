@@ -25,7 +25,13 @@ import torch
 from sidda.config import ConfigError, RunConfig
 from sidda.datasets import DomainData, resolve_target_suffix
 from sidda.errors import InputError
-from sidda.experiments.data import check_same_data, class_names, data_checksums, prepare_data
+from sidda.experiments.data import (
+    check_same_data,
+    class_names,
+    data_checksums,
+    prepare_data,
+    source_class_counts,
+)
 from sidda.models import build_model
 from sidda.runs import LOCK_NAME, RunDir, RunInfo, RunState, environment_info
 from sidda.runs.rundir import CONFIG
@@ -105,7 +111,8 @@ def _run_lock(run: RunDir, ctx: DistContext, what: str) -> contextlib.AbstractCo
 
 
 def _run_info(cfg: RunConfig, data: DomainData, sets: dict, ctx: DistContext) -> RunInfo:
-    """What ``run.json`` records: the model's input and classes, the data and its splits."""
+    """What ``run.json`` records: the model's input and classes, the data and its splits, the
+    source training images per class."""
     names = class_names(data)
     return RunInfo(
         method=cfg.loss.method, model=cfg.model.name, in_channels=data.in_channels,
@@ -115,6 +122,7 @@ def _run_info(cfg: RunConfig, data: DomainData, sets: dict, ctx: DistContext) ->
                        if cfg.data.layout == "zenodo" else None),
         class_names=None if names is None else tuple(names),
         sizes={k: len(v) for k, v in sets.items()}, world_size=ctx.world_size,
+        source_class_counts=tuple(source_class_counts(sets["train_s"], data.num_classes)),
     )
 
 

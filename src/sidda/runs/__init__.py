@@ -1,9 +1,10 @@
 """Run directories: atomic writes, checkpoints, histories, and what a run records about itself.
 
 :mod:`~sidda.runs.rundir` (:class:`RunDir`: every file of a run, its lifecycle
-:class:`RunState` and ``run.json``'s :class:`RunInfo`), :mod:`~sidda.runs.files` (atomic writes
-of files and folders, JSON, CSV), :mod:`~sidda.runs.checkpoints`, :mod:`~sidda.runs.history`,
-:mod:`~sidda.runs.lock` (the run lock and the environment record).
+:class:`RunState`), :mod:`~sidda.runs.info` (``run.json``'s :class:`RunInfo`),
+:mod:`~sidda.runs.files` (atomic writes of files and folders, JSON, CSV),
+:mod:`~sidda.runs.checkpoints`, :mod:`~sidda.runs.history`, :mod:`~sidda.runs.lock` (the run
+lock and the environment record).
 
 A run is a self-describing folder::
 
@@ -12,7 +13,7 @@ A run is a self-describing folder::
         argv.txt             the command line that made it (and one line per resume)
         environment.json     package versions, device, seed, data checksums
         data_manifest.json   the data folder's manifest (how the data was made)
-        run.json             model shape and data sizes; written last (setup complete)
+        run.json             model shape, data sizes, source class counts; written last
         history.csv          one row per epoch (true per-epoch means)
         history_steps.csv    one row per optimisation step
         checkpoints/{final,best_val_acc,best_val_loss}.pt   models

@@ -15,7 +15,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -214,10 +214,11 @@ def _jsonable(o: object) -> object:
     raise TypeError(f"cannot write {type(o).__name__} as JSON")
 
 
-def write_csv(path: str | Path, rows: Iterable[dict]) -> Path:
-    """Atomically write dict rows as CSV; the header is the union of keys in first-seen order."""
+def write_csv(path: str | Path, rows: Iterable[dict], *, fields: Sequence[str] = ()) -> Path:
+    """Atomically write dict rows as CSV; the header is ``fields``, then the other keys of the
+    rows in first-seen order (a file of no rows holds the header alone)."""
     rows = list(rows)
-    fields: list[str] = []
+    fields = list(fields)
     for r in rows:
         fields += [k for k in r if k not in fields]
     buf = io.StringIO()

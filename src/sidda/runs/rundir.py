@@ -1,4 +1,5 @@
-"""The run directory: every file name of a run, its lifecycle, and the ``run.json`` schema.
+"""The run directory: every file name of a run and its lifecycle (``run.json``'s schema,
+:class:`RunInfo`, is :mod:`sidda.runs.info`'s).
 
 A run directory passes through five states (:class:`RunState`); each begins when a file is
 written::
@@ -27,7 +28,6 @@ import math
 import os
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,7 @@ from sidda.runs.files import (
     write_json,
 )
 from sidda.runs.history import HISTORY, HISTORY_STEPS, History, load_history
+from sidda.runs.info import RunInfo
 from sidda.runs.lock import LOCK_NAME, lock_run
 
 __all__ = ["ARGV", "CONFIG", "DATA_MANIFEST", "DOMAINS", "DamagedFileError", "ENVIRONMENT",
@@ -91,59 +92,6 @@ class DamagedFileError(InputError):
     def __init__(self, path: Path, reason: str, hint: str) -> None:
         super().__init__(f"{path}: damaged ({reason}); {hint}")
         self.path, self.reason = path, reason
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """``run.json``: the model's shape and the data a run was trained on.
-
-    >>> info = RunInfo("sidda", "cnn", 1, 3, 32, "/data/shapes", target_suffix="_noise")
-    >>> RunInfo.from_json(info.to_json()) == info
-    True
-    """
-
-    method: str
-    model: str
-    in_channels: int
-    num_classes: int
-    image_size: int
-    data_path: str  #: resolved when training started
-    target_suffix: str | None = None  #: resolved from the data's manifest (zenodo layout)
-    class_names: tuple[str, ...] | None = None  #: one per class, or None
-    sizes: dict[str, int] = field(default_factory=dict)  #: images per split (train_s, val_s, ...)
-    world_size: int = 1  #: processes that trained it
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["class_names"] = None if self.class_names is None else list(self.class_names)
-        return d
-
-    @classmethod
-    def from_json(cls, d: object) -> RunInfo:
-        """Read ``run.json``; keys an older sidda did not write take their defaults.
-
-        Raises:
-            ValueError: a key is missing or of the wrong type (the reason, for a message).
-        """
-        if not isinstance(d, dict):
-            raise ValueError(f"holds {type(d).__name__}, not an object")
-        for key, kind in (("method", str), ("model", str), ("data_path", str),
-                          ("in_channels", int), ("num_classes", int), ("image_size", int)):
-            value = d.get(key)
-            if not isinstance(value, kind) or isinstance(value, bool) or (
-                    kind is int and value < 1):
-                raise ValueError(f"{key} is {short_repr(value)}")
-        names = d.get("class_names")
-        if not (isinstance(names, list) and len(names) == d["num_classes"]
-                and all(isinstance(n, str) for n in names)):
-            names = None  # absent, or a run from before run.json checked them: by number
-        sizes, suffix, world = d.get("sizes") or {}, d.get("target_suffix"), d.get("world_size", 1)
-        if not (isinstance(sizes, dict) and all(isinstance(v, int) for v in sizes.values())
-                and (suffix is None or isinstance(suffix, str)) and isinstance(world, int)):
-            raise ValueError(f"sizes {short_repr(sizes)}, target_suffix {short_repr(suffix)}, "
-                             f"world_size {short_repr(world)}")
-        return cls(d["method"], d["model"], d["in_channels"], d["num_classes"], d["image_size"],
-                   d["data_path"], suffix, None if names is None else tuple(names), sizes, world)
 
 
 class RunDir:
@@ -356,13 +304,14 @@ class RunDir:
         return np.load(path, allow_pickle=False)
 
     def needs_evaluation(self) -> bool:
-        """True unless ``metrics.json`` (with temperature, selection and 1..MAX_BINS bins)
-        and the :data:`EVALUATION_ARRAYS` of both domains are complete and readable."""
+        """True unless ``metrics.json`` (with temperature, selection, the label-free diagnostics
+        and 1..MAX_BINS bins) and the :data:`EVALUATION_ARRAYS` of both domains are complete and
+        readable: an evaluation by an older sidda, without ``label_free``, is incomplete."""
         try:
             m = self.metrics()
         except DamagedFileError:
             return True
-        if m is None or "selection" not in m or "temperature" not in m:
+        if m is None or any(k not in m for k in ("selection", "temperature", "label_free")):
             return True
         bins = m.get("n_bins", 15)
         if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= MAX_BINS:
@@ -429,7 +378,7 @@ class RunDir:
 
 def _metrics_problem(m: dict) -> str | None:
     """What makes ``metrics.json`` unusable (a part of the wrong type), or None."""
-    parts = {k: m.get(k) for k in ("source", "target", "temperature", "selection")}
+    parts = {k: m.get(k) for k in ("source", "target", "temperature", "selection", "label_free")}
     sel = parts["selection"] if isinstance(parts["selection"], dict) else {}
     for part in ("rules", "candidates"):
         parts[f"selection.{part}"] = sel.get(part)
