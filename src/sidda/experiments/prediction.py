@@ -48,6 +48,8 @@ from sidda.datasets.imageset import MappedImages, convert_images, load_split
 from sidda.errors import InputError
 from sidda.evaluate import PICK_RULES, predict_arrays
 from sidda.experiments.evaluation import TrainedRun
+from sidda.experiments.folder_report import folder_labels, score, write_score
+from sidda.experiments.outputs import check_out_file
 from sidda.runs import RunDir, atomic_write
 from sidda.runs.rundir import DATA_MANIFEST
 from sidda.train.device import check_device
@@ -118,7 +120,10 @@ def load_images(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
-    if path.is_file() and path.suffix == ".npy":  # read as the run's own image files are
+    if path.is_file() and path.suffix.lower() == ".npz":
+        raise DataError(f"{path}: .npz archives are not supported; save the images as one .npy "
+                        "array (np.save('images.npy', x))")
+    if path.is_file() and path.suffix.lower() == ".npy":  # read as the run's own files are
         images = load_split(path, None, normalize=cfg.data.normalize, image_size=image_size,
                             require_labels=False, memory_budget_mb=cfg.data.memory_budget_mb,
                             channels_first=cfg.data.channels_first)
@@ -177,20 +182,32 @@ def predict_run(
     latents: bool = False,
     batch_size: int = 256,
     device: str = "cpu",
+    force: bool = False,
 ) -> dict:
     """Predict ``images`` with a run's model and write ``out`` (CSV); returns a summary.
+
+    ``out`` is checked before any work (:func:`~sidda.experiments.outputs.check_out_file`:
+    it may not replace an input, a run's file or a file that is not a predictions CSV, unless
+    ``force``) and its folder is created. A folder of class sub-folders named after the run's
+    classes is also scored (:mod:`~sidda.experiments.folder_report`): accuracy, confusion
+    matrix and per-class report, written beside ``out``.
+
+    Returns:
+        ``out``, ``n`` images, ``checkpoint``, ``domain`` (the BatchNorm statistics used, None
+        for a run with one set), ``temperature``, ``counts`` per class, ``class_names``,
+        ``score`` (:class:`~sidda.experiments.folder_report.Score` or None), ``score_files``
+        and ``note`` (why a folder was not scored).
 
     Raises:
         InputError: a bad option, images that do not fit the model, no temperature fitted.
         FileNotFoundError: no run, images or checkpoint at the given paths.
     """
-    run, out = RunDir.of(run_dir), Path(out)
+    run = RunDir.of(run_dir)
     if domain not in ("source", "target"):
         raise InputError(f"domain must be 'source' or 'target', got {domain!r}")
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
-    if out.is_dir():
-        raise InputError(f"{out} is a folder; give a file name for the CSV, e.g. preds.csv")
+    out = check_out_file(out, kind="csv", inputs=[images], force=force)
     device = str(check_device(device))
     trained = TrainedRun.open(run)
     info = trained.info
@@ -204,18 +221,42 @@ def predict_run(
                 f"evaluate {run.path} --checkpoint {name}` first, or predict without "
                 "--temperature"
             )
-    model = trained.load(name).exported(domain)
+    loaded = trained.load(name)
+    model = loaded.exported(domain)
     read_size, fit = _import_settings(trained)
     names, x = load_images(images, in_channels=info.in_channels, image_size=info.image_size,
                            cfg=trained.cfg, read_size=read_size, fit=fit)
     res = predict_arrays(model, x, batch_size=batch_size, device=device, temperature=temp,
                          latents=latents, export=False)
+    _check_finite(res, names, images)
     class_names = None if info.class_names is None else list(info.class_names)
     write_predictions_csv(out, names, res, class_names=class_names)
-    counts = np.bincount(res["pred"].numpy() if torch.is_tensor(res["pred"]) else res["pred"],
-                         minlength=info.num_classes)
-    return {"out": str(out), "n": len(names), "checkpoint": name, "domain": domain,
-            "temperature": temp, "counts": counts.tolist(), "class_names": class_names}
+    pred = np.asarray(res["pred"])
+    counts = np.bincount(pred, minlength=info.num_classes)
+    summary = {"out": str(out), "n": len(names), "checkpoint": name,
+               "domain": domain if loaded.stats is not None else None,
+               "temperature": temp, "counts": counts.tolist(), "class_names": class_names,
+               "score": None, "score_files": None, "note": ""}
+    if Path(images).is_dir():
+        labels_of = class_names or [str(k) for k in range(info.num_classes)]
+        found = folder_labels(names, labels_of)
+        summary["note"] = found.note
+        if found.labels is not None:
+            summary["score"] = score(pred, found.labels, labels_of)
+            summary["score_files"] = write_score(out, summary["score"], labels_of)
+    return summary
+
+
+def _check_finite(res: dict, names: Sequence[str], images: str | Path) -> None:
+    """Refuse images whose outputs are NaN or inf (pixels far outside the trained range)."""
+    bad = [n for n, ok in zip(names, np.isfinite(res["probs"]).all(1), strict=True) if not ok]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise DataError(
+            f"{images}: {len(bad)} image(s) give NaN or inf outputs ({shown}): their pixels are "
+            "far outside the range the run was trained on; rescale them as the training images "
+            "were (check them with `sidda data check`), or leave them out"
+        )
 
 
 def write_predictions_csv(

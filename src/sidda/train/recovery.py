@@ -72,7 +72,7 @@ FORMAT = 1  # version of the last.pt layout
 #: Options that may differ between the interrupted and the resumed run (none changes the
 #: numbers on one device, except the thread count, which can change float summation order).
 _MAY_DIFFER = ("device", "threads", "checkpoint_every", "max_bad_steps", "timeout_s",
-               "keep_epoch_checkpoints")
+               "keep_epoch_checkpoints", "log")
 
 
 @dataclass
