@@ -33,19 +33,30 @@ from sidda.datasets import DataError
 from sidda.errors import InputError, one_line
 from sidda.evaluate.curves import CurveStats, distance_curves, group_curves
 from sidda.evaluate.curves import mean_std as _mean_std
-from sidda.experiments import evaluate_runs, run_config, train_run
+from sidda.experiments import evaluate_runs, resume_run, run_config, train_run
 from sidda.experiments.data import changed_data
 from sidda.methods import method_class
 from sidda.methods.config import METHOD_NAMES, method_loss
 from sidda.plots import distance_by_group
 from sidda.report import write_report
-from sidda.runs import DamagedFileError, RunDir, RunState, atomic_write, write_csv, write_json
-from sidda.train import resolve_device
+from sidda.runs import (
+    EPOCH_CHECKPOINT,
+    DamagedFileError,
+    RunDir,
+    RunState,
+    atomic_write,
+    write_csv,
+    write_json,
+)
+from sidda.train import TrainingInterrupted, resolve_device
 
 __all__ = [
+    "RERUN_HINT",
     "CurveStats",
     "SweepResult",
+    "check_checkpoint_plan",
     "check_methods_available",
+    "check_out_folder",
     "distance_curves",
     "ensure_run",
     "format_table",
@@ -57,6 +68,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: What an interrupted sweep or comparison says to do (its finished runs are reused, the
+#: interrupted one resumes from its last.pt).
+RERUN_HINT = ("rerun the same sidda {command} command to continue: finished runs are reused and "
+              "this one resumes from its last checkpoint")
 
 #: Methods a sweep accepts (every ``LossConfig`` method) and those it runs by default.
 METHODS = METHOD_NAMES
@@ -153,6 +169,30 @@ def check_methods_available(methods: Sequence[str]) -> None:
             ) from None
 
 
+def check_checkpoint_plan(checkpoint: str, cfg: RunConfig) -> None:
+    """Refuse, before anything is trained, an epoch checkpoint that the runs will not have.
+
+    >>> check_checkpoint_plan("final", RunConfig())
+    """
+    if not EPOCH_CHECKPOINT.fullmatch(checkpoint):
+        return
+    epoch = int(checkpoint.split("_")[1])
+    if not cfg.train.keep_epoch_checkpoints:
+        raise ConfigError(f"--checkpoint {checkpoint}: the runs keep no epoch checkpoints; set "
+                          "train.keep_epoch_checkpoints=true, or use final, best_val_acc, "
+                          "best_val_loss or a label-free rule")
+    if not 1 <= epoch <= cfg.train.epochs:
+        raise ConfigError(f"--checkpoint {checkpoint}: the runs train {cfg.train.epochs} "
+                          f"epochs; choose an epoch in 1..{cfg.train.epochs}")
+
+
+def check_out_folder(out: Path) -> None:
+    """``out`` may hold runs: absent, or a folder (an existing file is refused)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder (it will hold runs/ and the "
+                         "tables), e.g. results/mine")
+
+
 def _cannot_reuse(run: RunDir, problem: str) -> InputError:
     return InputError(f"{problem}; delete {run.path} to train that run again, or pass --force "
                       "to train every run again")
@@ -197,8 +237,10 @@ def ensure_run(
 
     A finished run with the same config and training data is reused: its metrics as they are
     when they are of ``checkpoint`` and complete (:meth:`~sidda.runs.RunDir.needs_evaluation`),
-    else it is evaluated again; a run whose training finished is evaluated; anything else (no
-    directory, a half-trained one) is trained from scratch and evaluated.
+    else it is evaluated again; a run whose training finished is evaluated; an interrupted one
+    (stopped by a signal, killed, or a machine that went down) is resumed from its
+    ``last.pt`` (:func:`~sidda.experiments.resume_run`; from the start when it has none);
+    anything else (no directory) is trained and evaluated.
 
     Raises:
         ConfigError, DataError: the directory holds a run of another config, or one trained on
@@ -208,6 +250,9 @@ def ensure_run(
     """
     run = RunDir(run_cfg.run_dir)
     label = label or run.name
+    if run.path.exists() and not run.path.is_dir():
+        raise InputError(f"{run.path} is a file where this run's folder belongs; remove it, or "
+                         "choose another --out")
     device = str(resolve_device(run_cfg.train.device))
     state = RunState.ABSENT if force else _reusable_state(run, run_cfg)
     if state == RunState.EVALUATED:
@@ -218,6 +263,10 @@ def ensure_run(
         logger.info("%s: already trained, evaluating checkpoint %s", label, checkpoint)
     elif state == RunState.TRAINED:
         logger.info("%s: already trained, evaluating", label)
+    elif state == RunState.SET_UP or (state == RunState.SETTING_UP
+                                      and run.config_path.is_file()):
+        logger.info("%s: interrupted earlier, resuming it", label)  # from last.pt, if any
+        resume_run(run.path, argv=argv, callbacks=callbacks)
     else:
         logger.info("training %s", label)
         train_run(run_cfg, argv=argv, force=True, callbacks=callbacks)
@@ -281,15 +330,20 @@ def run_sweep(
                 d["loss"] = method_loss(d["loss"], method)
                 plan.append(RunConfig.from_dict(d))  # validates every name before training
     check_methods_available(methods)
+    check_checkpoint_plan(checkpoint, cfg)
+    check_out_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "sweep.json", {"models": list(models), "seeds": list(seeds),
                                     "methods": list(methods), "checkpoint": checkpoint,
                                     "config": cfg.to_dict()})
     runs, reports = [], []
     for i, run_cfg in enumerate(plan, 1):
-        reports.append(ensure_run(run_cfg, checkpoint=checkpoint, force=force, argv=argv,
-                                  callbacks=callbacks,
-                                  label=f"[{i}/{len(plan)}] {run_cfg.run_dir.name}"))
+        try:
+            reports.append(ensure_run(run_cfg, checkpoint=checkpoint, force=force, argv=argv,
+                                      callbacks=callbacks,
+                                      label=f"[{i}/{len(plan)}] {run_cfg.run_dir.name}"))
+        except TrainingInterrupted as e:
+            raise e.with_hint(RERUN_HINT.format(command="sweep")) from None
         runs.append(run_cfg.run_dir)
     rows = summarize(reports)
     summary = out / "summary"  # .csv, .txt and .json

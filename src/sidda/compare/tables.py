@@ -10,11 +10,32 @@ from collections.abc import Mapping, Sequence
 
 from sidda.compare.summary import by_data
 
-__all__ = ["HEAD", "best_notes", "caption", "format_markdown", "format_text", "row_cells"]
+__all__ = ["HEAD", "best_notes", "caption", "code_span", "format_markdown", "format_text",
+           "row_cells"]
 
 #: Column titles of a comparison table.
 HEAD = ("method", "target acc (mean ± std)", "per seed", "source acc", "target ECE",
         "target Brier", "source ECE", "gap closed")
+
+
+def code_span(text: str) -> str:
+    """``text`` as a markdown code span that nothing in it can close: the fence is one
+    backtick longer than its longest run of backticks (CommonMark), so a path holding
+    backticks or ``<img ...>`` stays literal text, never HTML. Line breaks become spaces.
+
+    >>> code_span("data/a")
+    '`data/a`'
+    >>> code_span("a`<img src=x>`b")
+    '``a`<img src=x>`b``'
+    >>> code_span("`x")
+    '`` `x ``'
+    """
+    text = " ".join(text.splitlines())
+    ticks = "".join(c if c == "`" else " " for c in text).split()  # the runs of backticks
+    longest = max(map(len, ticks), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _ms(row: dict, domain: str, key: str) -> str:
@@ -80,7 +101,7 @@ def format_markdown(rows: Sequence[dict], plan: Mapping) -> str:
     """The :func:`summarize_compare` rows as markdown: one table per data set."""
     parts = [caption(plan), ""]
     for data, rs in by_data(rows).items():
-        parts += [f"### {data} (`{plan['data'][data]}`)", "",
+        parts += [f"### {data} ({code_span(str(plan['data'][data]))})", "",
                   "| " + " | ".join(HEAD) + " |",
                   "|" + "|".join([":---", "---:", ":---"] + ["---:"] * (len(HEAD) - 3)) + "|"]
         parts += ["| " + " | ".join(row_cells(r)) + " |" for r in rs]
