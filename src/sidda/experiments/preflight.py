@@ -84,7 +84,7 @@ def _resizing(cfg: RunConfig) -> list[str]:
 
 
 def _out_dir(cfg: RunConfig) -> list[str]:
-    if Path(cfg.out_dir) == Path(DEFAULT_OUT_DIR):
+    if Path(cfg.out_dir).resolve() == Path(DEFAULT_OUT_DIR).resolve():  # runs/, from here
         return []
     return [f"out_dir is {cfg.out_dir!r}, not {DEFAULT_OUT_DIR!r}: the run goes to "
             f"{cfg.run_dir}, so evaluate it with `sidda evaluate {cfg.run_dir}` (not "
