@@ -45,7 +45,7 @@ cmd_config_list, cmd_config_new = (
 #: :data:`sidda.evaluate.PICK_RULES` (a test keeps the copies equal).
 CHECKPOINT_NAMES = ("final", "best_val_acc", "best_val_loss")
 EPOCH_NAME = re.compile(r"epoch_\d{4,}")
-RULE_NAMES = ("entropy", "iwv", "dev")
+RULE_NAMES = ("entropy", "im", "snd", "bnm", "class_ami", "knn", "iwv", "dev", "source_acc")
 
 CHECKPOINT_HELP = (f"a checkpoint ({', '.join(CHECKPOINT_NAMES)}, epoch_0007 when the run kept "
                    f"them) or the pick of a label-free rule ({', '.join(RULE_NAMES)}); default "
