@@ -47,6 +47,7 @@ from sidda.datasets.folders import IMAGE_EXTENSIONS
 from sidda.datasets.imageset import MappedImages, convert_images, load_split
 from sidda.errors import InputError
 from sidda.evaluate import PICK_RULES, predict_arrays
+from sidda.evaluate.predict import NonFiniteOutputs
 from sidda.experiments.evaluation import TrainedRun
 from sidda.experiments.folder_report import folder_labels, score, write_score
 from sidda.experiments.outputs import check_out_file
@@ -226,9 +227,11 @@ def predict_run(
     read_size, fit = _import_settings(trained)
     names, x = load_images(images, in_channels=info.in_channels, image_size=info.image_size,
                            cfg=trained.cfg, read_size=read_size, fit=fit)
-    res = predict_arrays(model, x, batch_size=batch_size, device=device, temperature=temp,
-                         latents=latents, export=False)
-    _check_finite(res, names, images)
+    try:
+        res = predict_arrays(model, x, batch_size=batch_size, device=device, temperature=temp,
+                             latents=latents, export=False)
+    except NonFiniteOutputs as e:
+        raise _nonfinite(e.rows, names, images) from None
     class_names = None if info.class_names is None else list(info.class_names)
     write_predictions_csv(out, names, res, class_names=class_names)
     pred = np.asarray(res["pred"])
@@ -247,16 +250,16 @@ def predict_run(
     return summary
 
 
-def _check_finite(res: dict, names: Sequence[str], images: str | Path) -> None:
-    """Refuse images whose outputs are NaN or inf (pixels far outside the trained range)."""
-    bad = [n for n, ok in zip(names, np.isfinite(res["probs"]).all(1), strict=True) if not ok]
-    if bad:
-        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise DataError(
-            f"{images}: {len(bad)} image(s) give NaN or inf outputs ({shown}): their pixels are "
-            "far outside the range the run was trained on; rescale them as the training images "
-            "were (check them with `sidda data check`), or leave them out"
-        )
+def _nonfinite(rows: list[int], names: Sequence[str], images: str | Path) -> DataError:
+    """The error for images whose outputs are NaN or inf (pixels far outside the trained
+    range), naming them as the CSV would."""
+    bad = [names[i] for i in rows]
+    shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    return DataError(
+        f"{images}: {len(bad)} image(s) give NaN or inf outputs ({shown}): their pixels are "
+        "far outside the range the run was trained on; rescale them as the training images "
+        "were (check them with `sidda data check`), or leave them out"
+    )
 
 
 def write_predictions_csv(
