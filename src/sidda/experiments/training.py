@@ -28,12 +28,20 @@ from sidda.errors import InputError
 from sidda.experiments.data import check_same_data, class_names, data_checksums, prepare_data
 from sidda.experiments.preflight import start_warnings
 from sidda.models import build_model
-from sidda.runs import LOCK_NAME, RunDir, RunInfo, RunState, environment_info
+from sidda.runs import (
+    LOCK_NAME,
+    History,
+    RunDir,
+    RunInfo,
+    RunState,
+    environment_info,
+    load_checkpoint,
+)
 from sidda.runs.rundir import CONFIG
 from sidda.train import Callback, fit, resolve_device
 from sidda.train.collectives import DistContext, broadcast_object
 from sidda.train.loggers import check_loggers, open_loggers
-from sidda.train.recovery import read_state
+from sidda.train.recovery import read_state, resume_path
 
 __all__ = ["on_rank0", "resolve_context", "resume_run", "run_config", "train_run"]
 
@@ -283,6 +291,8 @@ def resume_run(
     ctx = resolve_context(cfg, ctx)
     state = read_state(run_dir)
     if state is not None and state.finished:
+        if run.summary() is None:  # stopped after its last checkpoint, before summary.json
+            run.write_summary(History(**load_checkpoint(resume_path(run_dir))["history"]))
         logger.info("%s has already finished; nothing to resume", run_dir)
         return run_dir
     data, sets = prepare_data(cfg)
