@@ -28,6 +28,8 @@ def test_a_sound_config_gets_no_warning(tiny_data, tmp_path):
 
 @pytest.mark.parametrize("over, words", [
     ({"train__warmup": 9}, ["train.warmup=9 leaves 1 of 10"]),
+    ({"train__epochs": 2, "train__warmup": 1}, []),  # half the epochs: fine
+    ({"train__epochs": 2, "train__milestones": None}, []),  # the defaults are not flagged
     ({"train__milestones": [5, 10, 12]}, ["[10, 12] at or past the last epoch (10)"]),
     ({"data__image_size": 40}, ["from 16x16 to 40x40 (up by 2.5x)"] * 2),
     ({"data__image_size": 8}, ["from 16x16 to 8x8 (down by 0.5x)"] * 2),

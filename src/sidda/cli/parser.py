@@ -85,8 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", parents=[common], help="train a run from a YAML config",
-                       description="Train SIDDA or the source-only baseline into out_dir/name, "
-                       "or continue an interrupted run with --resume RUN_DIR.")
+                       description="Train a run into out_dir/name from a config (a YAML file or "
+                       "a shipped name), from a data folder alone (--data: the starter config "
+                       "`sidda config new` writes), or continue an interrupted run with --resume "
+                       "RUN_DIR. Warnings about wasteful choices come before epoch 1; a summary "
+                       "and the next command at the end.")
     source = t.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", metavar="FILE|NAME",
                         help="experiment YAML: a file, or a shipped name such as paper/shapes_d4 "

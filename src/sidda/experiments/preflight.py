@@ -3,9 +3,10 @@
 :func:`start_warnings` returns one line per problem; :func:`~sidda.experiments.train_run` logs
 each as a warning (rank 0 only) before training starts. None of them stops the run:
 
-* **schedule**: a warm-up that leaves fewer than two epochs of alignment (``train.warmup``
-  equal to or past ``train.epochs`` is refused by the config itself), a learning-rate milestone
-  at or past the last epoch (the decay never happens);
+* **schedule**: a warm-up longer than :data:`WARMUP_SHARE` of the epochs, for a method that
+  aligns the domains (``train.warmup`` equal to or past ``train.epochs`` is refused by the
+  config itself), a ``train.milestones`` entry at or past the last epoch (that decay never
+  happens; the default milestones, half and four fifths of the epochs, are left alone);
 * **resizing**: ``data.image_size`` that resizes the stored images (from what size to what,
   and by which factor);
 * **where the run goes**: an ``out_dir`` other than ``runs``, the folder the README's next
@@ -25,10 +26,12 @@ import numpy as np
 from sidda.config import RunConfig
 from sidda.datasets import layout_paths
 
-__all__ = ["DEFAULT_OUT_DIR", "start_warnings", "stored_size"]
+__all__ = ["DEFAULT_OUT_DIR", "WARMUP_SHARE", "start_warnings", "stored_size"]
 
 logger = logging.getLogger(__name__)
 
+#: A warm-up longer than this share of the epochs leaves too little alignment.
+WARMUP_SHARE = 0.8
 #: The ``out_dir`` the documentation's next commands assume (``sidda evaluate runs/NAME``).
 DEFAULT_OUT_DIR = "runs"
 
@@ -51,10 +54,10 @@ def stored_size(shape: tuple[int, ...], channels_first: bool | None = None) -> t
 def _schedule(cfg: RunConfig) -> list[str]:
     t, out = cfg.train, []
     align = t.epochs - t.warmup
-    if cfg.loss.method != "source_only" and align < 2:
+    if cfg.loss.method != "source_only" and t.warmup > WARMUP_SHARE * t.epochs:
         out.append(f"train.warmup={t.warmup} leaves {align} of {t.epochs} epoch(s) to align the "
                    "domains; lower train.warmup or raise train.epochs")
-    late = [m for m in t.resolved_milestones() if m >= t.epochs]
+    late = [m for m in t.milestones or () if m >= t.epochs]
     if late:
         out.append(f"train.milestones {late} at or past the last epoch ({t.epochs}): the "
                    "learning rate never drops there; set milestones below train.epochs (or "
