@@ -175,3 +175,38 @@ def test_folders_that_are_not_classes_give_predictions_only(runs, tmp_path, caps
     assert main(["predict", str(runs["sidda"]), str(tmp_path / "imgs"), "--out", str(out)]) == 0
     assert "are not class names of the run" in capsys.readouterr().out
     assert len(_rows(out)) == 12 and not (tmp_path / "preds.report.json").exists()
+
+
+def test_fits_bands_default_to_the_runs_import_and_can_be_named(tmp_path, capsys):
+    fits = pytest.importorskip("astropy.io.fits")
+    from sidda.datasets import import_image_folders
+
+    rng = np.random.default_rng(0)
+    for dom in ("s", "t"):
+        for k, c in enumerate(("elliptical", "spiral")):
+            (tmp_path / dom / c).mkdir(parents=True)
+            for i in range(12):
+                hdus = [fits.PrimaryHDU()] + [
+                    fits.ImageHDU(rng.normal(10 * (b + 1) + 3 * k, 1.0, (16, 16))
+                                  .astype(np.float32), name=n)
+                    for b, n in enumerate("grz")]
+                fits.HDUList(hdus).writeto(tmp_path / dom / c / f"{i}.fits")
+    data = import_image_folders(tmp_path / "s", tmp_path / "t", tmp_path / "d",
+                                hdus=["z", "r", "g"])
+    run = train_run(RunConfig.from_dict({
+        "name": "fits", "out_dir": str(tmp_path / "runs"), "data": {"path": str(data)},
+        "train": {"epochs": 2, "warmup": 1, "batch_size": 8, "threads": 1}}))
+    one = tmp_path / "t" / "spiral" / "3.fits"
+
+    def probs(*opts):
+        out = tmp_path / f"p{len(list(tmp_path.glob('p*.csv')))}.csv"
+        assert main(["predict", str(run), str(one), "--out", str(out), "-q", *opts]) == 0
+        return [float(v) for k, v in _rows(out)[0].items() if k.startswith("p_")]
+
+    recorded = probs()  # the run's import stacked z, r, g: predict does the same by default
+    assert probs("--bands", "Z,R,G") == recorded
+    assert probs("--hdu", "3,2,1") == recorded  # HDU 1 is g, 2 r, 3 z
+    assert probs("--bands", "g,r,z") != recorded  # the order reaches the model
+    assert main(["predict", str(run), str(one), "--out", str(tmp_path / "x.csv"),
+                 "--bands", "G,R,U"]) == 2
+    assert "U" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()

@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pytest
 
 from conftest import write_config
@@ -29,7 +31,7 @@ def test_a_sound_config_gets_no_warning(tiny_data, tmp_path):
 @pytest.mark.parametrize("over, words", [
     ({"train__warmup": 9}, ["train.warmup=9 leaves 1 of 10"]),
     ({"train__epochs": 2, "train__warmup": 1}, []),  # half the epochs: fine
-    ({"train__epochs": 2, "train__milestones": None}, []),  # the defaults are not flagged
+    ({"train__epochs": 2, "train__warmup": 1, "train__milestones": None}, []),  # defaults
     ({"train__milestones": [5, 10, 12]}, ["[10, 12] at or past the last epoch (10)"]),
     ({"data__image_size": 40}, ["from 16x16 to 40x40 (up by 2.5x)"] * 2),
     ({"data__image_size": 8}, ["from 16x16 to 8x8 (down by 0.5x)"] * 2),
@@ -69,3 +71,23 @@ def test_warnings_come_before_epoch_1_and_the_summary_at_the_end(tmp_path, tiny_
     assert "final (epoch 3)" in out and str(run / "checkpoints") in out
     assert f"source accuracy {summary['final']['val_acc_s']:.4f}" in out
     assert f"next: sidda evaluate {run}" in out and f"sidda report {run} --out" in out
+
+
+def test_the_data_layers_normalisation_check_is_a_start_warning(tmp_path):
+    from sidda.datasets import write_layout
+
+    rng = np.random.default_rng(0)
+    clean = np.zeros((40, 16, 16), np.float32)
+    clean[:, 4:12, 4:12] = 1.0  # noise-free: MAD 0 under asinh
+    noisy = clean + rng.normal(0, 0.1, clean.shape).astype(np.float32)
+    y = np.arange(40) % 2
+    write_layout(tmp_path / "d", {"x_train_s": clean, "y_train_s": y, "x_test_s": clean,
+                                  "y_test_s": y, "x_train_t": noisy, "x_test_t": noisy},
+                 manifest={"generator": "test"})
+    cfg = RunConfig.from_dict({"data": {"path": str(tmp_path / "d"), "normalize": "asinh"},
+                               "train": {"epochs": 10, "warmup": 2, "batch_size": 8}})
+    lines = [w for w in start_warnings(cfg) if w.startswith("data.normalize=asinh: band 0")]
+    assert len(lines) == 1 and "by their std" in lines[0]
+    half = RunConfig.from_dict({"data": {"path": str(tmp_path / "d")},
+                                "train": {"epochs": 10, "warmup": 2, "batch_size": 8}})
+    assert not [w for w in start_warnings(half) if w.startswith("data.normalize")]

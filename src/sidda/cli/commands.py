@@ -99,11 +99,15 @@ def _need_matplotlib() -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from sidda.experiments.prediction import predict_run
 
+    from sidda.cli.data_commands import _int_list, _names
     from sidda.experiments.folder_report import format_score
 
+    hdus = (_names(args.bands, "--bands") if args.bands is not None else
+            _int_list(args.hdu, "--hdu") if args.hdu is not None else None)
     res = predict_run(args.run_dir, args.images, args.out, checkpoint=args.checkpoint,
                       domain=args.domain, temperature=args.temperature, latents=args.latents,
-                      batch_size=args.batch_size, device=args.device, force=args.force)
+                      batch_size=args.batch_size, device=args.device, force=args.force,
+                      hdus=hdus)
     names = res["class_names"] or [str(k) for k in range(len(res["counts"]))]
     counts = ", ".join(f"{n} {c}" for n, c in zip(names, res["counts"], strict=True))
     stats = f", {res['domain']} BatchNorm statistics" if res["domain"] else ""

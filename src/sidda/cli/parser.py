@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="divide the logits by the temperature `sidda evaluate` fitted on the "
                     "source validation split")
     pr.add_argument("--latents", action="store_true", help="also write the latent vectors")
+    hdu = pr.add_mutually_exclusive_group()
+    hdu.add_argument("--bands", default=None, metavar="NAMES",
+                     help="FITS with one image HDU per band: stack the HDUs with these EXTNAMEs, "
+                     "as import-folder --bands (default: the run's import's choice)")
+    hdu.add_argument("--hdu", default=None, metavar="INDICES",
+                     help="as --bands, by HDU index (0 is the primary HDU), e.g. 1,2,3")
     pr.add_argument("--batch-size", type=int, default=256)
     pr.add_argument("--device", default="cpu")
     pr.set_defaults(func=cmd_predict)

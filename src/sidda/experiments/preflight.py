@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from sidda.config import RunConfig
-from sidda.datasets import layout_paths
+from sidda.datasets import check_normalisation, layout_paths
 
 __all__ = ["DEFAULT_OUT_DIR", "WARMUP_SHARE", "start_warnings", "stored_size"]
 
@@ -95,10 +95,6 @@ def _out_dir(cfg: RunConfig) -> list[str]:
 
 
 def _normalisation(cfg: RunConfig) -> list[str]:
-    try:
-        from sidda.datasets import check_normalisation
-    except ImportError:  # TRANSITIONAL: a data layer from before the check; drop on merge
-        return []
     report = check_normalisation(cfg.data)
     return [f"data.normalize={report.mode}: {w}" for w in report.warnings]
 
