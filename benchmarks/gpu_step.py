@@ -15,7 +15,7 @@ Two measurements, written to ``OUT/step.json``, ``OUT/epoch.json`` and ``OUT/res
   (and quartiles) of ``--steps`` steps after ``--warmup-steps``, each bracketed by
   ``torch.cuda.synchronize()``; peak allocated memory per setting.
 * **epoch**: ``sidda data make shapes --n-per-class 1000 --image-size 100``, then
-  ``sidda train --config configs/shapes_d4_sidda.yaml`` with 2 epochs (1 warm-up, 1 SIDDA)
+  ``sidda train --config paper/shapes_d4`` with 2 epochs (1 warm-up, 1 SIDDA)
   for fp32 and for the default (bf16 + channels_last); the SIDDA epoch's ``seconds`` from
   ``history.csv`` (training and validation).
 
@@ -48,7 +48,7 @@ from sidda.train.device import to_device
 from sidda.train.distributed import prepare_model
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "shapes_d4_sidda.yaml"
+CONFIG = ROOT / "src" / "sidda" / "configs" / "paper" / "shapes_d4.yaml"
 STEP_SETTINGS = {
     "fp32": DistConfig(bf16=False, channels_last=False),
     "fp32+channels_last": DistConfig(bf16=False, channels_last=True),

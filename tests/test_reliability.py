@@ -159,6 +159,7 @@ def test_S1_a_locked_run_is_refused_and_left_alone(tmp_path, data, capsys):
         assert "in use" in _one_error_line(capsys)
         assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]
     assert main(["train", "-q", "--config", str(cfg)]) == 0  # the lock went with its holder
+    capsys.readouterr()  # its start-of-training warnings, if any
     with lock_run(run, what="evaluate"):
         assert main(["evaluate", "-q", str(run)]) == 2
         assert "in use" in _one_error_line(capsys)
@@ -349,7 +350,9 @@ def test_U_non_finite_validation_is_divergence_exit_1(tmp_path, capsys):
     x = np.load(root / "train" / "x_train.npy")
     np.save(root / "train" / "x_train.npy", (x * 1e30).astype(np.float32))
     assert main(["train", "-q", "--config", str(_config(tmp_path, root))]) == 1
-    line = _one_error_line(capsys)
+    err = capsys.readouterr().err.strip().splitlines()  # start-of-training warnings, then it
+    line = err[-1]
+    assert line.startswith("sidda: error: ") and sum(e.startswith("sidda:") for e in err) == 1
     assert "non-finite" in line or "NaN or inf" in line
     assert "arange" not in line
 

@@ -63,9 +63,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         name = self.name.strip()
-        if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        if not name or name in (".", "..") or "/" in name or "\\" in name or any(
+                ord(c) < 32 or ord(c) == 127 for c in self.name):
             raise ValueError(
-                f"name must be a plain folder name (no '/', not empty, '.' or '..'), got "
+                f"name must be a plain folder name (no '/', no control character such as "
+                f"a line break, not empty, '.' or '..'), got "
                 f"{short_repr(self.name)}; the run directory is out_dir/name"
             )
         if not self.out_dir.strip() or "\0" in self.out_dir:

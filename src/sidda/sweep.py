@@ -17,9 +17,9 @@ A run that is already complete (evaluated) with the same config and the same tra
 (the SHA-256 checksums it recorded) is reused, so an interrupted sweep resumes where it
 stopped; a run whose training finished but whose evaluation did not (or whose evaluation files
 are damaged) is only evaluated; one with another config, or trained on data that changed since,
-is an error unless ``force`` retrains it. :func:`ensure_run` holds these rules and
-:func:`method_loss` the rule for switching a base config to another method; ``sidda compare``
-(:mod:`sidda.compare`) uses both.
+is an error unless ``force`` retrains it (:func:`sidda.experiments.reuse.ensure_run`, which
+``sidda compare`` uses too, as it uses :func:`method_loss`, the rule for switching a base config
+to another method).
 """
 
 from __future__ import annotations
@@ -31,11 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-import torch
-
 from sidda.config import ConfigError, RunConfig
-from sidda.datasets import DataConfig, DataError, load_domains
-from sidda.errors import InputError, one_line
 from sidda.evaluate.curves import CurveStats, distance_curves, group_curves
 from sidda.evaluate.curves import mean_std as _mean_std
 from sidda.evaluate.standings import (
@@ -46,24 +42,31 @@ from sidda.evaluate.standings import (
     standings,
     standings_tables,
 )
-from sidda.evaluate.validators import ValidatorInputs, check_validator_names, validator_report
-from sidda.experiments import evaluate_runs, run_config, train_run
-from sidda.experiments.data import changed_data
-from sidda.methods import method_class
+from sidda.evaluate.validators import check_validator_names
+from sidda.experiments.reuse import (
+    RERUN_HINT,
+    check_checkpoint_plan,
+    check_methods_available,
+    check_out_folder,
+    check_validator,
+    ensure_run,
+)
 from sidda.methods.config import METHOD_NAMES, method_loss
 from sidda.metrics.ranking import DEFAULT_VALIDATOR
 from sidda.plots import distance_by_group
 from sidda.report import write_report
-from sidda.runs import DamagedFileError, RunDir, RunState, atomic_write, write_csv, write_json
-from sidda.train import resolve_device
+from sidda.runs import (
+    RunDir,
+    atomic_write,
+    write_csv,
+    write_json,
+)
+from sidda.train import TrainingInterrupted
 
 __all__ = [
     "CurveStats",
     "SweepResult",
-    "check_methods_available",
-    "check_validator",
     "distance_curves",
-    "ensure_run",
     "format_table",
     "group_curves",
     "method_loss",
@@ -163,127 +166,6 @@ def format_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def check_validator(name: str, data: DataConfig, *, where: str) -> None:
-    """Raise :class:`~sidda.errors.InputError` unless validator ``name`` can score runs on
-    ``data``: its target test images (loaded, nothing else) are enough for the validator, and
-    a validator that reads source labels gets a validation split (``data.val_fraction > 0``).
-
-    The validator itself is asked: it scores stand-in numbers of the sizes the runs will have
-    (the real counts of target test images and classes), so its own rules decide.
-    """
-    test = load_domains(data, splits=("test",))
-    n_t, k = len(test.test_t), test.num_classes
-    n_s = 0 if data.val_fraction == 0 else max(2 * k, 10)
-    gen = torch.Generator().manual_seed(0)
-    stand_in = ValidatorInputs(torch.randn(n_s, 4, generator=gen),
-                               torch.randn(n_s, k, generator=gen), torch.arange(n_s) % k,
-                               torch.randn(n_t, 4, generator=gen),
-                               torch.randn(n_t, k, generator=gen))
-    why = validator_report(stand_in, [name])["skipped"].get(name)
-    if why is not None:
-        if n_s == 0:
-            why += " (data.val_fraction is 0: no source validation images)"
-        raise InputError(f"{where}: --validator {name} cannot score this data set ({why}); "
-                         "choose another validator")
-
-
-# --------------------------------------------------------------------------- methods and runs
-
-
-def check_methods_available(methods: Sequence[str]) -> None:
-    """Raise :class:`ConfigError` unless every method's module imports (before any training)."""
-    for m in dict.fromkeys(methods):
-        if m == "source_only":
-            continue
-        try:
-            method_class(m)
-        except (ImportError, AttributeError) as e:
-            raise ConfigError(
-                f"method {m!r} is not available in this installation ({one_line(e)}); "
-                "leave it out of the list"
-            ) from None
-
-
-def _cannot_reuse(run: RunDir, problem: str) -> InputError:
-    return InputError(f"{problem}; delete {run.path} to train that run again, or pass --force "
-                      "to train every run again")
-
-
-def _reusable_state(run: RunDir, cfg: RunConfig) -> RunState:
-    """How far ``run`` got, once it is known to be a run of ``cfg`` on today's data.
-
-    Raises:
-        ConfigError: ``run`` holds a run of another config (compared as resolved configs: a
-            key an older ``config.yaml`` lacks takes its default).
-        DataError: a finished ``run`` was trained on files that changed since.
-        InputError: ``config.yaml`` is damaged.
-    """
-    if run.config_path.is_file():
-        try:
-            old = run_config(run)
-        except DamagedFileError as e:
-            raise _cannot_reuse(run, f"{e.path}: damaged ({e.reason})") from None
-        if old.to_dict() != cfg.to_dict():
-            raise ConfigError(f"{run.path} exists with a different config; choose another "
-                              "--out, or pass --force to retrain it")
-    state = run.state
-    if state >= RunState.TRAINED and (changed := changed_data(run, cfg)):
-        raise DataError(
-            f"{run.path} was trained on data that changed since ({', '.join(changed)}: SHA-256 "
-            f"differs from its environment.json); delete {run.path} or pass --force to train "
-            f"again on the data now, or restore the data it was trained on ({cfg.data.path})")
-    return state
-
-
-def ensure_run(
-    run_cfg: RunConfig,
-    *,
-    checkpoint: str = "final",
-    force: bool = False,
-    argv: Sequence[str] = (),
-    callbacks: Sequence = (),
-    label: str = "",
-) -> dict:
-    """Train and evaluate one run unless its directory already holds it; its ``metrics.json``.
-
-    A finished run with the same config and training data is reused: its metrics as they are
-    when they are of ``checkpoint`` and complete (:meth:`~sidda.runs.RunDir.needs_evaluation`),
-    else it is evaluated again; a run whose training finished is evaluated; anything else (no
-    directory, a half-trained one) is trained from scratch and evaluated.
-
-    Raises:
-        ConfigError, DataError: the directory holds a run of another config, or one trained on
-            data that changed since, and ``force`` is False.
-        InputError: a reused run lost a file it needs (a checkpoint, a damaged file); the
-            message says to delete it or to pass ``force``.
-    """
-    run = RunDir(run_cfg.run_dir)
-    label = label or run.name
-    device = str(resolve_device(run_cfg.train.device))
-    state = RunState.ABSENT if force else _reusable_state(run, run_cfg)
-    if state == RunState.EVALUATED:
-        metrics = run.metrics() or {}
-        if checkpoint in (metrics.get("checkpoint_rule"), metrics.get("checkpoint")):
-            logger.info("%s: already trained and evaluated, reused", label)
-            return metrics
-        logger.info("%s: already trained, evaluating checkpoint %s", label, checkpoint)
-    elif state == RunState.TRAINED:
-        logger.info("%s: already trained, evaluating", label)
-    else:
-        logger.info("training %s", label)
-        train_run(run_cfg, argv=argv, force=True, callbacks=callbacks)
-    try:
-        return evaluate_runs([run], when="always", checkpoint=checkpoint, device=device)[0]
-    except (FileNotFoundError, DamagedFileError) as e:
-        if state < RunState.TRAINED:
-            raise
-        problem = f"{e.path}: damaged ({e.reason})" if isinstance(e, DamagedFileError) else e
-        raise _cannot_reuse(run, str(problem)) from None
-
-
-# --------------------------------------------------------------------------- the sweep
-
-
 def run_sweep(
     cfg: RunConfig,
     *,
@@ -340,15 +222,20 @@ def run_sweep(
     chosen = check_validator_names(validator or DEFAULT_VALIDATOR)[0]
     if validator is not None:
         check_validator(chosen, cfg.data, where=str(cfg.data.path))
+    check_checkpoint_plan(checkpoint, cfg)
+    check_out_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "sweep.json", {"models": list(models), "seeds": list(seeds),
                                     "methods": list(methods), "checkpoint": checkpoint,
                                     "validator": chosen, "config": cfg.to_dict()})
     runs, reports = [], []
     for i, run_cfg in enumerate(plan, 1):
-        reports.append(ensure_run(run_cfg, checkpoint=checkpoint, force=force, argv=argv,
-                                  callbacks=callbacks,
-                                  label=f"[{i}/{len(plan)}] {run_cfg.run_dir.name}"))
+        try:
+            reports.append(ensure_run(run_cfg, checkpoint=checkpoint, force=force, argv=argv,
+                                      callbacks=callbacks,
+                                      label=f"[{i}/{len(plan)}] {run_cfg.run_dir.name}"))
+        except TrainingInterrupted as e:
+            raise e.with_hint(RERUN_HINT.format(command="sweep")) from None
         runs.append(run_cfg.run_dir)
     rows = summarize(reports, validator=chosen)
     groups: dict[str, list] = {}

@@ -126,3 +126,26 @@ def test_training_epoch_summaries_start_on_their_own_lines(tmp_path, tiny_data):
     assert len(summaries) == 3
     assert all(row.startswith("epoch ") and " step " not in row for row in summaries)
     assert max(len(p) for p in _pieces(text) if " step " in p) <= MAX_WIDTH
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+@pytest.mark.parametrize("tty, quiet, shown", [(True, False, True), (False, False, False),
+                                                (True, True, False)])
+def test_the_train_command_shows_progress_on_a_terminal_only(monkeypatch, tty, quiet, shown):
+    import argparse
+
+    from sidda.cli import commands
+
+    stream = _Stream(tty)
+    monkeypatch.setattr("sys.stderr", stream)
+    progress = commands._progress(5, argparse.Namespace(quiet=quiet))
+    progress("step", {"epoch": 1, "step": 0, "phase": "warmup", "ce": 1.0})
+    assert progress.enabled is shown and ("epoch 1/5 step 0" in stream.getvalue()) is shown

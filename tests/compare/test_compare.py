@@ -17,9 +17,8 @@ from sidda.compare import (
     run_compare,
     summarize_compare,
 )
-from sidda.methods.config import OPTIONS, LossConfig, defaults
+from sidda.methods.config import OPTIONS, LossConfig, defaults, method_loss
 from sidda.runs import load_checkpoint
-from sidda.sweep import method_loss
 
 DOMAIN_KEYS = (("source", "accuracy"), ("target", "accuracy"), ("target", "ece"),
                ("target", "brier"), ("source", "ece"))
@@ -293,7 +292,8 @@ def test_compare_resumes_where_it_stopped(tmp_path, tiny_data, one_thread, capsy
     again = json.loads((second / "metrics.json").read_text())
     assert again["target"]["accuracy"] == old["target"]["accuracy"]
 
-    # Killed during the second run's training (config.yaml, no summary) or before it started.
+    # Killed after its last checkpoint but before summary.json: resumed, not retrained (its
+    # last.pt says it finished); deleted: trained again.
     for cut in ("half", "gone"):
         if cut == "half":
             for f in ("summary.json", "metrics.json"):
@@ -304,8 +304,9 @@ def test_compare_resumes_where_it_stopped(tmp_path, tiny_data, one_thread, capsy
         assert (first / "checkpoints" / "final.pt").stat().st_mtime_ns == stamp
         assert (first / "metrics.json").stat().st_mtime_ns == metrics_stamp
         assert (second / "metrics.json").is_file() and (second / "summary.json").is_file()
-        assert (second / "checkpoints" / "final.pt").stat().st_mtime_ns != trained
-        trained = (second / "checkpoints" / "final.pt").stat().st_mtime_ns
+        now = (second / "checkpoints" / "final.pt").stat().st_mtime_ns
+        assert (now == trained) is (cut == "half")
+        trained = now
     rows = list(csv.DictReader(open(out / "compare.csv")))
     assert [float(r["target_accuracy"]) for r in rows] == [
         json.loads((d / "metrics.json").read_text())["target"]["accuracy"]

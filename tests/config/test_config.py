@@ -1,11 +1,11 @@
-from pathlib import Path
 
 import pytest
 
 import sidda
 from sidda import ConfigError, RunConfig
+from sidda.configs import shipped_configs
 
-CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+CONFIGS = sorted(shipped_configs().values())
 
 
 def test_public_api_resolves():
@@ -18,7 +18,7 @@ def test_dist_defaults_keep_one_cpu_process_as_it_was():
     assert dist.channels_last is None  # on only with CUDA and bf16; bf16 is ignored on the CPU
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_shipped_config_loads(path):
     cfg = RunConfig.from_yaml(path)
     assert cfg.train.warmup < cfg.train.epochs

@@ -2,7 +2,6 @@
 
 import json
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from PIL import Image
 from conftest import _blobs
 from sidda import DataConfig, DataError, RunConfig, load_domains
 from sidda.cli import main
+from sidda.configs import CONFIG_DIR
 from sidda.datasets import (
     MappedImages,
     check_data,
@@ -24,7 +24,7 @@ from sidda.datasets import (
     write_layout,
 )
 
-CONFIGS = Path(__file__).parents[2] / "configs"
+CONFIGS = CONFIG_DIR / "paper"
 FAST = ["model.name=cnn", "train.epochs=2", "train.warmup=1", "train.batch_size=16",
         "train.milestones=[1]", "train.device=cpu"]
 
@@ -138,7 +138,7 @@ def test_gz_evo_layout_memory_mapped_trains_end_to_end(tmp_path):
     d = load_domains(DataConfig(path=str(data), source_suffix="_sdss", target_suffix="_desi",
                                 memory_budget_mb=0))
     assert d.train_s.memory_mapped and d.test_t.memory_mapped and d.in_channels == 3
-    run = _train(tmp_path, CONFIGS / "gz_evo_cnn_sidda.yaml", data, "data.memory_budget_mb=0")
+    run = _train(tmp_path, CONFIGS / "gz_evo_cnn.yaml", data, "data.memory_budget_mb=0")
     man = json.loads((run / "data_manifest.json").read_text())
     assert man["generator"] == "tiny-gz" and man["source_suffix"] == "_sdss"
     cfg = RunConfig.from_yaml(run / "config.yaml").data
@@ -156,7 +156,7 @@ def test_mrssc2_layout_trains_end_to_end(tmp_path):
     d = load_domains(DataConfig(path=str(data), layout="mrssc2", image_size=16))
     assert d.train_t.y is None and d.test_s.y is not None and d.image_size == 16
     assert d.manifest["generator"] is None and "no manifest.json" in d.manifest["note"]
-    run = _train(tmp_path, CONFIGS / "mrssc2_cnn_sidda.yaml", data, "data.image_size=16")
+    run = _train(tmp_path, CONFIGS / "mrssc2_cnn.yaml", data, "data.image_size=16")
     man = json.loads((run / "data_manifest.json").read_text())
     assert man["layout"] == "mrssc2" and man["counts_per_class"]["y_train_s"] == [16, 16, 16]
     _, (p_s, p_t) = _predict_test(run, RunConfig.from_yaml(run / "config.yaml").data)
@@ -165,7 +165,7 @@ def test_mrssc2_layout_trains_end_to_end(tmp_path):
 
 def test_mrssc2_configs_are_the_papers():
     for model in ("cnn", "d4"):
-        cfg = RunConfig.from_yaml(CONFIGS / f"mrssc2_{model}_sidda.yaml")
+        cfg = RunConfig.from_yaml(CONFIGS / f"mrssc2_{model}.yaml")
         assert cfg.data.layout == "mrssc2" and cfg.data.image_size == 100
         assert cfg.model.name == model and cfg.train.epochs == 100 and cfg.train.warmup == 30
         assert cfg.train.milestones == (33, 66)
@@ -296,7 +296,7 @@ def test_import_folder_cli_then_train(tmp_path, capsys):
     assert main(["data", "import-folder", str(src), str(tgt), "--out", str(out),
                  "--image-size", "16", "--seed", "1", "-q"]) == 0
     assert "records the target suffix, _target" in capsys.readouterr().out
-    run = _train(tmp_path, CONFIGS / "shapes_cnn_sidda.yaml", out, "data.image_size=null")
+    run = _train(tmp_path, CONFIGS / "shapes_cnn.yaml", out, "data.image_size=null")
     info = json.loads((run / "run.json").read_text())
     assert info["class_names"] == ["cat", "dog", "owl"]
     assert info["target_suffix"] == "_target"  # the suffix the manifest recorded, resolved
@@ -374,5 +374,5 @@ def test_data_help(action, capsys):
 
 def test_shipped_gz_configs_name_the_suffixes():
     for model in ("cnn", "d4"):
-        cfg = yaml.safe_load((CONFIGS / f"gz_evo_{model}_sidda.yaml").read_text())
+        cfg = yaml.safe_load((CONFIGS / f"gz_evo_{model}.yaml").read_text())
         assert cfg["data"]["source_suffix"] == "_sdss" and cfg["data"]["target_suffix"] == "_desi"

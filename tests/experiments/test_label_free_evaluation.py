@@ -17,8 +17,8 @@ from conftest import write_config, write_tiny_data
 from sidda import RunConfig
 from sidda.cli import main
 from sidda.experiments import evaluate_run, evaluate_runs, prepare_data
+from sidda.experiments.reuse import ensure_run
 from sidda.runs import RunDir
-from sidda.sweep import ensure_run
 
 
 @pytest.fixture(scope="module")

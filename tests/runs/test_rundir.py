@@ -22,6 +22,7 @@ from sidda.cli import main
 from sidda.datasets import DataError
 from sidda.experiments import evaluate_run, run_config
 from sidda.experiments.prediction import load_images, predict_run
+from sidda.experiments.reuse import ensure_run
 from sidda.runs import (
     LOCK_NAME,
     DamagedFileError,
@@ -33,7 +34,6 @@ from sidda.runs import (
     lock_run,
 )
 from sidda.runs.rundir import ARGV, INFO, METRICS, SETUP_FILES, SUMMARY
-from sidda.sweep import ensure_run
 
 #: What `sidda data import-folder` records; predictions must read images the same way.
 IMPORTED = {"generator": "image-folder", "image_size": 16, "fit": "stretch"}

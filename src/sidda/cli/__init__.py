@@ -1,5 +1,9 @@
-"""The ``sidda`` command line: ``train``, ``evaluate``, ``report``, ``sweep``, ``compare``,
-``data make|import-folder|check|show``, ``demo``, ``runs upgrade``.
+"""The ``sidda`` command line: ``train``, ``evaluate``, ``predict``, ``report``, ``sweep``,
+``compare``, ``config list|new``, ``data make|import-folder|check|show``, ``demo``,
+``runs upgrade``.
+
+Parsing imports no torch, escnn or matplotlib (a command's module is imported when it runs), so
+``--help`` and argument errors answer at once.
 
 This is the only package that reads argv, loads YAML from the user and configures logging.
 Errors in the input (config, data, options, paths, a run in use by another process) print one
@@ -15,9 +19,11 @@ the results; the other ranks log warnings only, prefixed with their rank.
 * :mod:`~sidda.cli.entry` - :func:`main` and the exit statuses;
 * :mod:`~sidda.cli.parser` - :func:`build_parser`;
 * :mod:`~sidda.cli.commands`, :mod:`~sidda.cli.data_commands`,
-  :mod:`~sidda.cli.runs_commands` - one thin function per command;
+  :mod:`~sidda.cli.config_commands`, :mod:`~sidda.cli.runs_commands` - one thin function per
+  command;
 * :mod:`~sidda.cli.console` - logging to stderr and the progress line;
-* :mod:`~sidda.cli.tables` - the text tables the commands print.
+* :mod:`~sidda.cli.tables` - the text tables the commands print, and the end-of-training
+  summary.
 """
 
 from sidda.cli.console import Progress

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+import time
 from pathlib import Path
 
 from sidda import compare, experiments, report, sweep
@@ -21,8 +22,10 @@ from sidda.cli.tables import (
     notes_lines,
     run_table,
     standings_lines,
+    train_summary,
 )
 from sidda.config import RunConfig
+from sidda.configs import resolve_config
 from sidda.errors import InputError, short_repr
 from sidda.runs import RunDir
 from sidda.train import distributed
@@ -34,7 +37,13 @@ def _progress(epochs: int, args: argparse.Namespace) -> Progress:
     return Progress(epochs, enabled=sys.stderr.isatty() and not args.quiet)
 
 
+def load_config(args: argparse.Namespace) -> RunConfig:
+    """``--config`` (a file or a shipped name) with the ``--set`` overrides applied."""
+    return RunConfig.from_yaml(resolve_config(args.config)).override(args.set or [])
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
     if args.resume is not None:
         if args.set or args.force:
             raise InputError(
@@ -44,7 +53,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = RunDir(args.resume)  # resume_run explains a missing config.yaml
         cfg = experiments.run_config(run) if run.config_path.is_file() else RunConfig()
     else:
-        cfg = RunConfig.from_yaml(args.config).override(args.set or [])
+        if args.data is not None:
+            from sidda.experiments.starter import starter_config
+
+            cfg = starter_config(args.data).cfg.override(args.set or [])
+            print(f"config: the starter config of {args.data} (`sidda config new --data "
+                  f"{args.data}` prints it), kept as {cfg.run_dir}/config.yaml")
+        else:
+            cfg = load_config(args)
         if args.device is not None:
             cfg = cfg.override([f"train.device={args.device!r}"])
     ctx = distributed.init_distributed(args.device or cfg.train.device,
@@ -64,11 +80,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         distributed.shutdown()
     if not ctx.is_main:
         return 0
-    print(f"trained: {run_dir}")
     if args.evaluate:
         rep = experiments.evaluate_run(run_dir, device=str(ctx.device))
         print(run_table({run_dir.name: rep}))
         print(label_free_lines(rep))
+    print(train_summary(RunDir(run_dir), seconds=time.perf_counter() - t0,
+                        evaluated=args.evaluate))
     return 0
 
 
@@ -92,22 +109,37 @@ def _need_matplotlib() -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from sidda.cli.data_commands import _int_list, _names
+    from sidda.experiments.folder_report import format_score
     from sidda.experiments.prediction import predict_run
 
+    hdus = (_names(args.bands, "--bands") if args.bands is not None else
+            _int_list(args.hdu, "--hdu") if args.hdu is not None else None)
     res = predict_run(args.run_dir, args.images, args.out, checkpoint=args.checkpoint,
                       domain=args.domain, temperature=args.temperature, latents=args.latents,
-                      batch_size=args.batch_size, device=args.device)
+                      batch_size=args.batch_size, device=args.device, force=args.force,
+                      hdus=hdus)
     names = res["class_names"] or [str(k) for k in range(len(res["counts"]))]
     counts = ", ".join(f"{n} {c}" for n, c in zip(names, res["counts"], strict=True))
+    stats = f", {res['domain']} BatchNorm statistics" if res["domain"] else ""
     temp = f", temperature {res['temperature']:.3g}" if res["temperature"] else ""
-    print(f"wrote {res['out']}: {res['n']} images ({counts}); checkpoint {res['checkpoint']}, "
-          f"{res['domain']} BatchNorm statistics{temp}")
+    print(f"wrote {res['out']}: {res['n']} images ({counts}); checkpoint "
+          f"{res['checkpoint']}{stats}{temp}")
+    if res["score"] is not None:
+        print(f"\nthe sub-folders are the run's classes: accuracy {res['score'].accuracy:.4f}\n"
+              + format_score(res["score"], names)
+              + f"\nwrote {' and '.join(map(str, res['score_files']))}")
+    elif res["note"]:
+        print(res["note"])
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from sidda.experiments.outputs import check_out_file
+
     _need_matplotlib()
     report.check_isomap_points(args.isomap_points)
+    check_out_file(args.out, kind="html", inputs=args.run_dirs, force=args.force)
     experiments.evaluate_runs(
         args.run_dirs, when="always" if args.reevaluate else "missing",
         checkpoint=args.checkpoint, n_bins=args.bins, device=args.device,
@@ -119,7 +151,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _split_list(text: str, kind: type = str) -> list:
-    items = [t.strip() for t in text.split(",") if t.strip()]
+    """A comma-separated option as a list; an empty item (``1,,2``, a trailing comma) is an
+    error, not skipped."""
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise InputError(f"expected a comma-separated list of {kind.__name__} without empty "
+                         f"items, got {short_repr(text)}")
     try:
         return [kind(t) for t in items]
     except ValueError:
@@ -130,7 +167,7 @@ def _split_list(text: str, kind: type = str) -> list:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     _need_matplotlib()
-    cfg = RunConfig.from_yaml(args.config).override(args.set or [])
+    cfg = load_config(args)
     res = sweep.run_sweep(
         cfg, models=_split_list(args.models), seeds=_split_list(args.seeds, int),
         methods=_split_list(args.methods), out=args.out, checkpoint=args.checkpoint,
@@ -149,7 +186,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     _need_matplotlib()
-    cfg = RunConfig.from_yaml(args.config).override(args.set or [])
+    cfg = load_config(args)
     res = compare.run_compare(
         cfg, data=compare.parse_data(args.data), methods=_split_list(args.methods),
         seeds=_split_list(args.seeds, int), out=args.out, model=args.model,

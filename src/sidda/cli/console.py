@@ -17,7 +17,7 @@ import time
 import weakref
 from typing import TextIO
 
-__all__ = ["MAX_WIDTH", "Progress", "end_progress", "setup_logging"]
+__all__ = ["MAX_WIDTH", "Progress", "elapsed", "end_progress", "setup_logging"]
 
 #: Widest progress line (columns): one less than a classic 80-column terminal.
 MAX_WIDTH = 79
@@ -54,8 +54,12 @@ def _num(v: object, digits: int) -> str:
     return text if len(text) <= digits + 6 else f"{x:.3g}"
 
 
-def _elapsed(seconds: float) -> str:
-    """``42s``, ``12m05s`` or ``3h07m``."""
+def elapsed(seconds: float) -> str:
+    """``42s``, ``12m05s`` or ``3h07m``.
+
+    >>> elapsed(42.7), elapsed(725), elapsed(11220)
+    ('42s', '12m05s', '3h07m')
+    """
     s = max(0, int(seconds))
     if s < 60:
         return f"{s}s"
@@ -90,7 +94,7 @@ class Progress:
         text = (f"epoch {rec.get('epoch')}/{self.total} step {rec.get('step')} "
                 f"{phase:<{_PHASE_WIDTH}} ce {_num(rec.get('ce'), 3)}"
                 + ("" if da is None else f" da {_num(da, 4)}")
-                + f"  {_elapsed(time.perf_counter() - self.t0)}")
+                + f"  {elapsed(time.perf_counter() - self.t0)}")
         return text[: self._width()]
 
     def __call__(self, event: str, rec: dict) -> None:

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from sidda.cli.console import end_progress, setup_logging
 from sidda.cli.parser import build_parser
 from sidda.errors import InputError, one_line
-from sidda.train.recovery import NonFiniteError, TrainingInterrupted
 
 __all__ = ["EXIT_FAILURE", "EXIT_USAGE", "main"]
 
@@ -50,8 +49,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _training_errors() -> tuple[type, type]:
+    """(NonFiniteError, TrainingInterrupted), or two types nothing raises when training was
+    never imported (the parse step and the data commands load no torch)."""
+    recovery = sys.modules.get("sidda.train.recovery")
+    if recovery is None:
+        return (_NotRaised, _NotRaised)
+    return (recovery.NonFiniteError, recovery.TrainingInterrupted)
+
+
+class _NotRaised(Exception):
+    """Stands for an exception class whose module was never imported."""
+
+
 def _failure(e: Exception) -> int:
     """Print what went wrong in one line; the exit status."""
+    NonFiniteError, TrainingInterrupted = _training_errors()  # noqa: N806
     if isinstance(e, InputError | FileExistsError | FileNotFoundError):
         _error(e)
         return EXIT_USAGE

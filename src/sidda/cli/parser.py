@@ -1,45 +1,71 @@
-"""The argument parser of every ``sidda`` subcommand; each sets ``func``, the command to run."""
+"""The argument parser of every ``sidda`` subcommand; each sets ``func``, the command to run.
+
+Building the parser and parsing import nothing heavy (no torch, escnn or matplotlib), so that
+``sidda --help``, ``sidda SUB --help`` and a mistyped option answer at once: a command's module
+is imported when the command runs (:func:`_command`), and the texts that name checkpoints and
+label-free rules are spelled here (:data:`CHECKPOINT_NAMES`, :data:`RULE_NAMES`, :data:`DEFAULT_VALIDATOR`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import re
+from collections.abc import Callable
 
 from sidda._version import __version__
-from sidda.cli.commands import (
-    cmd_compare,
-    cmd_demo,
-    cmd_evaluate,
-    cmd_predict,
-    cmd_report,
-    cmd_sweep,
-    cmd_train,
-)
-from sidda.cli.data_commands import (
-    cmd_data_check,
-    cmd_data_import,
-    cmd_data_make,
-    cmd_data_show,
-)
 from sidda.cli.runs_commands import add_runs_parser
-from sidda.errors import InputError
-from sidda.evaluate import PICK_RULES, VALIDATORS
-from sidda.metrics.ranking import DEFAULT_VALIDATOR
-from sidda.runs import CHECKPOINTS, check_checkpoint_name
+from sidda.errors import short_repr
 
 __all__ = ["build_parser", "checkpoint_arg"]
 
-CHECKPOINT_HELP = (f"a checkpoint ({', '.join(CHECKPOINTS)}, epoch_0007 when the run kept them) "
-                   f"or the pick of a label-free rule ({', '.join(PICK_RULES)}); default final")
+
+def _command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """The command ``name`` of ``sidda.cli.<module>``, imported when it runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(f"sidda.cli.{module}"), name)(args)
+
+    run.__name__ = run.__qualname__ = name
+    return run
+
+
+cmd_train, cmd_evaluate, cmd_predict, cmd_report, cmd_sweep, cmd_compare, cmd_demo = (
+    _command("commands", n) for n in ("cmd_train", "cmd_evaluate", "cmd_predict", "cmd_report",
+                                      "cmd_sweep", "cmd_compare", "cmd_demo"))
+cmd_data_make, cmd_data_import, cmd_data_check, cmd_data_show = (
+    _command("data_commands", n) for n in ("cmd_data_make", "cmd_data_import",
+                                           "cmd_data_check", "cmd_data_show"))
+cmd_config_list, cmd_config_new = (
+    _command("config_commands", n) for n in ("cmd_config_list", "cmd_config_new"))
+
+
+#: The names ``--checkpoint`` takes, spelled here so that parsing imports nothing heavy; they
+#: are those of :data:`sidda.runs.CHECKPOINTS`, :data:`sidda.runs.EPOCH_CHECKPOINT` and
+#: :data:`sidda.evaluate.PICK_RULES` (a test keeps the copies equal).
+CHECKPOINT_NAMES = ("final", "best_val_acc", "best_val_loss")
+EPOCH_NAME = re.compile(r"epoch_\d{4,}")
+RULE_NAMES = ("entropy", "im", "snd", "bnm", "class_ami", "knn", "iwv", "dev", "source_acc")
+#: :data:`sidda.metrics.DEFAULT_VALIDATOR`, spelled here for the help texts (a test keeps it).
+DEFAULT_VALIDATOR = "im"
+
+CHECKPOINT_HELP = (f"a checkpoint ({', '.join(CHECKPOINT_NAMES)}, epoch_0007 when the run kept "
+                   f"them) or the pick of a label-free rule ({', '.join(RULE_NAMES)}); default "
+                   "final")
 
 
 def checkpoint_arg(text: str) -> str:
-    """``--checkpoint``: a checkpoint name or a label-free rule."""
-    if text in PICK_RULES:
+    """``--checkpoint``: a checkpoint name or a label-free rule.
+
+    >>> checkpoint_arg("epoch_0003")
+    'epoch_0003'
+    """
+    if text in CHECKPOINT_NAMES or text in RULE_NAMES or EPOCH_NAME.fullmatch(text):
         return text
-    try:
-        return check_checkpoint_name(text)
-    except InputError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    raise argparse.ArgumentTypeError(
+        f"unknown checkpoint {short_repr(text)}; use one of {', '.join(CHECKPOINT_NAMES)}, an "
+        "epoch checkpoint such as epoch_0007 (train.keep_epoch_checkpoints), or a label-free "
+        f"rule ({', '.join(RULE_NAMES)})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,18 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
     many.add_argument("--validator", default=None, metavar="NAME",
                       help=f"label-free validator of the tables and of the ranking when the "
-                      f"target has no labels ({', '.join(VALIDATORS)}; default "
+                      f"target has no labels ({', '.join(RULE_NAMES)}; default "
                       f"{DEFAULT_VALIDATOR}); see docs/evaluation.md")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", parents=[common], help="train a run from a YAML config",
-                       description="Train SIDDA or the source-only baseline into out_dir/name, "
-                       "or continue an interrupted run with --resume RUN_DIR.")
+                       description="Train a run into out_dir/name from a config (a YAML file or "
+                       "a shipped name), from a data folder alone (--data: the starter config "
+                       "`sidda config new` writes), or continue an interrupted run with --resume "
+                       "RUN_DIR. Warnings about wasteful choices come before epoch 1; a summary "
+                       "and the next command at the end.")
     source = t.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", help="experiment YAML (see configs/)")
+    source.add_argument("--config", metavar="FILE|NAME",
+                        help="experiment YAML: a file, or a shipped name such as paper/shapes_d4 "
+                        "(sidda config list)")
     source.add_argument("--resume", metavar="RUN_DIR",
                         help="continue an interrupted run from RUN_DIR/checkpoints/last.pt, with "
                         "the run's own config (docs/recovery.md)")
+    source.add_argument("--data", metavar="DIR",
+                        help="train on this data folder with the starter config `sidda config "
+                        "new --data DIR` would write (the run is runs/<folder name>)")
     t.add_argument("--set", nargs="+", metavar="KEY=VALUE",
                    help="dotted overrides, e.g. train.epochs=2 model.name=d4")
     t.add_argument("--force", action="store_true", help="replace an existing run directory")
@@ -102,19 +136,51 @@ def build_parser() -> argparse.ArgumentParser:
         "the run's data was (import-folder reading, data.normalize, the model's size).")
     pr.add_argument("run_dir")
     pr.add_argument("images", help=".npy file, image/FITS file, or folder of them")
-    pr.add_argument("--out", required=True, help="the CSV to write, e.g. preds.csv")
+    pr.add_argument("--out", required=True,
+                    help="the CSV to write, e.g. preds.csv (its folder is created); with class "
+                    "sub-folders named after the run's classes, also OUT.report.txt and .json")
+    pr.add_argument("--force", action="store_true",
+                    help="replace an existing --out that is an input, a run's file or not a "
+                    "predictions CSV")
     pr.add_argument("--checkpoint", default="final", metavar="NAME", type=checkpoint_arg,
                     help=CHECKPOINT_HELP + " (a rule needs `sidda evaluate` first)")
     pr.add_argument("--domain", choices=("target", "source"), default="target",
                     help="BatchNorm statistics of which domain, for runs that keep one set per "
-                    "domain (robust SIDDA, loss.domain_bn, adabn); default target")
+                    "domain (robust SIDDA, loss.domain_bn, adabn); default target; other "
+                    "runs have one set")
     pr.add_argument("--temperature", action="store_true",
                     help="divide the logits by the temperature `sidda evaluate` fitted on the "
                     "source validation split")
     pr.add_argument("--latents", action="store_true", help="also write the latent vectors")
+    hdu = pr.add_mutually_exclusive_group()
+    hdu.add_argument("--bands", default=None, metavar="NAMES",
+                     help="FITS with one image HDU per band: stack the HDUs with these EXTNAMEs, "
+                     "as import-folder --bands (default: the run's import's choice)")
+    hdu.add_argument("--hdu", default=None, metavar="INDICES",
+                     help="as --bands, by HDU index (0 is the primary HDU), e.g. 1,2,3")
     pr.add_argument("--batch-size", type=int, default=256)
     pr.add_argument("--device", default="cpu")
     pr.set_defaults(func=cmd_predict)
+
+    cf = sub.add_parser("config", help="list the shipped configs, write a starter config"
+                        ).add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    cl = cf.add_parser("list", help="the configs that ship with sidda",
+                       description="Print the name and description of every shipped config; "
+                       "--config NAME takes the name.")
+    cl.set_defaults(func=cmd_config_list)
+    cn = cf.add_parser(
+        "new", parents=[common], help="a commented starter config sized to a data folder",
+        description="Check a data folder as `sidda data check` does and write a commented "
+        "config sized to it: its own image size (no resizing), a batch size that fits the "
+        "smaller domain, about 3000 optimisation steps (10 to 60 epochs), a quarter of them of "
+        "warm-up, milestones inside the run, out_dir runs. Without --out it is printed.")
+    cn.add_argument("--data", required=True, metavar="DIR", help="the data folder")
+    cn.add_argument("--model", choices=("cnn", "d4"), default="cnn",
+                    help="cnn (default) or d4 (rotation- and flip-equivariant)")
+    cn.add_argument("--name", default=None, help="run name (default: the folder's name)")
+    cn.add_argument("--out", default=None, metavar="FILE.yaml", help="write it here")
+    cn.add_argument("--force", action="store_true", help="replace an existing --out file")
+    cn.set_defaults(func=cmd_config_new)
 
     d = sub.add_parser("data", help="make, import, check and show data sets").add_subparsers(
         dest="data_command", required=True, metavar="ACTION")
@@ -222,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "one or more runs. Runs without a complete metrics.json are evaluated.")
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     r.add_argument("--out", required=True, metavar="FILE.html")
+    r.add_argument("--force", action="store_true",
+                   help="replace an existing --out that is a run's file or not an HTML page")
     r.add_argument("--title", default=None)
     r.add_argument("--reevaluate", action="store_true",
                    help="re-evaluate every run, even one with a complete metrics.json")
@@ -239,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "config; write OUT/summary.csv, the table of mean +- std over seeds, "
                         "OUT/figure5.png (domain distance against epoch per model) and "
                         "OUT/report.html. Finished runs in OUT are reused.")
-    sw.add_argument("--config", required=True, help="experiment YAML (see configs/)")
+    sw.add_argument("--config", required=True, metavar="FILE|NAME",
+                    help="experiment YAML: a file or a shipped name (sidda config list)")
     sw.add_argument("--models", required=True, help="comma-separated, e.g. cnn,d1,d2,d4,d8")
     sw.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
     sw.add_argument("--methods", default="source_only,sidda",
@@ -254,8 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "data set: mean +- std over seeds, per seed, gap closed), compare.csv, "
                         "compare_summary.csv, compare.json and OUT/report.html. Finished runs "
                         "in OUT are reused, so a stopped comparison continues when rerun.")
-    cm.add_argument("--config", required=True, help="base experiment YAML, e.g. "
-                    "configs/compare_shapes.yaml")
+    cm.add_argument("--config", required=True, metavar="FILE|NAME",
+                    help="base experiment YAML: a file or a shipped name, e.g. compare "
+                    "(sidda config list)")
     cm.add_argument("--data", required=True, nargs="+", metavar="NAME=PATH",
                     help="data sets, e.g. shapes=data/shapes astro=data/astro (a bare PATH is "
                     "named after its folder)")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from sidda.runs.upgrade import upgrade_run
-
 __all__ = ["add_runs_parser", "cmd_runs_upgrade"]
 
 
 def cmd_runs_upgrade(args: argparse.Namespace) -> int:
+    from sidda.runs.upgrade import upgrade_run  # loads torch: only when the command runs
+
     done = upgrade_run(args.run_dir, trust=args.trust)
     for path in done.converted:
         print(f"converted {path}")

@@ -1,17 +1,20 @@
-"""The text tables the command line prints: runs side by side, calibration, the label-free
-diagnostics of a run, the standings of a sweep, the demo's gains."""
+"""The text the command line prints: runs side by side, calibration, the label-free
+diagnostics of a run, the standings of a sweep, the demo's gains, and the summary at the end
+of training."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 from sidda._text import fmt_cell
+from sidda.cli.console import elapsed
 from sidda.evaluate.standings import standings_tables, text_table
 from sidda.experiments import DemoResult
 from sidda.metrics.ranking import DEFAULT_VALIDATOR
+from sidda.runs import RunDir
 
 __all__ = ["calibration_lines", "demo_lines", "label_free_lines", "notes_lines", "run_table",
-           "standings_lines"]
+           "standings_lines", "train_summary"]
 
 _COLUMNS = ("accuracy", "ece", "brier", "nll")
 
@@ -141,3 +144,44 @@ def standings_lines(standing: Mapping, *, what: str) -> str:
     """The ranking without target labels, or the validators' agreement, as text."""
     return "\n\n".join(f"{sentence}\n{text_table(h, rows)}"
                         for sentence, h, rows in standings_tables(standing, what=what))
+
+
+def _num(v: object, spec: str = ".4f") -> str:
+    return "-" if not isinstance(v, int | float) else format(v, spec)
+
+
+def train_summary(run: RunDir, *, seconds: float, evaluated: bool = False) -> str:
+    """What ``sidda train`` prints at the end: wall time, best epochs, checkpoints, the final
+    validation numbers and the next command.
+
+    The target numbers need no target labels: the distance between the domains' validation
+    latents (``val_da``, the method's own; ``val_js_paper``, the paper's JS distance).
+    """
+    summary = run.summary() or {}
+    epochs = {int(r["epoch"]): r for r in run.history().epochs if r.get("epoch") is not None}
+    best = summary.get("best_epochs") or {}
+    ran = summary.get("epochs_run", len(epochs))
+    lines = [f"trained {run.path} in {elapsed(seconds)} ({ran} epochs"
+             + (", stopped early" if summary.get("stopped_early") else "") + ")"]
+    picks = []
+    for name, key, what in (("best_val_acc", "val_acc_s", "validation accuracy"),
+                            ("best_val_loss", "val_total", "validation loss")):
+        if name in best:
+            rec = epochs.get(int(best[name]), {})
+            picks.append(f"epoch {best[name]} by {what} ({_num(rec.get(key))})")
+    if picks:
+        lines.append("  best: " + "; ".join(picks))
+    names = run.checkpoints()
+    lines.append("  checkpoints: " + (", ".join(
+        f"{n} (epoch {best[n]})" if n in best else n for n in names) or "none")
+        + f" in {run.path / 'checkpoints'}")
+    last = summary.get("final") or {}
+    if last:
+        da = last.get("val_da")
+        lines.append(f"  final validation: source accuracy {_num(last.get('val_acc_s'))}, CE "
+                     f"{_num(last.get('val_ce'))}; target (no labels): distance to source "
+                     + (f"val_da {_num(da, '.4g')}, " if da is not None else "")
+                     + f"JS {_num(last.get('val_js_paper'))}")
+    lines.append(("  next: " if evaluated else f"  next: sidda evaluate {run.path}   then: ")
+                 + f"sidda report {run.path} --out {run.path / 'report.html'}")
+    return "\n".join(lines)

@@ -1,11 +1,15 @@
 """Run a comparison: plan every (data set, method, seed), train and evaluate, write the results.
 
-Every run config is validated and every data folder checked before anything is trained;
-finished runs are reused (:func:`sidda.sweep.ensure_run`).
+Every run config is validated and every data folder checked before anything is trained (and a
+``--checkpoint epoch_0005`` the runs will not keep is refused then); finished runs are reused
+and an interrupted one resumes (:func:`sidda.experiments.reuse.ensure_run`), so after SIGTERM or a kill the
+same command continues. Runs of an earlier comparison in the same folder that this one does not
+list are left out of its tables, with a warning that names them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,10 +28,19 @@ from sidda.compare.tables import format_markdown, format_text
 from sidda.config import ConfigError, RunConfig
 from sidda.evaluate.standings import AGREEMENT_FIELDS, agreement_rows
 from sidda.evaluate.validators import check_validator_names
+from sidda.experiments.reuse import (
+    RERUN_HINT,
+    check_checkpoint_plan,
+    check_methods_available,
+    check_out_folder,
+    check_validator,
+    ensure_run,
+)
+from sidda.methods.config import method_loss
 from sidda.metrics.ranking import DEFAULT_VALIDATOR
 from sidda.report import write_report
 from sidda.runs import atomic_write, write_csv, write_json
-from sidda.sweep import check_methods_available, check_validator, ensure_run, method_loss
+from sidda.train import TrainingInterrupted
 
 __all__ = ["CompareResult", "run_compare"]
 
@@ -80,7 +93,7 @@ def run_compare(
         validator: The label-free validator of the tables, of the ranking of a data set
             without target labels, and starred in the agreement tables (None:
             :data:`~sidda.metrics.DEFAULT_VALIDATOR`). Named explicitly, it must be computable
-            on every data set's target test images (:func:`~sidda.sweep.check_validator`).
+            on every data set's target test images (:func:`~sidda.experiments.reuse.check_validator`).
 
     Raises:
         ConfigError, DataError: a bad method, variant, seed list, data name or folder, or a
@@ -103,6 +116,8 @@ def run_compare(
         if not PLAIN_NAME.fullmatch(name):
             raise ConfigError(f"data set name {name!r} must be a plain name, e.g. shapes")
     out = Path(out)
+    check_out_folder(out)
+    check_checkpoint_plan(checkpoint, cfg)
     model = model or cfg.model.name
     plan: list[tuple[str, MethodSpec, int, RunConfig]] = []
     for name, path in data.items():
@@ -133,12 +148,16 @@ def run_compare(
     logger.info("compare: %d runs (%d data sets x %d methods x %d seeds, model %s) into %s",
                 len(plan), len(data), len(specs), len(seeds), model, out)
     out.mkdir(parents=True, exist_ok=True)
+    _note_left_out(out, {(name, spec.token, seed) for name, spec, seed, _ in plan})
     write_json(out / "compare_plan.json", info)
     runs, results = [], []
     for i, (name, spec, seed, run_cfg) in enumerate(plan, 1):
-        metrics = ensure_run(run_cfg, checkpoint=checkpoint, force=force, argv=argv,
-                             callbacks=callbacks,
-                             label=f"[{i}/{len(plan)}] {name}/{run_cfg.name}")
+        try:
+            metrics = ensure_run(run_cfg, checkpoint=checkpoint, force=force, argv=argv,
+                                 callbacks=callbacks,
+                                 label=f"[{i}/{len(plan)}] {name}/{run_cfg.name}")
+        except TrainingInterrupted as e:
+            raise e.with_hint(RERUN_HINT.format(command="compare")) from None
         runs.append(run_cfg.run_dir)
         results.append({"data": name, "method": spec.token, "variant": spec.variant,
                         "seed": seed, "metrics": metrics, "run_dir": run_cfg.run_dir})
@@ -168,3 +187,21 @@ def run_compare(
         page = write_report(runs, out / "report.html", title=f"sidda compare: {out.name}",
                             extra_html=compare_html(rows, info, standing))
     return CompareResult(out, runs, rows, markdown, text, page, standing)
+
+
+def _note_left_out(out: Path, planned: set[tuple[str, str, int]]) -> None:
+    """Say which runs of an earlier comparison in ``out`` this one's tables leave out."""
+    try:
+        old = json.loads((out / "compare_plan.json").read_text(encoding="utf-8"))
+        earlier = {(d, m, int(s)) for d in old["data"] for m in old["methods"]
+                   for s in old["seeds"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no earlier comparison here (or not one we can read): nothing to say
+    left = sorted(earlier - planned)
+    if left:
+        shown = ", ".join(f"{d}/{m}/seed {s}" for d, m, s in left[:6])
+        more = f" and {len(left) - 6} more" if len(left) > 6 else ""
+        logger.warning("%s: the tables hold this command's runs only; %d run(s) of an earlier "
+                       "comparison here are left out of compare.md and compare.csv (%s%s; "
+                       "their folders stay in %s): list their data sets, methods and seeds "
+                       "again to include them", out, len(left), shown, more, out / "runs")

@@ -22,8 +22,8 @@ from sidda.evaluate.standings import (
 )
 from sidda.metrics.ranking import DEFAULT_VALIDATOR
 
-__all__ = ["HEAD", "LEFT", "best_notes", "caption", "format_markdown", "format_text", "head",
-           "row_cells"]
+__all__ = ["HEAD", "LEFT", "best_notes", "caption", "code_span", "format_markdown",
+           "format_text", "head", "row_cells"]
 
 #: Column indices of a comparison table that are text (left-aligned).
 LEFT = (0, 2, 8)
@@ -38,6 +38,26 @@ def head(validator: str = DEFAULT_VALIDATOR) -> tuple[str, ...]:
 
 #: Column titles with the default validator.
 HEAD = head()
+
+
+def code_span(text: str) -> str:
+    """``text`` as a markdown code span that nothing in it can close: the fence is one
+    backtick longer than its longest run of backticks (CommonMark), so a path holding
+    backticks or ``<img ...>`` stays literal text, never HTML. Line breaks become spaces.
+
+    >>> code_span("data/a")
+    '`data/a`'
+    >>> code_span("a`<img src=x>`b")
+    '``a`<img src=x>`b``'
+    >>> code_span("`x")
+    '`` `x ``'
+    """
+    text = " ".join(text.splitlines())
+    ticks = "".join(c if c == "`" else " " for c in text).split()  # the runs of backticks
+    longest = max(map(len, ticks), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _ms(row: dict, domain: str, key: str) -> str:
@@ -117,7 +137,7 @@ def format_markdown(rows: Sequence[dict], plan: Mapping,
     cols = head(plan.get("validator", DEFAULT_VALIDATOR))
     parts = [caption(plan), ""]
     for data, rs in by_data(rows).items():
-        parts += [f"### {data} (`{plan['data'][data]}`)", "",
+        parts += [f"### {data} ({code_span(str(plan['data'][data]))})", "",
                   "| " + " | ".join(cols) + " |",
                   "|" + "|".join(":---" if i in LEFT else "---:" for i in range(len(cols)))
                   + "|"]

@@ -26,7 +26,23 @@ from sidda.datasets import ImageSet, MappedImages
 from sidda.errors import InputError, short_repr
 from sidda.models import export_model
 
-__all__ = ["Predictions", "domain_metrics", "forward_all", "predict", "predict_arrays"]
+__all__ = ["NonFiniteOutputs", "Predictions", "domain_metrics", "forward_all", "predict",
+           "predict_arrays"]
+
+
+class NonFiniteOutputs(InputError):
+    """Images whose logits are NaN or inf: pixels far outside what the model was trained on.
+
+    Attributes:
+        rows: Their indices in the input, in order.
+    """
+
+    def __init__(self, rows: list[int]) -> None:
+        shown = ", ".join(map(str, rows[:5])) + (f" and {len(rows) - 5} more"
+                                                 if len(rows) > 5 else "")
+        super().__init__(f"{len(rows)} image(s) give NaN or inf outputs (rows {shown}): their "
+                         "pixels are far outside the range the model was trained on")
+        self.rows = rows
 
 
 @dataclass
@@ -161,6 +177,9 @@ def predict_arrays(
         ``{"probs": (N, K) float32, "pred": (N,) int64}`` and ``"latents": (N, D) float32``
         when asked for; ``pred`` is the argmax of ``probs``.
 
+    Raises:
+        NonFiniteOutputs: some images give NaN or inf logits (their rows are named).
+
     >>> from sidda.models import build_model
     >>> m = build_model("cnn", in_channels=1, num_classes=3, image_size=32)
     >>> out = predict_arrays(m, np.zeros((4, 1, 32, 32), np.float32), temperature=2.0)
@@ -179,6 +198,9 @@ def predict_arrays(
         )
     pred = predict(model, ImageSet(x, None), batch_size=batch_size, device=device,
                    export=export)
+    bad = (~torch.isfinite(pred.logits).all(1)).nonzero().flatten().tolist()
+    if bad:
+        raise NonFiniteOutputs(bad)
     probs = metrics.apply_temperature(pred.logits.double(), 1.0 if temperature is None
                                       else temperature)  # (N, K) float64
     out = {"probs": probs.float().numpy(), "pred": probs.argmax(1).numpy()}

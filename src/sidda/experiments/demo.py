@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from sidda.config import RunConfig
+from sidda.errors import InputError
 from sidda.experiments.data import write_generated
 from sidda.experiments.evaluation import evaluate_run
 from sidda.experiments.training import train_run
@@ -83,6 +84,9 @@ def run_demo(
     """
     keep = out is not None
     root = Path(out) if keep else Path(tempfile.mkdtemp(prefix="sidda-demo-"))
+    if keep and root.exists() and not root.is_dir():
+        raise InputError(f"--out {root} is a file; give a folder for the demo's data and runs, "
+                         "e.g. demo-out")
     if keep and root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} exists and is not empty; choose another --out")
     t0 = time.perf_counter()

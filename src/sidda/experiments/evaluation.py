@@ -232,6 +232,10 @@ def _evaluate_locked(
     rule = checkpoint if checkpoint in PICK_RULES else None
     if rule is None:
         run.dir.checkpoint(checkpoint)  # a missing checkpoint fails before any work
+    elif not run.dir.checkpoints():
+        raise FileNotFoundError(
+            f"{run.dir.path}: no checkpoints (checkpoints/ holds no model) for the '{rule}' "
+            "rule to choose from; train the run again (sidda train --config ... --force)")
     own = run.is_own_data(data_path)
     dcfg = run.data_config(data_path)
     data = evaluation_data(run.cfg, info, own=run.data_config(None),

@@ -11,13 +11,16 @@ pixels a test image would:
    stretched), bicubic resizing to the size the run's data was imported at: the import
    settings the run recorded (``data_manifest.json``), not those of the data folder, which may
    have moved or changed since (a warning says when it disagrees); else the model's size.
+   FITS files with one image HDU per band are stacked as the import stacked them
+   (``--bands``/``--hdu``, recorded as ``fits_hdus``), unless ``hdus`` says otherwise.
+   ``.npy`` is recognised in any case (``X.NPY``); ``.npz`` archives are refused.
 2. **Normalisation and size**, as training loads images: ``data.normalize`` of the run, per
    band, then bilinear resizing to the model's input size.
 3. **Model.** A checkpoint by name (``final``, ``best_val_acc``, ``best_val_loss``,
    ``epoch_0007`` when the run kept per-epoch checkpoints), or the pick of a label-free rule
-   (``entropy``, ``iwv``, ``dev``) recorded by ``sidda evaluate``. With robust SIDDA (one set of
-   BatchNorm statistics per domain) new images are taken as target images unless
-   ``domain="source"``.
+   (``entropy``, ``iwv``, ``dev``, ...) recorded by ``sidda evaluate``. A run that keeps one set
+   of BatchNorm statistics per domain (robust SIDDA, ``loss.domain_bn``) takes new images as
+   target images unless ``domain="source"``; the summary names the set only for such runs.
 4. **Probabilities**, optionally divided by the temperature fitted on the run's source
    validation split (``--temperature``; ``sidda evaluate`` fits it), and the latents on request.
 
@@ -41,13 +44,22 @@ import numpy as np
 import torch
 
 from sidda.config import RunConfig
-from sidda.datasets import DataError, read_image_file
-from sidda.datasets.fits import FITS_EXTENSIONS
-from sidda.datasets.folders import IMAGE_EXTENSIONS
+from sidda.datasets import (
+    DataError,
+    ImportSettings,
+    import_settings,
+    list_image_files,
+    read_image_file,
+)
+from sidda.datasets.fits import FITS_EXTENSIONS, check_hdus
+from sidda.datasets.imagefiles import IMAGE_EXTENSIONS
 from sidda.datasets.imageset import MappedImages, convert_images, load_split
 from sidda.errors import InputError
 from sidda.evaluate import PICK_RULES, predict_arrays
+from sidda.evaluate.predict import NonFiniteOutputs
 from sidda.experiments.evaluation import TrainedRun
+from sidda.experiments.folder_report import folder_labels, score, write_score
+from sidda.experiments.outputs import check_out_file
 from sidda.runs import RunDir, atomic_write
 from sidda.runs.rundir import DATA_MANIFEST
 from sidda.train.device import check_device
@@ -95,8 +107,7 @@ def run_temperature(run_dir: RunDir | str | Path, *, checkpoint: str | None = No
 
 
 def _image_files(path: Path) -> list[Path]:
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                   and p.name.lower().endswith(_SUFFIXES))
+    files = list_image_files(path)  # recursive, sorted, hidden files and folders skipped
     if not files:
         raise DataError(f"{path}: no image files ({', '.join(_SUFFIXES)}) in this folder")
     return files
@@ -104,7 +115,7 @@ def _image_files(path: Path) -> list[Path]:
 
 def load_images(
     path: str | Path, *, in_channels: int, image_size: int, cfg: RunConfig,
-    read_size: int | None = None, fit: str = "crop",
+    read_size: int | None = None, fit: str = "crop", hdus: Sequence[str | int] | None = None,
 ) -> tuple[list[str], torch.Tensor | MappedImages]:
     """Images to predict: (names, float32 tensor (N, C, S, S)) prepared like the run's data.
 
@@ -114,11 +125,16 @@ def load_images(
         cfg: The run's config (``data.normalize``, ``data.channels_first``).
         read_size: Size image files are first resized to (the import's size); None: S.
         fit: ``crop`` or ``stretch``, as the import.
+        hdus: FITS files with one image HDU per band: the HDUs to stack, by EXTNAME or index,
+            as ``import-folder --bands/--hdu``; None reads a 2-D image or a (C, H, W) cube.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
-    if path.is_file() and path.suffix == ".npy":  # read as the run's own image files are
+    if path.is_file() and path.suffix.lower() == ".npz":
+        raise DataError(f"{path}: .npz archives are not supported; save the images as one .npy "
+                        "array (np.save('images.npy', x))")
+    if path.is_file() and path.suffix.lower() == ".npy":  # read as the run's own files are
         images = load_split(path, None, normalize=cfg.data.normalize, image_size=image_size,
                             require_labels=False, memory_budget_mb=cfg.data.memory_budget_mb,
                             channels_first=cfg.data.channels_first)
@@ -128,42 +144,37 @@ def load_images(
                             "on")
         return [str(i) for i in range(len(images))], images.x
     files = [path] if path.is_file() else _image_files(path)
-    x = np.stack([read_image_file(f, channels=in_channels, size=read_size or image_size, fit=fit)
+    x = np.stack([read_image_file(f, channels=in_channels, size=read_size or image_size, fit=fit,
+                                  hdus=hdus)
                   for f in files])  # (N, S, S, C); read_image_file checks the bands
     names = [f.name if path.is_file() else f.relative_to(path).as_posix() for f in files]
     return names, convert_images(np.ascontiguousarray(np.moveaxis(x, -1, 1)),
                                  normalize=cfg.data.normalize, image_size=image_size, name=path)
 
 
-def _import_settings(run: TrainedRun) -> tuple[int | None, str]:
-    """The size and fit the run's data was imported with, when ``import-folder`` made it.
+def _import_settings(run: TrainedRun) -> ImportSettings:
+    """How the run's data was imported (size, fit, FITS HDUs), when ``import-folder`` made it.
 
     Read from the run's own record (``data_manifest.json``); the data folder may have moved or
     been imported again since, so its manifest only earns a warning when it disagrees.
     """
     recorded = run.dir.manifest()
-    own = _settings(recorded)
-    if not isinstance(own[0], int | None) or isinstance(own[0], bool) or not isinstance(
-            own[1], str):
-        raise run.dir.damaged(DATA_MANIFEST, f"image_size {own[0]!r}, fit {own[1]!r}")
+    try:
+        own = import_settings(recorded)
+    except DataError as e:
+        raise run.dir.damaged(DATA_MANIFEST, str(e)) from None
     folder = Path(run.cfg.data.path) / "manifest.json"
     try:
-        now = _settings(json.loads(folder.read_text()))
-    except (OSError, ValueError, AttributeError):
-        return own if recorded else (None, "crop")
+        now = import_settings(json.loads(folder.read_text()))
+    except (OSError, ValueError, AttributeError):  # gone, not JSON, or a damaged record
+        return own
     if not recorded:  # a run from before the record: the folder is all there is
         return now
     if now != own:
-        logger.warning("%s says the images were imported at size %s with fit %s, but the run "
-                       "was trained on an import at size %s with fit %s (%s); predicting as "
-                       "the run was trained", folder, *now, *own, DATA_MANIFEST)
+        logger.warning("%s says the images were imported at size %s with fit %s (HDUs %s), but "
+                       "the run was trained on an import at size %s with fit %s (HDUs %s) (%s); "
+                       "predicting as the run was trained", folder, *now, *own, DATA_MANIFEST)
     return own
-
-
-def _settings(manifest: dict) -> tuple[int | None, str]:
-    if manifest.get("generator") != "image-folder":
-        return None, "crop"
-    return manifest.get("image_size"), manifest.get("fit", "crop")
 
 
 def predict_run(
@@ -177,20 +188,34 @@ def predict_run(
     latents: bool = False,
     batch_size: int = 256,
     device: str = "cpu",
+    force: bool = False,
+    hdus: Sequence[str | int] | None = None,
 ) -> dict:
     """Predict ``images`` with a run's model and write ``out`` (CSV); returns a summary.
+
+    ``out`` is checked before any work (:func:`~sidda.experiments.outputs.check_out_file`:
+    it may not replace an input, a run's file or a file that is not a predictions CSV, unless
+    ``force``) and its folder is created. FITS files are read with the HDUs ``hdus`` names
+    (``--bands``/``--hdu``), by default those the run's import recorded. A folder of class sub-folders named after the run's
+    classes is also scored (:mod:`~sidda.experiments.folder_report`): accuracy, confusion
+    matrix and per-class report, written beside ``out``.
+
+    Returns:
+        ``out``, ``n`` images, ``checkpoint``, ``domain`` (the BatchNorm statistics used, None
+        for a run with one set), ``temperature``, ``counts`` per class, ``class_names``,
+        ``score`` (:class:`~sidda.experiments.folder_report.Score` or None), ``score_files``
+        and ``note`` (why a folder was not scored).
 
     Raises:
         InputError: a bad option, images that do not fit the model, no temperature fitted.
         FileNotFoundError: no run, images or checkpoint at the given paths.
     """
-    run, out = RunDir.of(run_dir), Path(out)
+    run = RunDir.of(run_dir)
     if domain not in ("source", "target"):
         raise InputError(f"domain must be 'source' or 'target', got {domain!r}")
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
-    if out.is_dir():
-        raise InputError(f"{out} is a folder; give a file name for the CSV, e.g. preds.csv")
+    out = check_out_file(out, kind="csv", inputs=[images], force=force)
     device = str(check_device(device))
     trained = TrainedRun.open(run)
     info = trained.info
@@ -204,18 +229,46 @@ def predict_run(
                 f"evaluate {run.path} --checkpoint {name}` first, or predict without "
                 "--temperature"
             )
-    model = trained.load(name).exported(domain)
-    read_size, fit = _import_settings(trained)
+    loaded = trained.load(name)
+    model = loaded.exported(domain)
+    settings = _import_settings(trained)
+    hdus = settings.hdus if hdus is None else check_hdus(hdus)
     names, x = load_images(images, in_channels=info.in_channels, image_size=info.image_size,
-                           cfg=trained.cfg, read_size=read_size, fit=fit)
-    res = predict_arrays(model, x, batch_size=batch_size, device=device, temperature=temp,
-                         latents=latents, export=False)
+                           cfg=trained.cfg, read_size=settings.image_size, fit=settings.fit,
+                           hdus=hdus)
+    try:
+        res = predict_arrays(model, x, batch_size=batch_size, device=device, temperature=temp,
+                             latents=latents, export=False)
+    except NonFiniteOutputs as e:
+        raise _nonfinite(e.rows, names, images) from None
     class_names = None if info.class_names is None else list(info.class_names)
     write_predictions_csv(out, names, res, class_names=class_names)
-    counts = np.bincount(res["pred"].numpy() if torch.is_tensor(res["pred"]) else res["pred"],
-                         minlength=info.num_classes)
-    return {"out": str(out), "n": len(names), "checkpoint": name, "domain": domain,
-            "temperature": temp, "counts": counts.tolist(), "class_names": class_names}
+    pred = np.asarray(res["pred"])
+    counts = np.bincount(pred, minlength=info.num_classes)
+    summary = {"out": str(out), "n": len(names), "checkpoint": name,
+               "domain": domain if loaded.stats is not None else None,
+               "temperature": temp, "counts": counts.tolist(), "class_names": class_names,
+               "score": None, "score_files": None, "note": ""}
+    if Path(images).is_dir():
+        labels_of = class_names or [str(k) for k in range(info.num_classes)]
+        found = folder_labels(names, labels_of)
+        summary["note"] = found.note
+        if found.labels is not None:
+            summary["score"] = score(pred, found.labels, labels_of)
+            summary["score_files"] = write_score(out, summary["score"], labels_of)
+    return summary
+
+
+def _nonfinite(rows: list[int], names: Sequence[str], images: str | Path) -> DataError:
+    """The error for images whose outputs are NaN or inf (pixels far outside the trained
+    range), naming them as the CSV would."""
+    bad = [names[i] for i in rows]
+    shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    return DataError(
+        f"{images}: {len(bad)} image(s) give NaN or inf outputs ({shown}): their pixels are "
+        "far outside the range the run was trained on; rescale them as the training images "
+        "were (check them with `sidda data check`), or leave them out"
+    )
 
 
 def write_predictions_csv(

@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import logging
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -32,12 +32,22 @@ from sidda.experiments.data import (
     prepare_data,
     source_class_counts,
 )
+from sidda.experiments.preflight import start_warnings
 from sidda.models import build_model
-from sidda.runs import LOCK_NAME, RunDir, RunInfo, RunState, environment_info
+from sidda.runs import (
+    LOCK_NAME,
+    History,
+    RunDir,
+    RunInfo,
+    RunState,
+    environment_info,
+    load_checkpoint,
+)
 from sidda.runs.rundir import CONFIG
 from sidda.train import Callback, fit, resolve_device
 from sidda.train.collectives import DistContext, broadcast_object
-from sidda.train.recovery import read_state
+from sidda.train.loggers import check_loggers, open_loggers
+from sidda.train.recovery import read_state, resume_path
 
 __all__ = ["on_rank0", "resolve_context", "resume_run", "run_config", "train_run"]
 
@@ -131,6 +141,18 @@ def _environment(cfg: RunConfig, checksums: dict) -> dict:
     return environment_info() | {"seed": cfg.train.seed, "data_files": checksums}
 
 
+@contextlib.contextmanager
+def _loggers(cfg: RunConfig, run: RunDir, ctx: DistContext,
+             callbacks: Sequence[Callback]) -> Iterator[list[Callback]]:
+    """``callbacks`` and, on rank 0, the loggers of ``train.log`` (closed at the end)."""
+    opened = open_loggers(cfg.train.log, run.path) if ctx.is_main else []
+    try:
+        yield [*callbacks, *opened]
+    finally:
+        for cb in opened:
+            cb.close()
+
+
 def _build_model(cfg: RunConfig, data: DomainData) -> torch.nn.Module:
     """The run's model with its initial weights (seeded by ``train.seed``)."""
     torch.manual_seed(cfg.train.seed)
@@ -205,6 +227,7 @@ def train_run(
         )
     model = _build_model(cfg, data)
     cfg.loss.check_model(model)  # e.g. domain_bn on a model without BatchNorm: before setup
+    check_loggers(cfg.train.log)
 
     def write_run() -> None:  # everything is valid and the folder is ours: only now write
         refuse_existing()  # again, under the lock: another process may have made it meanwhile
@@ -220,13 +243,19 @@ def train_run(
             run.clear()  # no half-made run: the next try starts cleanly
             raise
 
+    def warn() -> None:
+        for line in start_warnings(cfg):
+            logger.warning("%s", line)
+
     with _run_lock(run, ctx, "train"):
         on_rank0(write_run, ctx)
-        hist = fit(
-            model, sets["train_s"], sets["train_t"], cfg.train, loss=cfg.loss,
-            val_s=sets["val_s"], val_t=sets["val_t"], run_dir=run_dir, callbacks=callbacks,
-            dist_cfg=cfg.dist, ctx=ctx,
-        )
+        on_rank0(warn, ctx)
+        with _loggers(cfg, run, ctx, callbacks) as every:
+            hist = fit(
+                model, sets["train_s"], sets["train_t"], cfg.train, loss=cfg.loss,
+                val_s=sets["val_s"], val_t=sets["val_t"], run_dir=run_dir, callbacks=every,
+                dist_cfg=cfg.dist, ctx=ctx,
+            )
         if ctx.is_main:
             run.write_summary(hist)
     return run_dir
@@ -270,11 +299,14 @@ def resume_run(
     ctx = resolve_context(cfg, ctx)
     state = read_state(run_dir)
     if state is not None and state.finished:
+        if run.summary() is None:  # stopped after its last checkpoint, before summary.json
+            run.write_summary(History(**load_checkpoint(resume_path(run_dir))["history"]))
         logger.info("%s has already finished; nothing to resume", run_dir)
         return run_dir
     data, sets = prepare_data(cfg)
     model = _build_model(cfg, data)
     cfg.loss.check_model(model)  # e.g. domain_bn on a model without BatchNorm: before setup
+    check_loggers(cfg.train.log)
 
     def prepare_dir() -> None:
         checksums = data_checksums(cfg)
@@ -289,11 +321,12 @@ def resume_run(
 
     with _run_lock(run, ctx, "train --resume"):
         on_rank0(prepare_dir, ctx)
-        hist = fit(
-            model, sets["train_s"], sets["train_t"], cfg.train, loss=cfg.loss,
-            val_s=sets["val_s"], val_t=sets["val_t"], run_dir=run_dir, callbacks=callbacks,
-            resume=True, dist_cfg=cfg.dist, ctx=ctx,
-        )
+        with _loggers(cfg, run, ctx, callbacks) as every:
+            hist = fit(
+                model, sets["train_s"], sets["train_t"], cfg.train, loss=cfg.loss,
+                val_s=sets["val_s"], val_t=sets["val_t"], run_dir=run_dir, callbacks=every,
+                resume=True, dist_cfg=cfg.dist, ctx=ctx,
+            )
         if ctx.is_main:
             run.write_summary(hist)
     return run_dir

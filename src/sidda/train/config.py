@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from sidda.errors import short_repr
 
-__all__ = ["AUGMENTATIONS", "DA_SCOPES", "DEVICE_PATTERN", "MAX_EPOCHS", "DistConfig",
-           "TrainConfig"]
+__all__ = ["AUGMENTATIONS", "DA_SCOPES", "DEVICE_PATTERN", "LOGGERS", "MAX_EPOCHS",
+           "DistConfig", "TrainConfig"]
 
 #: ``dist.da_scope`` values: the method on the global batch (kept so that older configs load).
 DA_SCOPES = ("global",)
@@ -24,6 +24,10 @@ AUGMENTATIONS = ("flip", "rot90", "dihedral", "translate")
 #: The device names sidda accepts (``train.device``, ``--device``).
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]{1,4})?")
 
+
+#: What ``train.log`` may list (:mod:`sidda.train.loggers`): ``csv`` is ``history.csv``,
+#: rewritten at the end of every epoch; ``tensorboard`` writes event files to RUN/tensorboard/.
+LOGGERS = ("csv", "tensorboard")
 
 #: Most epochs a run may ask for (a typo such as 10**10 would otherwise run for ever).
 MAX_EPOCHS = 100_000
@@ -62,6 +66,10 @@ class TrainConfig:
             ``translate`` (circular shifts of up to a tenth of the side); [] for none. Each
             image draws its own; the draws depend only on the seed, the epoch and the step
             (:mod:`sidda.train.augment`). Target batches are never augmented.
+        log: Where the epoch metrics go, any of :data:`LOGGERS`: ``csv`` (``history.csv`` and
+            ``history_steps.csv``, rewritten at the end of every epoch; the run always has
+            them, evaluation and reports read them) and ``tensorboard`` (event files in
+            ``RUN/tensorboard/``; needs ``pip install 'sidda[tensorboard]'``).
     """
 
     epochs: int = 50
@@ -80,6 +88,7 @@ class TrainConfig:
     max_bad_steps: int = 5
     keep_epoch_checkpoints: bool = False
     augment: tuple[str, ...] = ()
+    log: tuple[str, ...] = ("csv",)
 
     def __post_init__(self) -> None:
         if not 1 <= self.epochs <= MAX_EPOCHS:
@@ -142,6 +151,12 @@ class TrainConfig:
         if len(set(self.augment)) < len(self.augment):
             raise ValueError(f"train.augment lists an augmentation twice: "
                              f"{short_repr(list(self.augment))}")
+        if isinstance(self.log, str):
+            raise ValueError(f"train.log must be a list, e.g. [{self.log}]")
+        object.__setattr__(self, "log", tuple(self.log))
+        if any(k not in LOGGERS for k in self.log) or len(set(self.log)) != len(self.log):
+            raise ValueError(f"train.log lists each of {', '.join(LOGGERS)} at most once, got "
+                             f"{short_repr(list(self.log))}; e.g. [csv, tensorboard]")
 
     def resolved_milestones(self) -> list[int]:
         """The learning-rate milestones actually used."""

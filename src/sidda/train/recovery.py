@@ -72,7 +72,7 @@ FORMAT = 1  # version of the last.pt layout
 #: Options that may differ between the interrupted and the resumed run (none changes the
 #: numbers on one device, except the thread count, which can change float summation order).
 _MAY_DIFFER = ("device", "threads", "checkpoint_every", "max_bad_steps", "timeout_s",
-               "keep_epoch_checkpoints")
+               "keep_epoch_checkpoints", "log")
 
 
 @dataclass
@@ -198,8 +198,15 @@ class TrainingInterrupted(Exception):
         self.signum, self.run_dir, self.epoch, self.step = signum, run_dir, epoch, step
         where = (f"epoch {epoch}/{epochs} after step {step} of {n_steps}" if step else
                  f"the start of epoch {epoch}/{epochs}")
+        self.what = f"interrupted by {signal.Signals(signum).name} at {where}"
         hint = f"; resume with: sidda train --resume {run_dir}" if run_dir is not None else ""
-        super().__init__(f"interrupted by {signal.Signals(signum).name} at {where}{hint}")
+        super().__init__(self.what + hint)
+
+    def with_hint(self, hint: str) -> TrainingInterrupted:
+        """The same interruption, with ``hint`` (what to run to continue) in its message, e.g.
+        rerunning ``sidda compare``, which resumes its interrupted run."""
+        self.args = (f"{self.what} in {self.run_dir}; {hint}",)
+        return self
 
     @property
     def exit_status(self) -> int:

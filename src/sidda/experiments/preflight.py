@@ -1,0 +1,104 @@
+"""What ``sidda train`` says before epoch 1: choices in the config that waste a run.
+
+:func:`start_warnings` returns one line per problem; :func:`~sidda.experiments.train_run` logs
+each as a warning (rank 0 only) before training starts. None of them stops the run:
+
+* **schedule**: a warm-up longer than :data:`WARMUP_SHARE` of the epochs, for a method that
+  aligns the domains (``train.warmup`` equal to or past ``train.epochs`` is refused by the
+  config itself), a ``train.milestones`` entry at or past the last epoch (that decay never
+  happens; the default milestones, half and four fifths of the epochs, are left alone);
+* **resizing**: ``data.image_size`` that resizes the stored images (from what size to what,
+  and by which factor);
+* **where the run goes**: an ``out_dir`` other than ``runs``, the folder the README's next
+  commands name: the warning gives the exact next command instead;
+* **normalisation**: the data layer's check of the training images after ``data.normalize``
+  (:func:`~sidda.datasets.check_normalisation`), e.g. a noise-free source stretched differently
+  from a noisy target under ``asinh``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from sidda.config import RunConfig
+from sidda.datasets import check_normalisation, layout_paths
+
+__all__ = ["DEFAULT_OUT_DIR", "WARMUP_SHARE", "start_warnings", "stored_size"]
+
+logger = logging.getLogger(__name__)
+
+#: A warm-up longer than this share of the epochs leaves too little alignment.
+WARMUP_SHARE = 0.8
+#: The ``out_dir`` the documentation's next commands assume (``sidda evaluate runs/NAME``).
+DEFAULT_OUT_DIR = "runs"
+
+
+def stored_size(shape: tuple[int, ...], channels_first: bool | None = None) -> tuple[int, int]:
+    """(H, W) of the images in an image file of array ``shape`` (NHW, NHWC or NCHW), by the
+    rule the data layer reads them with (the reading that gives square images wins).
+
+    >>> stored_size((10, 64, 48)), stored_size((10, 3, 32, 32)), stored_size((10, 32, 32, 5))
+    ((64, 48), (32, 32), (32, 32))
+    """
+    if len(shape) == 3:
+        return shape[1], shape[2]
+    _, a, b, c = shape
+    if channels_first is None:
+        channels_first = (b == c) if (a == b) != (b == c) else (a != b and a < c)
+    return (b, c) if channels_first else (a, b)
+
+
+def _schedule(cfg: RunConfig) -> list[str]:
+    t, out = cfg.train, []
+    align = t.epochs - t.warmup
+    if cfg.loss.method != "source_only" and t.warmup > WARMUP_SHARE * t.epochs:
+        out.append(f"train.warmup={t.warmup} leaves {align} of {t.epochs} epoch(s) to align the "
+                   "domains; lower train.warmup or raise train.epochs")
+    late = [m for m in t.milestones or () if m >= t.epochs]
+    if late:
+        out.append(f"train.milestones {late} at or past the last epoch ({t.epochs}): the "
+                   "learning rate never drops there; set milestones below train.epochs (or "
+                   "null: half and four fifths of the epochs)")
+    return out
+
+
+def _resizing(cfg: RunConfig) -> list[str]:
+    size = cfg.data.image_size
+    if size is None:
+        return []
+    d = cfg.data
+    paths = layout_paths(d.path, layout=d.layout, source_suffix=d.source_suffix,
+                         target_suffix=d.target_suffix)
+    out = []
+    for domain, key in (("source", "train_s"), ("target", "train_t")):
+        path = paths[key][0]
+        h, w = stored_size(np.load(path, mmap_mode="r", allow_pickle=False).shape,
+                           d.channels_first)
+        if (h, w) != (size, size):
+            factor = size / max(h, w)
+            how = "up" if factor > 1 else "down"
+            out.append(f"data.image_size={size} resizes the {domain} images from {h}x{w} to "
+                       f"{size}x{size} ({how} by {factor:.3g}x); set data.image_size: null to "
+                       "train at the stored size")
+    return out
+
+
+def _out_dir(cfg: RunConfig) -> list[str]:
+    if Path(cfg.out_dir).resolve() == Path(DEFAULT_OUT_DIR).resolve():  # runs/, from here
+        return []
+    return [f"out_dir is {cfg.out_dir!r}, not {DEFAULT_OUT_DIR!r}: the run goes to "
+            f"{cfg.run_dir}, so evaluate it with `sidda evaluate {cfg.run_dir}` (not "
+            f"{DEFAULT_OUT_DIR}/{cfg.name})"]
+
+
+def _normalisation(cfg: RunConfig) -> list[str]:
+    report = check_normalisation(cfg.data)
+    return [f"data.normalize={report.mode}: {w}" for w in report.warnings]
+
+
+def start_warnings(cfg: RunConfig) -> list[str]:
+    """The module's warnings for a run of ``cfg`` whose data loaded (one line each)."""
+    return _schedule(cfg) + _resizing(cfg) + _out_dir(cfg) + _normalisation(cfg)
