@@ -13,7 +13,8 @@ imports with three or more bands as z -> R, r -> G, g -> B (``rgb=(2, 1, 0)``), 
 ``to_rgb``'s default, unless ``rgb`` is given; the stretch limits come from all the images of
 one run's gallery together, so brightness differences between thumbnails are real. Each image
 is shrunk by an integer block mean to at most :data:`THUMB_PIXELS` pixels a side and embedded
-as a PNG, which bounds the page's size.
+as a PNG; a page of many runs shows fewer images per class (:func:`per_side_for`), so that it
+holds at most :data:`MAX_THUMBNAILS`.
 """
 
 from __future__ import annotations
@@ -34,13 +35,15 @@ from sidda.errors import InputError
 from sidda.report.loading import ReportRun
 from sidda.report.markup import esc, png_data_uri, relative_path
 
-__all__ = ["PER_SIDE", "THUMB_PIXELS", "GalleryPick", "check_colour", "colour_for",
-           "gallery_html", "pick_gallery", "thumbnail"]
+__all__ = ["MAX_THUMBNAILS", "PER_SIDE", "THUMB_PIXELS", "GalleryPick", "check_colour",
+           "colour_for", "gallery_html", "per_side_for", "pick_gallery", "thumbnail"]
 
 #: Images per predicted class on each side (most confident, least confident).
 PER_SIDE = 6
 #: Largest side of a thumbnail, in pixels.
 THUMB_PIXELS = 64
+#: Most thumbnails on one page (a 64-pixel colour PNG of a noisy image takes about 10 kB).
+MAX_THUMBNAILS = 480
 
 
 class GalleryPick(NamedTuple):
@@ -69,6 +72,17 @@ def pick_gallery(probs: np.ndarray, *, per_side: int = PER_SIDE) -> list[Gallery
         least = rest[np.argsort(conf[rest], kind="stable")][:per_side]
         out.append(GalleryPick(most, least, len(idx)))
     return out
+
+
+def per_side_for(num_classes: Sequence[int]) -> int:
+    """Images per side and class, :data:`PER_SIDE` unless a page of runs with these class
+    counts would then hold more than :data:`MAX_THUMBNAILS` (at least 1).
+
+    >>> per_side_for([3, 3]), per_side_for([10] * 30)
+    (6, 1)
+    """
+    slots = 2 * sum(num_classes)
+    return max(1, min(PER_SIDE, MAX_THUMBNAILS // max(1, slots)))
 
 
 def thumbnail(rgb: np.ndarray, *, max_pixels: int = THUMB_PIXELS) -> np.ndarray:

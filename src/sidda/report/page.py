@@ -10,7 +10,7 @@ from pathlib import Path
 from sidda._version import __version__
 from sidda.errors import InputError, short_repr
 from sidda.report.curves import seed_groups, training_curves
-from sidda.report.gallery import check_colour
+from sidda.report.gallery import check_colour, per_side_for
 from sidda.report.loading import ReportRun, run_labels
 from sidda.report.markup import CSS, esc, img
 from sidda.report.overview import overview_html
@@ -99,6 +99,7 @@ def build_report(
             if max(rgb) >= r.info.in_channels:
                 raise InputError(f"--rgb names band {max(rgb)}, but run {r.label} has "
                                  f"{r.info.in_channels} band(s) (0..{r.info.in_channels - 1})")
+    per_side = per_side_for([r.info.num_classes for r in runs])
     title = title or ("sidda report: " + ", ".join(r.label for r in runs))
     stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     nav = " &middot; ".join(f'<a href="#{a}">{t}</a>' for a, t in (
@@ -110,7 +111,7 @@ def build_report(
         f"<p class='note'>Generated {esc(stamp)} by sidda {esc(__version__)}. {nav}</p>",
         overview_html(runs), summary_html(runs), extra_html, calibration_html(runs),
         selection_html(runs), isomap_html(runs, n_points=isomap_points), _curves_html(runs),
-        *(run_html(r, base=base, rgb=rgb, stretch=stretch) for r in runs),
+        *(run_html(r, base=base, rgb=rgb, stretch=stretch, per_side=per_side) for r in runs),
     ]
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"

@@ -171,9 +171,9 @@ def _config_text(r: ReportRun, base: Path) -> str:
 
 
 def run_html(r: ReportRun, *, base: Path, rgb: Sequence[int] | None = None,
-             stretch: str = "linear") -> str:
+             stretch: str = "linear", per_side: int = 6) -> str:
     """One run's section; paths relative to ``base``, the gallery drawn with ``rgb``,
-    ``stretch`` (:func:`~sidda.report.gallery.gallery_html`)."""
+    ``stretch``, ``per_side`` (:func:`~sidda.report.gallery.gallery_html`)."""
     m = r.metrics
     parts = [f"<h2 id='{esc(r.anchor)}'>Run {esc(r.label)}</h2>",
              f"<p class='note'>Directory: {esc(relative_path(r.dir.path, base))}</p>"]
@@ -185,7 +185,7 @@ def run_html(r: ReportRun, *, base: Path, rgb: Sequence[int] | None = None,
              ["best epochs", json.dumps(r.summary.get("best_epochs", {}))],
              ["training seconds", r.summary.get("seconds")]]
     parts.append(table(None, facts, left=2))
-    parts.append(gallery_html(r, base=base, rgb=rgb, stretch=stretch))
+    parts.append(gallery_html(r, base=base, rgb=rgb, stretch=stretch, per_side=per_side))
     temp = (m.get("temperature") or {}).get("value")
     domains = {}
     for dom in ("source", "target"):
