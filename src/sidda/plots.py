@@ -9,9 +9,11 @@ and :mod:`sidda.evaluate`; nothing is computed here that is not drawn.
 * :func:`confusion_matrices` - per domain, row-normalised;
 * :func:`isomap_figure` - the paper's Figure 4: source and target test latents, one panel per
   run, coloured by predicted class;
-* :func:`training_curves` - losses, learned weights, blur, distances, learning rate;
 * :func:`distance_by_group` - the paper's Figure 5: a distance against epoch per model,
   mean and spread over seeds.
+
+The report's training curves, every run on shared axes, are drawn by
+:mod:`sidda.report.curves`.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ __all__ = [
     "distance_by_group",
     "isomap_figure",
     "reliability_diagram",
-    "training_curves",
 ]
 
 #: history.csv columns that measure how far apart the domains are, with their plot labels.
@@ -201,99 +202,7 @@ def isomap_figure(
     return fig
 
 
-# --------------------------------------------------------------------------- training
-
-
-def _series(rows: Sequence[dict], key: str, x: str = "epoch") -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) of the rows where ``key`` is a finite number."""
-    pts = [(r.get(x), r.get(key)) for r in rows]
-    pts = [(a, b) for a, b in pts
-           if isinstance(b, int | float) and isinstance(a, int | float) and math.isfinite(b)]
-    if not pts:
-        return np.empty(0), np.empty(0)
-    arr = np.asarray(pts, dtype=float)
-    return arr[:, 0], arr[:, 1]
-
-
-def training_curves(
-    epochs: Sequence[dict], steps: Sequence[dict] | None = None, *, title: str | None = None
-) -> Figure:
-    """Training curves from ``history.csv`` rows (and ``history_steps.csv`` rows, if given).
-
-    Panels, each drawn only when its columns hold numbers: objective (train/val total); CE
-    and DA terms; the learned weights eta_1^-2 (on CE) and eta_2^-2 (on DA), per step when
-    steps are given; the blur; the max cross-domain latent distance; every domain distance
-    of :data:`DISTANCE_COLUMNS` present; source validation accuracy; learning rate. Warm-up
-    epochs are shaded.
-
-    Args:
-        epochs: Rows of ``history.csv`` (see :func:`sidda.runs.load_history`).
-        steps: Rows of ``history_steps.csv``, or None.
-        title: Figure title.
-    """
-    steps = list(steps or [])
-    panels: list[tuple[str, list[tuple[np.ndarray, np.ndarray, str]], dict]] = []
-
-    def add(name: str, series: list[tuple[str, str, Sequence[dict], str]], **opts) -> None:
-        lines = []
-        for key, label, rows, x in series:
-            xs, ys = _series(rows, key, x)
-            if len(ys):
-                lines.append((xs, ys, label))
-        if lines:
-            panels.append((name, lines, opts))
-
-    e = list(epochs)
-    add("objective", [("train_total", "train", e, "epoch"),
-                      ("val_total", "val (CE + DA, unweighted)", e, "epoch")])
-    add("CE and DA terms", [("train_ce", "train CE", e, "epoch"), ("val_ce", "val CE", e, "epoch"),
-                            ("train_da", "train DA (Sinkhorn)", e, "epoch"),
-                            ("val_da", "val DA (Sinkhorn)", e, "epoch")], log=True)
-    weight_rows, x_w = (steps, "step") if any(r.get("eta_1") is not None for r in steps) else (
-        e, "epoch")
-    inv = [dict(r, w_ce=_inv_sq(r.get("eta_1")), w_da=_inv_sq(r.get("eta_2")))
-           for r in weight_rows]
-    add("learned weights", [("w_ce", "eta_1^-2 (CE weight)", inv, x_w),
-                            ("w_da", "eta_2^-2 (DA weight)", inv, x_w)], log=True, xlabel=x_w)
-    blur_rows, x_b = (steps, "step") if any(r.get("blur") is not None for r in steps) else (
-        e, "epoch")
-    add("blur (sigma)", [("blur", "blur", blur_rows, x_b)], log=True, xlabel=x_b, floor=0.01)
-    add("max latent distance", [("max_distance", "max |z_s - z_t|", blur_rows, x_b)],
-        xlabel=x_b)
-    for key, label in DISTANCE_COLUMNS.items():
-        add(label.split(",")[0].split(" (")[0], [(key, label, e, "epoch")], log=True)
-    if any(r.get("js") is not None for r in steps):
-        add("JS distance per step", [("js", "paper-compatible JS", steps, "step")], log=True,
-            xlabel="step")
-    add("source validation accuracy", [("val_acc_s", "val acc (source)", e, "epoch")])
-    add("learning rate", [("lr", "lr", e, "epoch")], log=True)
-
-    from matplotlib.ticker import MaxNLocator
-
-    ncols = 3
-    fig = _figure(4.0 * ncols, 3.0 * max(1, math.ceil(len(panels) / ncols)))
-    if title:
-        fig.suptitle(title)
-    if not panels:
-        fig.text(0.5, 0.5, "no training history logged", ha="center", va="center")
-    warm = [r["epoch"] for r in e if r.get("phase") == "warmup" and r.get("epoch") is not None]
-    n_per_epoch = _steps_per_epoch(steps)
-    for ax, (name, lines, opts) in zip(_grid(fig, len(panels), ncols), panels, strict=True):
-        for xs, ys, label in lines:
-            ax.plot(xs, ys, marker="." if len(xs) < 30 else None, lw=1.2, label=label)
-        if opts.get("log"):
-            _maybe_log(ax, np.concatenate([ys for _, ys, _ in lines]))
-        if "floor" in opts:
-            ax.axhline(opts["floor"], color="0.5", ls=":", lw=1, label="floor 0.01")
-        xlabel = opts.get("xlabel", "epoch")
-        if warm:  # epochs e..f (1-based) are steps (e-1)*n..f*n - 1 (0-based)
-            lo, hi = (min(warm), max(warm) + 1) if xlabel == "epoch" else (
-                (min(warm) - 1) * n_per_epoch, max(warm) * n_per_epoch)
-            ax.axvspan(lo - 0.5, hi - 0.5, color="0.92", zorder=0, label="warm-up")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set(title=name, xlabel=xlabel)
-        ax.legend(fontsize=7)
-    return fig
+# --------------------------------------------------------------------------- sweeps
 
 
 def _maybe_log(ax: Any, values: np.ndarray) -> None:
@@ -301,17 +210,6 @@ def _maybe_log(ax: Any, values: np.ndarray) -> None:
     values = values[np.isfinite(values)]
     if len(values) and values.min() > 0 and values.max() / values.min() > 10:
         ax.set_yscale("log")
-
-
-def _inv_sq(v: object) -> float | None:
-    return 1.0 / float(v) ** 2 if isinstance(v, int | float) and v else None
-
-
-def _steps_per_epoch(steps: Sequence[dict]) -> float:
-    counts: dict = {}
-    for r in steps:
-        counts[r.get("epoch")] = counts.get(r.get("epoch"), 0) + 1
-    return float(max(counts.values())) if counts else 1.0
 
 
 def distance_by_group(

@@ -78,59 +78,6 @@ def test_isomap_figure_draws_both_domains_per_run():
     assert sizes == [[20, 15], [10, 12]]
 
 
-def _history(with_distances):
-    """Four epochs numbered 1..4 as training writes them (epoch 1 warm-up), 3 steps each."""
-    epochs, steps = [], []
-    for e in range(4):
-        warm = e < 1
-        row = {"epoch": e + 1, "phase": "warmup" if warm else "sidda", "lr": 0.01,
-               "train_total": 1.0 / (e + 1), "train_ce": 0.9 / (e + 1),
-               "train_da": None if warm else 0.1 / e, "eta_1": 1.0, "eta_2": 1.0,
-               "blur": None if warm else 0.05, "max_distance": None if warm else 2.0,
-               "val_acc_s": 0.5 + 0.1 * e, "val_ce": 1.0, "val_da": None if warm else 0.2,
-               "val_total": 1.2}
-        if with_distances:
-            row.update(val_js_paper=None if warm else 2.0 - 0.1 * e,
-                       val_sinkhorn_fixed=0.5 / (e + 1))
-        epochs.append(row)
-        for s in range(3):
-            steps.append({"epoch": e + 1, "step": 3 * e + s, "eta_1": 1.0 + 0.1 * (3 * e + s),
-                          "eta_2": 2.0, "blur": None if warm else 0.05 + 0.01 * s,
-                          "max_distance": None if warm else 1.0})
-    return epochs, steps
-
-
-def test_training_curves_draw_every_logged_quantity():
-    epochs, steps = _history(with_distances=True)
-    fig = plots.training_curves(epochs, steps, title="run")
-    _png(fig)
-    titles = _titles(fig)
-    for t in ("objective", "CE and DA terms", "learned weights", "blur (sigma)",
-              "max latent distance", "JS distance", "Sinkhorn divergence at a fixed blur",
-              "source validation accuracy", "learning rate"):
-        assert t in titles, t
-    ax = fig.get_axes()[titles.index("learned weights")]
-    ce_line = [ln for ln in ax.get_lines() if ln.get_label().startswith("eta_1")][0]
-    eta_1 = np.array([r["eta_1"] for r in steps])
-    assert np.allclose(ce_line.get_ydata(), 1 / eta_1**2)  # per step, eta_1^-2
-    assert np.allclose(ce_line.get_xdata(), [r["step"] for r in steps])
-    js = fig.get_axes()[titles.index("JS distance")].get_lines()[0]
-    assert np.allclose(js.get_xdata(), [2, 3, 4]) and np.allclose(js.get_ydata(), [1.9, 1.8, 1.7])
-
-
-def test_training_curves_skip_absent_columns():
-    epochs, _ = _history(with_distances=False)
-    for r in epochs:
-        for k in ("eta_1", "eta_2", "blur", "max_distance", "train_da", "val_da"):
-            r.pop(k)
-    titles = _titles(plots.training_curves(epochs))
-    assert "JS distance" not in titles and "learned weights" not in titles
-    assert "blur (sigma)" not in titles and "objective" in titles
-    empty = plots.training_curves([])  # an empty history still gives a figure, with a note
-    assert "no training history" in empty.texts[0].get_text()
-    _png(empty, min_bytes=100)
-
-
 def test_distance_by_group_draws_mean_and_spread():
     st = CurveStats(np.array([1, 2, 3]), np.array([3.0, 2.0, 1.0]), np.array([0.1, 0.2, 0.1]), 2)
     fig = plots.distance_by_group({"val_js_paper": {"d4 / sidda": st, "cnn / sidda": st}},
@@ -147,17 +94,3 @@ def test_missing_matplotlib_gives_an_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"pip install 'sidda\[plot\]'"):
         plots.confusion_matrices({"s": np.eye(2)})
-
-
-def test_the_warm_up_shading_covers_the_warm_up_epochs_and_their_steps():
-    """Epoch 1 (1-based, as history.csv) is the warm-up: epochs 0.5..1.5, steps -0.5..2.5."""
-    epochs, steps = _history(with_distances=False)
-    fig = plots.training_curves(epochs, steps)
-    spans = {}
-    for ax in fig.get_axes():
-        for patch in ax.patches:
-            if patch.get_label() == "warm-up":
-                x0 = patch.get_x()  # axvspan: a Rectangle in data x, axes y
-                spans[ax.get_xlabel()] = (float(x0), float(x0 + patch.get_width()))
-    assert spans["epoch"] == (0.5, 1.5)
-    assert spans["step"] == (-0.5, 2.5)

@@ -140,12 +140,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     _need_matplotlib()
     report.check_isomap_points(args.isomap_points)
     check_out_file(args.out, kind="html", inputs=args.run_dirs, force=args.force)
+    rgb = report.check_colour(None if args.rgb is None else _split_list(args.rgb, int),
+                              args.stretch)
     experiments.evaluate_runs(
         args.run_dirs, when="always" if args.reevaluate else "missing",
         checkpoint=args.checkpoint, n_bins=args.bins, device=args.device,
     )
     out = report.write_report(args.run_dirs, args.out, title=args.title,
-                              isomap_points=args.isomap_points)
+                              isomap_points=args.isomap_points, rgb=rgb, stretch=args.stretch)
     print(f"wrote {out}")
     return 0
 

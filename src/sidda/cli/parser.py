@@ -284,8 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", parents=[common], help="HTML report of evaluated runs",
                        description="Write one self-contained HTML page (figures embedded) with "
                        "the config, data manifest, metrics, calibration, checkpoint selection, "
-                       "reliability diagrams, confusion matrices, Isomap and training curves of "
-                       "one or more runs. Runs without a complete metrics.json are evaluated.")
+                       "reliability diagrams, confusion matrices, Isomap, training curves and "
+                       "galleries of target images of one or more runs, with what happened on "
+                       "the target first. Runs without a complete metrics.json are evaluated.")
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     r.add_argument("--out", required=True, metavar="FILE.html")
     r.add_argument("--force", action="store_true",
@@ -299,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu")
     r.add_argument("--isomap-points", type=int, default=600,
                    help="points per domain in the Isomap (default 600, as the paper)")
+    r.add_argument("--rgb", default=None, metavar="R,G,B",
+                   help="bands drawn as red, green, blue in the galleries of target images, "
+                   "e.g. 2,1,0 (one band: grey); default as sidda data show: 2,1,0 for FITS "
+                   "imports, else 0,1,2")
+    r.add_argument("--stretch", default="linear", metavar="NAME",
+                   help="stretch of the galleries: linear (default), asinh or lupton")
     r.set_defaults(func=cmd_report)
 
     sw = sub.add_parser("sweep", parents=[common, many],
