@@ -120,3 +120,12 @@ def write_old_last(path):
     body = buf.getvalue()
     path.write_bytes(CHECKPOINT_MAGIC + hashlib.sha256(body).digest() + body)
     return state
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (tiny tensors: threads only add hand-offs)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -4,7 +4,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import write_config
 from sidda import ConfigError, RunConfig
@@ -22,14 +21,6 @@ from sidda.runs import load_checkpoint
 
 DOMAIN_KEYS = (("source", "accuracy"), ("target", "accuracy"), ("target", "ece"),
                ("target", "brier"), ("source", "ece"))
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _config(tmp_path, data, **loss):

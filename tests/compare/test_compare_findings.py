@@ -8,21 +8,12 @@ import shutil
 import signal
 
 import pytest
-import torch
 
 from conftest import write_config
 from sidda import TrainingInterrupted
 from sidda.cli import main
 from sidda.compare import run_compare
 from sidda.compare.tables import code_span
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _config(tmp_path, data, **train):

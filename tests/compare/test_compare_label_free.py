@@ -7,21 +7,12 @@ import json
 import shutil
 
 import pytest
-import torch
 
 from conftest import write_config, write_tiny_data
 from sidda.cli import main
 from sidda.compare.page import compare_html
 from sidda.evaluate.standings import label_free_ranking, ranked_by
 from sidda.metrics import validator_agreement
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _config(tmp_path, data):

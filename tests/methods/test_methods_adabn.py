@@ -135,7 +135,7 @@ def test_adabn_trains_as_source_only_then_adds_target_statistics(sets, tmp_path)
                    val_s=d.test_s, val_t=d.test_t, run_dir=tmp_path / method)
         runs[method] = (model, hist, load_checkpoint(tmp_path / method / "checkpoints" /
                                                      "final.pt"))
-    (m_so, h_so, c_so), (m_ab, h_ab, c_ab) = runs["source_only"], runs["adabn"]
+    (_, h_so, c_so), (m_ab, h_ab, c_ab) = runs["source_only"], runs["adabn"]
     assert h_ab.steps == h_so.steps  # the same training, step for step
     assert [r["phase"] for r in h_ab.epochs] == ["source_only"] * 3
     for k, v in c_so["model"].items():  # weights and source statistics: bit for bit

@@ -162,7 +162,7 @@ def test_without_domain_bn_one_pass_pools_both_domains():
 def test_target_images_are_evaluated_with_the_target_statistics(name):
     """``target_stats()`` (what validation, evaluation and prediction use) normalises with the
     target copies: the eval-mode output equals BatchNorm's formula with them."""
-    net, (x_s, y_s, x_t) = Tiny(), _batches()
+    net, (x_s, _, x_t) = Tiny(), _batches()
     method = build_method(WITH_DBN[name], latent_dim=3)
     method.attach(net)
     net.train()

@@ -341,7 +341,7 @@ def test_galleries_show_the_most_and_least_confident_target_images(page):
         expected = to_rgb(np.moveaxis(x[shown], -1, 1))  # (n, H, W, 3)
         for (i, got), want in zip(thumbs, expected, strict=True):
             assert got.shape == want.shape and np.array_equal(got, want), i
-        for k, (most, least) in enumerate(picks):  # the confidence printed under each
+        for most, least in picks:  # the confidence printed under each
             for i in most + least:
                 assert f"confidence {probs[i].max():.3f}" in section
     assert len(text.encode()) < 3_000_000  # small thumbnails keep the page small
