@@ -3,7 +3,8 @@
 Building the parser and parsing import nothing heavy (no torch, escnn or matplotlib), so that
 ``sidda --help``, ``sidda SUB --help`` and a mistyped option answer at once: a command's module
 is imported when the command runs (:func:`_command`), and the texts that name checkpoints and
-label-free rules are spelled here (:data:`CHECKPOINT_NAMES`, :data:`RULE_NAMES`, :data:`DEFAULT_VALIDATOR`).
+label-free rules are spelled here (:data:`CHECKPOINT_NAMES`, :data:`RULE_NAMES`,
+:data:`DEFAULT_VALIDATOR`).
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ A method token is ``METHOD`` or ``METHOD:VARIANT`` (only sidda has variants: ``s
 section is the method (and variant) plus the base config's options of that method that differ
 from the base method's defaults (:func:`sidda.methods.config.method_loss`). Every run config is
 validated before anything is trained, and finished runs are reused
-(:func:`sidda.experiments.reuse.ensure_run`), so an interrupted comparison continues where it stopped when it
+(:func:`sidda.experiments.reuse.ensure_run`), so an interrupted comparison continues where it
+stopped when it
 is run again.
 """
 

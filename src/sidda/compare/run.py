@@ -2,7 +2,8 @@
 
 Every run config is validated and every data folder checked before anything is trained (and a
 ``--checkpoint epoch_0005`` the runs will not keep is refused then); finished runs are reused
-and an interrupted one resumes (:func:`sidda.experiments.reuse.ensure_run`), so after SIGTERM or a kill the
+and an interrupted one resumes (:func:`sidda.experiments.reuse.ensure_run`), so after SIGTERM or
+a kill the
 same command continues. Runs of an earlier comparison in the same folder that this one does not
 list are left out of its tables, with a warning that names them.
 """
@@ -93,7 +94,8 @@ def run_compare(
         validator: The label-free validator of the tables, of the ranking of a data set
             without target labels, and starred in the agreement tables (None:
             :data:`~sidda.metrics.DEFAULT_VALIDATOR`). Named explicitly, it must be computable
-            on every data set's target test images (:func:`~sidda.experiments.reuse.check_validator`).
+            on every data set's target test images
+            (:func:`~sidda.experiments.reuse.check_validator`).
 
     Raises:
         ConfigError, DataError: a bad method, variant, seed list, data name or folder, or a

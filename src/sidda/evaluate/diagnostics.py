@@ -154,7 +154,8 @@ def _shares(counts: Sequence[float] | np.ndarray | Tensor, k: int) -> np.ndarray
         c = np.full(0, np.nan)
     if c.shape != (k,) or not np.isfinite(c).all() or (c < 0).any() or c.sum() <= 0:
         raise InputError(f"source_class_counts must hold {k} non-negative counts (the source "
-                         f"training labels per class) with a positive sum, got {short_repr(counts)}")
+                         "training labels per class) with a positive sum, got "
+                         f"{short_repr(counts)}")
     return c / c.sum()
 
 

@@ -172,7 +172,8 @@ class ValidatorInputs:
 
     @cached_property
     def domain_fit(self) -> DomainFit:
-        """The cross-fitted domain classifier (:func:`~sidda.evaluate.importance.domain_classifier`).
+        """The cross-fitted domain classifier
+        (:func:`~sidda.evaluate.importance.domain_classifier`).
 
         Raises:
             NotComputable: fewer than 2 samples in a domain, or NaN / inf in the latents.

@@ -378,7 +378,8 @@ def evaluate_runs(
     Args:
         run_dirs: Run directories written by :func:`~sidda.experiments.train_run`.
         when: ``"missing"`` evaluates a run whose results are missing or incomplete
-            or damaged (:func:`needs_evaluation`) and reads the others' ``metrics.json`` as it is (of
+            or damaged (:func:`needs_evaluation`) and reads the others' ``metrics.json`` as it
+            is (of
             whichever checkpoint it was evaluated); ``"always"`` evaluates every run.
         checkpoint: Checkpoint evaluated when a run is (re-)evaluated.
         n_bins: ECE bins when a run is (re-)evaluated.

@@ -196,9 +196,10 @@ def predict_run(
     ``out`` is checked before any work (:func:`~sidda.experiments.outputs.check_out_file`:
     it may not replace an input, a run's file or a file that is not a predictions CSV, unless
     ``force``) and its folder is created. FITS files are read with the HDUs ``hdus`` names
-    (``--bands``/``--hdu``), by default those the run's import recorded. A folder of class sub-folders named after the run's
-    classes is also scored (:mod:`~sidda.experiments.folder_report`): accuracy, confusion
-    matrix and per-class report, written beside ``out``.
+    (``--bands``/``--hdu``), by default those the run's import recorded. A folder of class
+    sub-folders named after the run's classes is also scored
+    (:mod:`~sidda.experiments.folder_report`): accuracy, confusion matrix and per-class report,
+    written beside ``out``.
 
     Returns:
         ``out``, ``n`` images, ``checkpoint``, ``domain`` (the BatchNorm statistics used, None

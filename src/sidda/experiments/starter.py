@@ -104,6 +104,7 @@ def starter_config(data: str | Path, *, model: str = "cnn", name: str | None = N
     batch = _batch_size(min(n_s, n_t))
     epochs = _epochs(n_s, batch)
     warmup = max(1, epochs // 4)
+    per_epoch = math.ceil(n_s / batch)
     milestones = [max(1, epochs // 2), max(2, 4 * epochs // 5)]  # what null gives
     normalize, why = _normalize(summary)
     c, h, w = summary.model_shape
@@ -128,7 +129,7 @@ model:
 loss:
   method: sidda         # robust SIDDA; source_only trains the baseline to compare with
 train:
-  epochs: {epochs}  # about {TARGET_STEPS} steps of {batch} images ({math.ceil(n_s / batch)} per epoch)
+  epochs: {epochs}  # about {TARGET_STEPS} steps of {batch} images ({per_epoch} per epoch)
   warmup: {warmup}  # epochs of cross-entropy only before the domains are aligned
   milestones: null  # the learning rate drops 10x after half and 4/5 of the epochs: {milestones}
   batch_size: {batch}  # images per domain per step (at most a quarter of the smaller set)

@@ -104,7 +104,8 @@ def atomic_dir(out: str | Path, *, replace: bool = False) -> Iterator[Path]:
         shutil.rmtree(holder, ignore_errors=True)
 
 
-def publish_files(folder: str | Path, files: Mapping[str, bytes | str | Callable[[BinaryIO], object]],
+def publish_files(folder: str | Path,
+                  files: Mapping[str, bytes | str | Callable[[BinaryIO], object]],
                   *, last: str, own_folder: bool, staging: str, remove: Iterable[str] = ()) -> Path:
     """Write ``files`` (name -> data, as :func:`atomic_write` takes it) into ``folder`` as a whole.
 

@@ -254,7 +254,8 @@ class RunDir:
         return self._json(SUMMARY)
 
     def write_summary(self, hist: History) -> None:
-        """``summary.json``: best epochs, early stop, epochs, seconds, skipped steps, last record."""
+        """``summary.json``: best epochs, early stop, epochs, seconds, skipped steps, last
+        record."""
         write_json(self.path / SUMMARY, {
             "best_epochs": hist.best, "stopped_early": hist.stopped_early,
             "epochs_run": len(hist.epochs), "seconds": sum(e["seconds"] for e in hist.epochs),

@@ -1,4 +1,5 @@
-"""``sidda runs upgrade``: rewrite a run's checkpoints in the format that loads without running code.
+"""``sidda runs upgrade``: rewrite a run's checkpoints in the format that loads without running
+code.
 
 Checkpoints hold tensors and plain data only (:mod:`sidda.runs.checkpoints`). An older sidda
 wrote the NumPy random state of ``last.pt`` as an array, which only a full unpickling reads,
