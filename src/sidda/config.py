@@ -29,7 +29,7 @@ import yaml
 
 from sidda.datasets import DataConfig
 from sidda.errors import ConfigError, short_repr
-from sidda.methods.config import LossConfig, method_loss
+from sidda.methods.config import LEGACY_OPTIONS, OPTIONS, LossConfig, method_loss
 from sidda.models import ModelConfig
 from sidda.train.config import DistConfig, TrainConfig
 
@@ -103,8 +103,14 @@ class RunConfig:
         return _build(cls, d, "")
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> RunConfig:
-        """Load a YAML file."""
+    def from_yaml(cls, path: str | Path, *, record: bool = False) -> RunConfig:
+        """Load a YAML file.
+
+        ``record=True`` reads a run's own ``config.yaml``, which sidda writes with every key
+        resolved: a key that such a file lacks was added to sidda after the run, and takes the
+        value that reproduces what the run did (:data:`~sidda.methods.config.LEGACY_OPTIONS`,
+        where today's default differs), not today's default.
+        """
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
@@ -120,6 +126,8 @@ class RunConfig:
             raise ConfigError(
                 f"{path}: a config must be a mapping of sections, got {type(d).__name__}"
             )
+        if record:
+            d = _with_legacy_options(d)
         try:
             return cls.from_dict(d)
         except ConfigError as e:
@@ -195,6 +203,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {short_repr(key)}", key_node.start_mark)
         return super().construct_mapping(node, deep=deep)
+
+
+def _with_legacy_options(d: dict) -> dict:
+    """``d`` with the loss options that its method has but that it lacks set to their
+    :data:`~sidda.methods.config.LEGACY_OPTIONS` values."""
+    loss = d.get("loss")
+    if not isinstance(loss, dict) or not isinstance(loss.get("method", "sidda"), str):
+        return d
+    own = OPTIONS.get(loss.get("method", "sidda"), {})
+    missing = {k: v for k, v in LEGACY_OPTIONS.items() if k in own and k not in loss}
+    return {**d, "loss": {**loss, **missing}} if missing else d
 
 
 def _yaml_error_line(e: Exception) -> str:

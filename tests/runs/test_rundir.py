@@ -500,3 +500,21 @@ def test_a_reused_run_that_lost_a_file_is_evaluated_again_or_says_how_to_recover
     (run / "config.yaml").write_bytes(b"name: \xff\n")
     with pytest.raises(InputError, match=r"config.yaml: damaged \(.*\); delete .* --force"):
         ensure_run(cfg)
+
+
+def test_an_old_robust_run_is_read_with_the_options_it_trained_with(tmp_path):
+    """A robust run recorded before ``label_cost`` existed trained on latents alone: its
+    config.yaml, read as the run's record, gets label_cost 0 (not today's default 0.5), so a
+    comparison never takes it for a run of today's default, and a resume continues it as it
+    was."""
+    from sidda.config import RunConfig
+    from sidda.experiments import run_config
+
+    d = RunConfig().to_dict()
+    del d["loss"]["label_cost"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(d))
+    assert RunConfig.from_yaml(tmp_path / "config.yaml").loss.label_cost == 0.5  # a user's file
+    assert run_config(tmp_path).loss.label_cost == 0.0  # the run's record
+    dan = RunConfig.from_dict({"loss": {"method": "dan"}}).to_dict()
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(dan))
+    assert run_config(tmp_path).loss.method == "dan"  # an option dan does not have stays out

@@ -56,7 +56,8 @@ logger = logging.getLogger(__name__)
 
 def run_config(run: RunDir | str | Path) -> RunConfig:
     """The config a run was trained with (its ``config.yaml``); keys an older file lacks take
-    today's defaults.
+    today's defaults, or the value that reproduces the run where the default has changed since
+    (:meth:`~sidda.config.RunConfig.from_yaml` with ``record=True``).
 
     Raises:
         FileNotFoundError: no ``config.yaml`` (no run there).
@@ -65,7 +66,7 @@ def run_config(run: RunDir | str | Path) -> RunConfig:
     run = RunDir.of(run)
     run.require(RunState.SETTING_UP)
     try:
-        return RunConfig.from_yaml(run.config_path)
+        return RunConfig.from_yaml(run.config_path, record=True)
     except ConfigError as e:
         raise run.damaged(CONFIG, str(e).removeprefix(f"{run.config_path}: ")) from None
 

@@ -26,13 +26,19 @@ from torch import nn
 from sidda.errors import ConfigError
 from sidda.losses import BACKENDS, BLUR_FACTOR
 from sidda.methods.domain_bn import batchnorm_layers
-from sidda.methods.sidda import DA_RAMPS, ROBUST_BLUR_FACTOR, ROBUST_STATIONARY_WINDOW
+from sidda.methods.sidda import (
+    DA_RAMPS,
+    ROBUST_BLUR_FACTOR,
+    ROBUST_LABEL_COST,
+    ROBUST_STATIONARY_WINDOW,
+)
 
 #: The sidda variant a config gets when it names none (docs/method.md, "Which method and
 #: variant by default"); the paper's experiments in configs/ name ``variant: paper``.
 DEFAULT_VARIANT = "robust"
 
-__all__ = ["LossConfig", "METHOD_NAMES", "OPTIONS", "VARIANTS", "defaults", "method_loss"]
+__all__ = ["LEGACY_OPTIONS", "LossConfig", "METHOD_NAMES", "OPTIONS", "VARIANTS", "defaults",
+           "method_loss"]
 
 #: The options of each method and their defaults (``None`` in ``blur``: the dynamic blur).
 OPTIONS: dict[str, dict[str, object]] = {
@@ -52,11 +58,17 @@ OPTIONS: dict[str, dict[str, object]] = {
     "adabn": {},  # source-only training, target statistics after it: no option
 }
 METHOD_NAMES = tuple(OPTIONS)
+#: Options added after runs were recorded without them, whose default today is not what those
+#: runs did: a run's own ``config.yaml`` that lacks one takes this value (what reproduces the
+#: run), not the default (:meth:`sidda.config.RunConfig.from_yaml` with ``record=True``). The
+#: robust variant trained on latents alone before ``label_cost`` existed.
+LEGACY_OPTIONS: dict[str, object] = {"label_cost": 0.0}
 VARIANTS = ("paper", "robust")
 #: Defaults of a sidda variant that differ from :data:`OPTIONS` (docs/method.md, "Robust SIDDA").
 VARIANT_DEFAULTS: dict[str, dict[str, object]] = {
     "robust": {"eta_mode": "clean", "blur_factor": ROBUST_BLUR_FACTOR,
-               "stationary_window": ROBUST_STATIONARY_WINDOW, "domain_bn": True},
+               "stationary_window": ROBUST_STATIONARY_WINDOW, "domain_bn": True,
+               "label_cost": ROBUST_LABEL_COST},
 }
 
 
@@ -140,7 +152,7 @@ class LossConfig:
         label_cost: sidda, robust variant: class-aware alignment; each latent carries its
             class (the source label, the target softmax) scaled so that two confident points
             of different classes are ``label_cost`` times the largest latent distance apart
-            (0: off; see :mod:`sidda.methods.sidda`).
+            (0.5, the robust default; 0: latents only; see :mod:`sidda.methods.sidda`).
         weight: Trade-off of the alignment term (every method but sidda, whose weights are
             learned, and source_only).
         jdot_alpha: deepjdot: weight of the feature distance in the joint cost.

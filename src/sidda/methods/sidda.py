@@ -71,10 +71,9 @@ An option of the robust variant, off by default (``da_ramp="none"``):
    step whatever the scale of the term, so the ramp barely changes their path; it scales the
    alignment gradient. It lost on the shapes (docs/results.md, "What else we tried").
 
-An option of the robust variant, off by default (``label_cost=0``):
-
-7. **Class-aware alignment** (``label_cost`` :math:`\lambda > 0`): each latent carries its
-   class, the one-hot source label or the target softmax :math:`p_j`, scaled by
+7. **Class-aware alignment** (``label_cost`` :math:`\lambda`, 0.5 by default; 0 turns it off):
+   each latent carries its class, the one-hot source label or the target softmax :math:`p_j`,
+   scaled by
    :math:`c = \lambda D/\sqrt 2` with :math:`D` the largest source-target latent distance of
    the batch (no gradient):
 
@@ -113,6 +112,8 @@ ROBUST_RATIO_MIN = 1.0
 #: Fraction of the alignment phase over which the robust variant holds the etas at the
 #: stationary values of the mean CE and DA (``stationary_window``).
 ROBUST_STATIONARY_WINDOW = 0.05
+#: Class-aware alignment of the robust variant (``label_cost``, module docstring, 7).
+ROBUST_LABEL_COST = 0.5
 #: Schedules of the alignment weight (``da_ramp``; robust variant only).
 DA_RAMPS = ("none", "dann")
 
@@ -145,6 +146,8 @@ class SIDDAMethod(DAMethod):
             :class:`~sidda.methods.domain_bn.DomainStats`; robust: on, paper: off).
         da_ramp: ``"none"`` or ``"dann"``: multiply the DA term by :func:`dann_ramp` of the
             alignment progress (module docstring, 6); robust variant only.
+        label_cost: Weight of the classes in the class-aware alignment (module docstring, 7);
+            None: the variant's (robust :data:`ROBUST_LABEL_COST`, paper 0); 0: latents only.
         stationary_window: Fraction of the alignment phase over which the stationary start
             is taken (module docstring, 5); None: the variant's (robust
             :data:`ROBUST_STATIONARY_WINDOW`, paper 0); 0: the first alignment step alone.
@@ -169,7 +172,7 @@ class SIDDAMethod(DAMethod):
         domain_bn: bool | None = None,
         da_ramp: str = "none",
         stationary_window: float | None = None,
-        label_cost: float = 0.0,
+        label_cost: float | None = None,
     ) -> None:
         if variant not in ("paper", "robust"):
             raise ValueError(f"variant must be 'paper' or 'robust', got {variant!r}")
@@ -186,6 +189,8 @@ class SIDDAMethod(DAMethod):
             raise ValueError(f"stationary_window must lie in [0, 1), got {stationary_window}")
         if stationary_window > 0 and not robust:
             raise ValueError("stationary_window is an option of the robust variant")
+        if label_cost is None:
+            label_cost = ROBUST_LABEL_COST if robust else 0.0
         if not (label_cost >= 0 and math.isfinite(label_cost)):
             raise ValueError(f"label_cost must be a finite number >= 0, got {label_cost}")
         if label_cost > 0 and not robust:
@@ -313,8 +318,10 @@ class SIDDAMethod(DAMethod):
         blur = sk.blur_for(max_distance)
         if not math.isfinite(max_distance):
             return z_s.new_tensor(math.nan), blur, max_distance
-        k = out.logits_s.shape[1]
+        p_t = out.logits_t.float().softmax(1)  # (B_t, K)
+        if not bool(torch.isfinite(p_t).all()):  # non-finite logits: a NaN term, a skipped step
+            return z_s.new_tensor(math.nan), blur, max_distance
         c = self.label_cost * max_distance / math.sqrt(2.0)
-        a = torch.cat([z_s, c * F.one_hot(out.y_s, k).to(z_s.dtype)], dim=1)  # (B_s, D + K)
-        b = torch.cat([z_t, c * out.logits_t.float().softmax(1)], dim=1)  # (B_t, D + K)
+        a = torch.cat([z_s, c * F.one_hot(out.y_s, p_t.shape[1]).to(z_s.dtype)], dim=1)
+        b = torch.cat([z_t, c * p_t], dim=1)  # (B_s, D + K) and (B_t, D + K)
         return sk.divergence(a, b, blur), blur, max_distance
