@@ -53,3 +53,20 @@ def test_bad_options_fail_before_any_evaluation(runs, options, message):
     with pytest.raises(ValueError, match=message):
         evaluate_runs(runs, **options)
     assert all(not (r / "metrics.json").exists() for r in runs)
+
+
+def test_evaluating_a_run_whose_training_data_changed_says_so(runs, tiny_data, caplog):
+    """The same file names and sizes, other pixels: the SHA-256 of environment.json tells."""
+    import numpy as np
+
+    a, _ = runs
+    evaluate_runs([a])
+    assert json.loads((a / "metrics.json").read_text())["notes"] == []
+    x = tiny_data / "train" / "x_train_noise.npy"
+    np.save(x, np.load(x)[::-1].copy())  # the same images in another order
+    caplog.clear()
+    notes = evaluate_runs([a], when="always")[0]["notes"]
+    assert len(notes) == 1 and "train/x_train_noise.npy" in notes[0]
+    assert "x_train.npy" not in notes[0].replace("x_train_noise.npy", "")
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("training data changed" in w and "train/x_train_noise.npy" in w for w in warned)
