@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from conftest import _blobs
-from sidda import DataConfig, DataError, RunConfig, load_domains
+from sidda import DataConfig, DataError, InputError, RunConfig, load_domains
 from sidda.cli import main
 from sidda.configs import CONFIG_DIR
 from sidda.datasets import (
@@ -288,6 +288,17 @@ def test_import_folder_empty_flat_and_tiny(tmp_path):
         import_image_folders(src / "cat", tgt, tmp_path / "d")
     with pytest.raises(DataError, match="6x6 pixels are too small"):
         import_image_folders(src, tgt, tmp_path / "d")
+
+
+@pytest.mark.parametrize("out, match", [("notes.txt", r"--out .*notes.txt is a file"),
+                                        ("notes.txt/d", r"notes.txt is a file, not a folder")])
+def test_import_folder_out_through_a_file_is_refused(tmp_path, out, match):
+    src, tgt = _image_folders(tmp_path / "img", n=2, size=(8, 8))
+    (tmp_path / "notes.txt").write_text("keep")
+    with pytest.raises(InputError, match=match):
+        import_image_folders(src, tgt, tmp_path / out)
+    assert (tmp_path / "notes.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img", "notes.txt"]
 
 
 def test_import_folder_cli_then_train(tmp_path, capsys):

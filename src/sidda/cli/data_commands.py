@@ -24,7 +24,7 @@ from sidda.datasets.preview import MAX_PER_CLASS, figure_path
 from sidda.errors import InputError
 from sidda.experiments import write_generated
 from sidda.generators import make_dataset
-from sidda.runs import atomic_write
+from sidda.runs import atomic_write, check_new_folder
 
 __all__ = ["MAX_N_PER_CLASS", "cmd_data_check", "cmd_data_import", "cmd_data_make",
            "cmd_data_show"]
@@ -61,7 +61,7 @@ def cmd_data_make(args: argparse.Namespace) -> int:
     if not 2 <= args.n_per_class <= MAX_N_PER_CLASS:
         raise InputError(f"--n-per-class must lie in 2..{MAX_N_PER_CLASS} (the images are drawn "
                          f"in memory), got {args.n_per_class}")
-    out = Path(args.out)
+    out = check_new_folder(args.out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another --out")
     options = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -62,9 +63,24 @@ class _NotRaised(Exception):
     """Stands for an exception class whose module was never imported."""
 
 
+def _file_in_the_way(e: Exception) -> bool:
+    """Whether ``e`` is the system's refusal of a path that runs through a file (a folder was
+    needed there: ``--out FILE/x``, ``out_dir`` naming a file)."""
+    if not isinstance(e, OSError):
+        return False
+    if e.errno == errno.ENOTDIR:
+        return True
+    return (e.errno == errno.EEXIST and isinstance(e.filename, str)
+            and os.path.lexists(e.filename) and not os.path.isdir(e.filename))
+
+
 def _failure(e: Exception) -> int:
     """Print what went wrong in one line; the exit status."""
     NonFiniteError, TrainingInterrupted = _training_errors()  # noqa: N806
+    if _file_in_the_way(e):
+        print(f"sidda: error: {one_line(e)}; a part of that path is a file where a folder is "
+              "needed: choose another path, or move the file", file=sys.stderr)
+        return EXIT_USAGE
     if isinstance(e, InputError | FileExistsError | FileNotFoundError):
         _error(e)
         return EXIT_USAGE

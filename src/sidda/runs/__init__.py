@@ -45,7 +45,14 @@ from sidda.runs.checkpoints import (
     model_checkpoints,
     save_checkpoint,
 )
-from sidda.runs.files import atomic_dir, atomic_write, fsync_dir, write_csv, write_json
+from sidda.runs.files import (
+    atomic_dir,
+    atomic_write,
+    check_new_folder,
+    fsync_dir,
+    write_csv,
+    write_json,
+)
 from sidda.runs.history import HISTORY, HISTORY_STEPS, History, load_history
 from sidda.runs.lock import LOCK_NAME, environment_info, lock_run
 from sidda.runs.rundir import (
@@ -76,6 +83,7 @@ __all__ = [
     "atomic_dir",
     "atomic_write",
     "check_checkpoint_name",
+    "check_new_folder",
     "checkpoint_path",
     "environment_info",
     "fsync_dir",

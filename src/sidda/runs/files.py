@@ -104,6 +104,27 @@ def atomic_dir(out: str | Path, *, replace: bool = False) -> Iterator[Path]:
         shutil.rmtree(holder, ignore_errors=True)
 
 
+def check_new_folder(out: str | Path, *, option: str = "--out") -> Path:
+    """``out``, where a command is about to make a folder, unless a file is in the way.
+
+    >>> check_new_folder("/no/such/folder")
+    PosixPath('/no/such/folder')
+
+    Raises:
+        InputError: ``out``, or the nearest existing folder above it, is a file (named with
+            ``option``, before any work is done).
+    """
+    out = Path(out)
+    for p in (out, *out.parents):
+        if os.path.lexists(p):
+            if p.is_dir():
+                break
+            if p == out:
+                raise InputError(f"{option} {out} is a file; give a folder, e.g. {out.stem}_data")
+            raise InputError(f"{option} {out}: {p} is a file, not a folder; choose another path")
+    return out
+
+
 def publish_files(folder: str | Path, files: Mapping[str, bytes | str | Callable[[BinaryIO], object]],
                   *, last: str, own_folder: bool, staging: str, remove: Iterable[str] = ()) -> Path:
     """Write ``files`` (name -> data, as :func:`atomic_write` takes it) into ``folder`` as a whole.
