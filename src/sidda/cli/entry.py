@@ -6,17 +6,20 @@ Exit statuses: 0 done; 2 bad input; 1 a diverged run, a failed write or an inter
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 from sidda.cli.console import end_progress, setup_logging
 from sidda.cli.parser import build_parser
 from sidda.errors import InputError, one_line
 
-__all__ = ["EXIT_FAILURE", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_FAILURE", "EXIT_USAGE", "Terminated", "main"]
 
 logger = logging.getLogger("sidda")
 
@@ -40,14 +43,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = ["sidda", *(sys.argv[1:] if argv is None else argv)]  # recorded in argv.txt
     setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
     try:
-        return args.func(args)
+        with _sigterm_interrupts():
+            return args.func(args)
     except Exception as e:  # noqa: BLE001 - every failure becomes one line and a status
         end_progress()  # the message starts on a line of its own
         return _failure(e)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         end_progress()
+        if isinstance(e, Terminated):
+            print("sidda: interrupted by SIGTERM", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print("sidda: interrupted", file=sys.stderr)
         return 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived while a command ran outside training (which saves ``last.pt`` first:
+    :class:`~sidda.train.TrainingInterrupted`); raised where the program was, as Ctrl-C raises
+    :class:`KeyboardInterrupt`, so that ``finally`` blocks and staging clean-ups run."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the ``with`` block (main thread only); the
+    previous handler is restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _training_errors() -> tuple[type, type]:
