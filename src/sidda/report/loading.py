@@ -11,6 +11,7 @@ import yaml
 
 from sidda.datasets import DataError, check_class_names
 from sidda.runs import History, RunDir, RunInfo
+from sidda.runs.rundir import DATA_MANIFEST
 
 __all__ = ["ReportRun", "run_labels"]
 
@@ -45,7 +46,7 @@ class ReportRun(NamedTuple):
             return self.info.class_names
         try:
             return check_class_names(self.manifest.get("class_names"), self.info.num_classes,
-                                     where=self.dir.path / "data_manifest.json")
+                                     where=self.dir.path / DATA_MANIFEST)
         except DataError:
             return None
 
