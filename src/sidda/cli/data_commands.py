@@ -20,6 +20,7 @@ from sidda.datasets import (
     sample_grid,
     write_manifest,
 )
+from sidda._text import missing_glyphs_logged
 from sidda.datasets.preview import MAX_PER_CLASS, figure_path
 from sidda.errors import InputError
 from sidda.experiments import write_generated
@@ -159,6 +160,7 @@ def cmd_data_show(args: argparse.Namespace) -> int:
                       title=f"{Path(cfg.path).name}: training images, rows = classes")
     existed = out.exists()
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda f: fig.savefig(f, format=out.suffix[1:].lower()))
+    with missing_glyphs_logged():
+        atomic_write(out, lambda f: fig.savefig(f, format=out.suffix[1:].lower()))
     print(f"wrote {out}" + (" (replaced the file that was there)" if existed else ""))
     return 0
