@@ -122,6 +122,21 @@ def test_memory_mapped_nonfinite_pixels_are_found_beyond_the_first_chunk(tmp_pat
         load_split(tmp_path / "x.npy", None, require_labels=False)  # in-memory path too
 
 
+def test_pixels_the_normalisation_overflows_are_named_as_such(tmp_path):
+    """3e38 is a finite float32; ``half`` ((x - 0.5) / 0.5) takes it past the largest one."""
+    x = np.zeros((4, 8, 8, 1), np.float32)
+    x[2, 1, 1, 0] = 3e38
+    with np.errstate(over="ignore"):
+        halved = (x - np.float32(0.5)) / np.float32(0.5)
+    assert np.isfinite(x).all() and not np.isfinite(halved).all()
+    np.save(tmp_path / "x.npy", x)
+    with pytest.raises(DataError, match=r"x.npy: image 2 has pixels up to 3e\+38, which overflow "
+                                        r"float32 under data.normalize=half"):
+        load_split(tmp_path / "x.npy", None, require_labels=False)
+    kept = load_split(tmp_path / "x.npy", None, require_labels=False, normalize="none")
+    assert float(kept.x.max()) == pytest.approx(3e38, rel=1e-6)
+
+
 def test_scan_images_matches_numpy():
     x = np.random.default_rng(1).normal(size=(50, 9, 9))
     s = scan_images(x, chunk_bytes=1000)
