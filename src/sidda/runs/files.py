@@ -133,8 +133,9 @@ def publish_files(folder: str | Path, files: Mapping[str, bytes | str | Callable
     ``own_folder=True`` (``folder`` holds these files only): the staging folder is renamed into
     place (:func:`atomic_dir`), so a reader sees the old set or the new one. Otherwise ``last``
     (the file that describes the others) is removed first and put back last, and the names in
-    ``remove`` that ``files`` lacks are deleted: a kill in between leaves no ``last``. What a
-    killed call left behind is removed first.
+    ``remove`` that ``files`` lacks are deleted: a kill in between leaves no ``last``. A write
+    that fails (a full disk) removes the staging folder and leaves the old files as they were;
+    what a killed call left behind is removed first.
 
     Returns:
         The path of ``last``.
@@ -153,8 +154,12 @@ def publish_files(folder: str | Path, files: Mapping[str, bytes | str | Callable
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / staging
     tmp.mkdir()
-    for name, data in files.items():
-        atomic_write(tmp / name, data)
+    try:
+        for name, data in files.items():
+            atomic_write(tmp / name, data)
+    except BaseException:  # a full disk, a signal: the old files stay, the partial new go
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     (folder / last).unlink(missing_ok=True)
     fsync_dir(folder)
     for name in remove:
