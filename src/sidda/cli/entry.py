@@ -124,6 +124,11 @@ def _failure(e: Exception) -> int:
     if isinstance(e, NonFiniteError):  # diverged
         _error(e)
         return EXIT_FAILURE
+    custom = sys.modules.get("sidda.models.custom")  # imported when a model was built
+    if custom is not None and (err := custom.network_error(e)) is not None:
+        logger.debug("error in a custom network", exc_info=e)
+        _error(err)
+        return EXIT_USAGE
     # not the input's fault: say so, in one line
     logger.debug("internal error", exc_info=e)
     print(f"sidda: internal error (a bug in sidda, or a computation that diverged): "
