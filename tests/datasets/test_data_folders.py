@@ -137,6 +137,20 @@ def test_pixels_the_normalisation_overflows_are_named_as_such(tmp_path):
     assert float(kept.x.max()) == pytest.approx(3e38, rel=1e-6)
 
 
+def test_memory_mapping_is_announced_only_when_the_budget_is_exceeded(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="sidda")
+    np.save(tmp_path / "x.npy", np.zeros((600, 20, 20, 3), np.float32))  # 2.7 MB as float32
+    assert load_split(tmp_path / "x.npy", None, require_labels=False,
+                      memory_budget_mb=0).memory_mapped  # asked for: said nothing
+    assert not [r for r in caplog.records if "memory_budget_mb" in r.getMessage()]
+    assert load_split(tmp_path / "x.npy", None, require_labels=False,
+                      memory_budget_mb=1).memory_mapped
+    said = [r.getMessage() for r in caplog.records if "memory_budget_mb" in r.getMessage()]
+    assert len(said) == 1 and "3 MB as float32 exceeds data.memory_budget_mb=1" in said[0]
+
+
 def test_scan_images_matches_numpy():
     x = np.random.default_rng(1).normal(size=(50, 9, 9))
     s = scan_images(x, chunk_bytes=1000)

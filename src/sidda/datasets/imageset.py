@@ -308,9 +308,10 @@ def load_split(
         if stats.first_nonfinite is not None:
             raise _nonfinite_error(images, stats.first_nonfinite)
         t = MappedImages(x, normalize=normalize, image_size=image_size)
-        logger.info("%s: %.0f MB as float32 exceeds data.memory_budget_mb=%d; kept "
-                    "memory-mapped and converted per batch", images, out_bytes / 2**20,
-                    memory_budget_mb)
+        if memory_budget_mb > 0:  # 0 asks for memory-mapping: nothing to tell
+            logger.info("%s: %.0f MB as float32 exceeds data.memory_budget_mb=%d; kept "
+                        "memory-mapped and converted per batch", images, out_bytes / 2**20,
+                        memory_budget_mb)
     else:
         t = convert_images(x, normalize=normalize, image_size=image_size, name=images)
     y = None
