@@ -246,11 +246,15 @@ def _evaluate_locked(
     scored: dict[str, _Scored] = {}
     candidates = None
     if (selection or rule) and sets is not None and len(sets["val_s"]) and len(sets["val_t"]):
-        candidates = {}
+        candidates, skipped = {}, {}
         for name in run.dir.checkpoints():
             scored[name] = _predict_checkpoint(run, name, data, device)
             candidates[name] = checkpoint_scores(**scored[name].preds,
                                                  record=scored[name].record)
+            skipped = candidates[name].get("validators_skipped", {}) | skipped
+        if skipped:  # the same sizes for every checkpoint: said once
+            logger.warning("validators skipped: %s",
+                           "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     if rule is not None:
         picked = (select_checkpoints(candidates)["rules"].get(rule) if candidates else None)
         if picked is None:
