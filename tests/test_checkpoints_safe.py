@@ -18,7 +18,13 @@ import yaml
 
 from conftest import write_old_last, write_tiny_data
 from sidda.cli import main
-from sidda.runs import CHECKPOINT_MAGIC, UnsafeCheckpointError, load_checkpoint, save_checkpoint
+from sidda.runs import (
+    CHECKPOINT_MAGIC,
+    DamagedCheckpointError,
+    UnsafeCheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 class Payload:
@@ -138,6 +144,28 @@ def test_save_checkpoint_writes_plain_data_only(tmp_path):
     with pytest.raises(ValueError, match=r"refusing to save .*os.makedirs"):
         save_checkpoint(tmp_path / "d.pt", {"model": {}, "extra": Payload(tmp_path / "M")})
     assert not (tmp_path / "d.pt").exists() and not (tmp_path / "M").exists()
+
+
+@pytest.mark.parametrize("content", [b"garbage\n", b"PK\x03\x04garbage", "cut", "tagged-cut"])
+def test_an_unreadable_checkpoint_names_its_cause_and_gives_no_torch_advice(
+        trained, tmp_path, capsys, content):
+    """Damaged or foreign bytes: one line that says what torch found and what to do, never
+    torch's paragraph about loading with ``weights_only=False`` (which can run code)."""
+    run = _copy(trained, tmp_path)
+    path = run / "checkpoints" / "final.pt"
+    raw = path.read_bytes()
+    body = raw[len(CHECKPOINT_MAGIC) + 32:]
+    path.write_bytes({"cut": body[:3000], "tagged-cut": raw[:3000]}.get(content, content))
+    with pytest.raises(DamagedCheckpointError) as info:
+        load_checkpoint(path)
+    assert info.value.path == path and "weights_only" not in str(info.value)
+    assert main(["evaluate", str(run)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("sidda:")]
+    assert len(err) == 1 and err[0].startswith(f"sidda: error: {path}: "), err
+    assert "weights_only" not in err[0] and "PyTorch" not in err[0]
+    assert err[0].endswith("restore it from a backup, or start the run again "
+                           "(`sidda train --config ... --force`)")
+    assert not (run / "metrics.json").exists()
 
 
 # ---------------------------------------------------------------- sidda runs upgrade

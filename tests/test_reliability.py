@@ -441,6 +441,24 @@ def test_M_a_too_long_name_is_input(tmp_path, data, capsys):
     assert "300 bytes long" in _one_error_line(capsys)
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["data", "make", "shapes", "--out", "{f}", "--n-per-class", "2"], "--out {f} is a file"),
+    (["data", "make", "shapes", "--out", "{f}/sub", "--n-per-class", "2"],
+     "--out {f}/sub: {f} is a file, not a folder"),
+    (["train", "--config", "{cfg}", "--set", "out_dir={f}"],
+     "a part of that path is a file where a folder is needed"),
+])
+def test_a_file_where_a_folder_is_needed_is_bad_input(tmp_path, data, capsys, argv, says):
+    f = tmp_path / "notes.txt"
+    f.write_text("keep")
+    cfg = _config(tmp_path, data)
+    fill = {"f": str(f), "cfg": str(cfg)}
+    assert main([a.format(**fill) for a in argv]) == 2
+    assert says.format(**fill) in _one_error_line(capsys)
+    assert f.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "notes.txt", "r.yaml"]
+
+
 def _special(kind, path):
     if kind == "dir_as_file":
         path.mkdir()

@@ -117,7 +117,8 @@ class RunConfig:
         try:
             d = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
         except _UnsupportedYAML as e:
-            raise ConfigError(f"{path}: {_yaml_error_line(e)}") from None
+            raise ConfigError(f"{path}: {_yaml_error_line(e)}; write the keys out in each "
+                              "section") from None
         except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
             raise ConfigError(f"{path}: not valid YAML ({_yaml_error_line(e)})") from None
         except OSError as e:
@@ -190,9 +191,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise _UnsupportedYAML(
-                    None, None, "merge keys (<<) are not supported; write the keys out in "
-                    "each section", key_node.start_mark)
+                raise _UnsupportedYAML(None, None, "merge keys (<<) are not supported",
+                                       key_node.start_mark)
             key = self.construct_object(key_node, deep=deep)
             try:
                 duplicate = key in seen

@@ -144,3 +144,28 @@ def test_demo_keeps_data_and_every_run(tmp_path, capsys, dataset):
     assert dataset in json.dumps(manifest)
     # a second demo into the same folder is refused, nothing overwritten
     assert main(["demo", "-q", "--out", str(out), "--dataset", dataset]) == 2
+
+
+def test_sigterm_outside_training_stops_with_one_line_and_status_143(tmp_path, capsys,
+                                                                      monkeypatch):
+    """A real SIGTERM while ``data make`` draws (held there so the signal cannot miss it):
+    one line, 128 + 15, nothing written, and the previous SIGTERM handler back in place."""
+    import os
+    import signal
+    import time
+
+    import sidda.cli.data_commands as data_commands
+
+    def drawing(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # interrupted long before
+        raise AssertionError("SIGTERM did not interrupt the command")
+
+    monkeypatch.setattr(data_commands, "make_dataset", drawing)
+    before = signal.getsignal(signal.SIGTERM)
+    t0 = time.monotonic()
+    assert main(["data", "make", "shapes", "--out", str(tmp_path / "d")]) == 143
+    assert time.monotonic() - t0 < 20
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "sidda: interrupted by SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert list(tmp_path.iterdir()) == []

@@ -121,7 +121,8 @@ def test_empty_seed_items_are_refused(tmp_path, tiny_data, capsys, seeds):
     argv = _argv(cfg, tiny_data, tmp_path / "cmp")
     argv[argv.index("--seeds") + 1] = seeds
     assert main(argv) == 2
-    assert "without empty items" in capsys.readouterr().err
+    assert "--seeds: expected a comma-separated list of int without empty items" in (
+        capsys.readouterr().err)
     assert not (tmp_path / "cmp").exists()
 
 
@@ -149,3 +150,22 @@ def test_a_rule_on_a_run_without_checkpoints_says_so(tmp_path, tiny_data, capsys
     assert main(["evaluate", str(run), "--checkpoint", "entropy"]) == 2
     err = capsys.readouterr().err
     assert "no checkpoints" in err and "validation images" not in err
+
+
+def test_a_reused_run_with_a_damaged_checkpoint_says_how_to_train_it_again(
+        tmp_path, tiny_data, one_thread, capsys):
+    cfg = _config(tmp_path, tiny_data)
+    out = tmp_path / "cmp"
+    assert main(_argv(cfg, tiny_data, out)) == 0
+    run = out / "runs" / "a" / "source_only_seed0"
+    (run / "metrics.json").unlink()  # evaluated again on the rerun: final.pt is read
+    final = run / "checkpoints" / "final.pt"
+    final.write_bytes(final.read_bytes()[:-100])
+    capsys.readouterr()
+    assert main(_argv(cfg, tiny_data, out)) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("sidda:")]
+    assert len(err) == 1 and err[0].startswith(f"sidda: error: {final}: damaged checkpoint")
+    assert err[0].endswith(f"delete {run} to train that run again, or pass --force to train "
+                           "every run again")
+    assert main([*_argv(cfg, tiny_data, out), "--force"]) == 0
+    assert (run / "metrics.json").is_file()

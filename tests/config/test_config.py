@@ -125,8 +125,8 @@ def test_yaml_merge_keys_are_refused_by_name(tmp_path):
     with pytest.raises(ConfigError) as info:
         RunConfig.from_yaml(p)
     text = str(info.value)
-    assert text.startswith(f"{p}: merge keys (<<) are not supported") and "line 2" in text
-    assert "not valid YAML" not in text and "\n" not in text
+    assert text == (f"{p}: merge keys (<<) are not supported at line 2, column 9; write the "
+                    "keys out in each section")
 
 
 def test_yaml_errors(tmp_path):

@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from conftest import _blobs
-from sidda import DataConfig, DataError, RunConfig, load_domains
+from sidda import DataConfig, DataError, InputError, RunConfig, load_domains
 from sidda.cli import main
 from sidda.configs import CONFIG_DIR
 from sidda.datasets import (
@@ -120,6 +120,35 @@ def test_memory_mapped_nonfinite_pixels_are_found_beyond_the_first_chunk(tmp_pat
         load_split(tmp_path / "x.npy", None, require_labels=False, memory_budget_mb=1)
     with pytest.raises(DataError, match=r"x.npy: image 350 has non-finite"):
         load_split(tmp_path / "x.npy", None, require_labels=False)  # in-memory path too
+
+
+def test_pixels_the_normalisation_overflows_are_named_as_such(tmp_path):
+    """3e38 is a finite float32; ``half`` ((x - 0.5) / 0.5) takes it past the largest one."""
+    x = np.zeros((4, 8, 8, 1), np.float32)
+    x[2, 1, 1, 0] = 3e38
+    with np.errstate(over="ignore"):
+        halved = (x - np.float32(0.5)) / np.float32(0.5)
+    assert np.isfinite(x).all() and not np.isfinite(halved).all()
+    np.save(tmp_path / "x.npy", x)
+    with pytest.raises(DataError, match=r"x.npy: image 2 has pixels up to 3e\+38, which overflow "
+                                        r"float32 under data.normalize=half"):
+        load_split(tmp_path / "x.npy", None, require_labels=False)
+    kept = load_split(tmp_path / "x.npy", None, require_labels=False, normalize="none")
+    assert float(kept.x.max()) == pytest.approx(3e38, rel=1e-6)
+
+
+def test_memory_mapping_is_announced_only_when_the_budget_is_exceeded(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="sidda")
+    np.save(tmp_path / "x.npy", np.zeros((600, 20, 20, 3), np.float32))  # 2.7 MB as float32
+    assert load_split(tmp_path / "x.npy", None, require_labels=False,
+                      memory_budget_mb=0).memory_mapped  # asked for: said nothing
+    assert not [r for r in caplog.records if "memory_budget_mb" in r.getMessage()]
+    assert load_split(tmp_path / "x.npy", None, require_labels=False,
+                      memory_budget_mb=1).memory_mapped
+    said = [r.getMessage() for r in caplog.records if "memory_budget_mb" in r.getMessage()]
+    assert len(said) == 1 and "3 MB as float32 exceeds data.memory_budget_mb=1" in said[0]
 
 
 def test_scan_images_matches_numpy():
@@ -288,6 +317,17 @@ def test_import_folder_empty_flat_and_tiny(tmp_path):
         import_image_folders(src / "cat", tgt, tmp_path / "d")
     with pytest.raises(DataError, match="6x6 pixels are too small"):
         import_image_folders(src, tgt, tmp_path / "d")
+
+
+@pytest.mark.parametrize("out, match", [("notes.txt", r"--out .*notes.txt is a file"),
+                                        ("notes.txt/d", r"notes.txt is a file, not a folder")])
+def test_import_folder_out_through_a_file_is_refused(tmp_path, out, match):
+    src, tgt = _image_folders(tmp_path / "img", n=2, size=(8, 8))
+    (tmp_path / "notes.txt").write_text("keep")
+    with pytest.raises(InputError, match=match):
+        import_image_folders(src, tgt, tmp_path / out)
+    assert (tmp_path / "notes.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img", "notes.txt"]
 
 
 def test_import_folder_cli_then_train(tmp_path, capsys):

@@ -137,6 +137,35 @@ def test_mathtext_class_names_are_drawn_literally(tmp_path, capsys):
     assert ax.get_title() == "target \\$x\\$"
 
 
+def test_characters_the_font_lacks_are_named_in_one_line(tmp_path, capsys, monkeypatch):
+    """CJK and emoji class names: one warning naming the characters, not matplotlib's
+    warning per glyph with its source line (checked against matplotlib itself first)."""
+    import warnings
+
+    from matplotlib.figure import Figure
+
+    import sidda._text
+
+    names = ["\u732b", "\U0001f41f", "plain"]
+    fig = Figure()
+    fig.text(0, 0, "".join(names))
+    with warnings.catch_warnings(record=True) as raw:
+        warnings.simplefilter("always")
+        fig.savefig(io.BytesIO(), format="png")
+    lacking = [n for n in names[:2] if any(f"Glyph {ord(n)} " in str(w.message) for w in raw)]
+    if not lacking:
+        pytest.skip("the font of this machine draws these characters")
+    monkeypatch.setattr(sidda._text, "_REPORTED", set())
+    root = _data(tmp_path / "d", names=names)
+    capsys.readouterr()
+    assert main(["data", "show", str(root), "--out", str(tmp_path / "g.png")]) == 0
+    err = capsys.readouterr().err
+    assert "UserWarning" not in err and "savefig" not in err
+    said = [ln for ln in err.splitlines() if "has no glyph for" in ln]
+    assert len(said) == 1 and all(c in said[0] for c in lacking), err
+    assert (tmp_path / "g.png").is_file()
+
+
 # ------------------------------------------------------------------------------- the command
 
 

@@ -154,7 +154,7 @@ def _png_folders(root, n=12, size=20):
     return root / "src", root / "tgt"
 
 
-def test_predicting_image_files_matches_evaluate_on_the_imported_folder(tmp_path):
+def test_predicting_image_files_matches_evaluate_on_the_imported_folder(tmp_path, capsys):
     """PNG files -> import-folder -> train -> evaluate; predicting the same PNG files gives the
     probabilities evaluate gave their imported copies (index.csv maps files to rows)."""
     src, tgt = _png_folders(tmp_path / "img")
@@ -177,6 +177,16 @@ def test_predicting_image_files_matches_evaluate_on_the_imported_folder(tmp_path
     expect = np.load(run / "probs_target.npy")
     got = _probs([by_name[test_t[i]] for i in range(len(expect))])
     np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-6)
+    # FITS files for a run imported from PNGs are read, scaled otherwise: a warning says so
+    from astropy.io import fits
+
+    assert "scales differently" not in capsys.readouterr().err  # the log of `main -q` above
+    (tmp_path / "cutouts").mkdir()
+    fits.PrimaryHDU(np.zeros((20, 20), np.float32)).writeto(tmp_path / "cutouts" / "x.fits")
+    predict_run(run, tmp_path / "cutouts", tmp_path / "q.csv")
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "scales differently" in ln]
+    assert len(said) == 1 and "1 FITS file(s) (x.fits)" in said[0]
+    assert "trained on PNG/JPEG/TIFF files" in said[0] and len(_rows(tmp_path / "q.csv")) == 1
 
 
 def test_predicting_fits_cutouts_of_five_bands(tmp_path):

@@ -40,6 +40,8 @@ class Net(nn.Module):
             return z, logits[:, :1]
         if self.out == "raise":
             raise RuntimeError("boom")
+        if self.out == "raise_training" and self.training:
+            raise RuntimeError("broken in training")
         return z, logits
 
 
@@ -57,8 +59,8 @@ def make_with(out):
     return lambda **kw: Net(kw["in_channels"], kw["num_classes"], 8, out=out)
 
 
-one, three, flat, wrong_k, raises = (make_with(o) for o in ("one", "three", "flat", "wrong_k",
-                                                             "raise"))
+one, three, flat, wrong_k, raises, breaks = (make_with(o) for o in (
+    "one", "three", "flat", "wrong_k", "raise", "raise_training"))
 NOT_CALLABLE = 3
 
 
@@ -129,6 +131,27 @@ def test_yaml_and_the_command_line_take_the_name(nets, tiny_data, tmp_path, caps
                  "--set", "model.name=sidda_no_such_module_xyz:make_net"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot import module 'sidda_no_such_module_xyz'" in err[0], err
+
+
+def test_a_network_that_fails_in_training_is_named_not_called_a_bug_in_sidda(
+        nets, tiny_data, tmp_path, capsys):
+    """It passes the build-time check (eval mode), then raises in its first training step."""
+    from sidda.cli import main
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(textwrap.dedent(f"""\
+        name: breaks
+        out_dir: {tmp_path / "runs"}
+        data: {{path: {tiny_data}}}
+        model: {{name: "{MODULE}:breaks"}}
+        train: {{epochs: 1, warmup: 0, batch_size: 16, threads: 1}}
+    """))
+    assert main(["train", "-q", "--config", str(cfg)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("sidda:")]
+    assert len(err) == 1 and err[0].startswith(f"sidda: error: model.name='{MODULE}:breaks': "
+                                               "the network raised RuntimeError: broken in "
+                                               "training (in forward, "), err
+    assert f"{MODULE}.py:" in err[0] and "internal error" not in err[0]
 
 
 def test_builds_and_checks_a_custom_backbone(nets):

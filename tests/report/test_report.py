@@ -395,6 +395,26 @@ def test_report_needs_metrics_and_runs(tmp_path, capsys):
     assert not (tmp_path / "r.html").exists()
 
 
+@pytest.mark.parametrize("names", [["a", "b"], [f"c{i}" for i in range(50)], "a,b,c",
+                                   [{"a": 1}, "b", "c"], ["a", "a", "b"]])
+def test_a_run_with_wrong_class_names_is_drawn_by_class_number(page, tmp_path, names):
+    """An older run could keep class names that do not fit its classes in data_manifest.json
+    (run.json dropped them): the report draws the classes by number instead of failing."""
+    _, runs = page
+    run = tmp_path / "runs" / "old"
+    shutil.copytree(runs[0], run)
+    for name, key, value in (("data_manifest.json", "class_names", names),
+                             ("run.json", "class_names", None)):
+        d = json.loads((run / name).read_text())
+        (run / name).write_text(json.dumps(d | {key: value}))
+    assert ReportRun.read(RunDir(run), "old").class_names is None
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html"), "-q"]) == 0
+    assert "<h2 id='overview'>" in (tmp_path / "r.html").read_text()
+    good = json.loads((run / "data_manifest.json").read_text()) | {"class_names": ["x", "y", "z"]}
+    (run / "data_manifest.json").write_text(json.dumps(good))
+    assert ReportRun.read(RunDir(run), "old").class_names == ["x", "y", "z"]
+
+
 def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 

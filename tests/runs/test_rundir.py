@@ -365,6 +365,30 @@ def test_atomic_writes_replace_links_instead_of_writing_through_them(tmp_path):
     assert (tmp_path / "x").read_text() == "data" and victim.read_text() == "keep"
 
 
+def test_a_failed_evaluation_write_leaves_the_old_files_and_no_staging(tmp_path):
+    """A write that fails part way (a full disk: ENOSPC after some bytes) removes the staging
+    folder at once; the previous evaluation stays as it was."""
+    import errno
+
+    from sidda.runs import PREDICTION_FILES
+    from sidda.runs.files import publish_files
+
+    run = _synthetic_run(tmp_path / "r")
+    before = {p.name: p.read_bytes() for p in run.path.iterdir() if p.is_file()}
+
+    def disk_full(f):
+        f.write(b"\0" * 4096)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    files = {"logits_target.npy": b"new", "probs_target.npy": disk_full, METRICS: "{}"}
+    with pytest.raises(OSError, match="No space left on device"):
+        publish_files(run.path, files, last=METRICS, own_folder=False,
+                      staging=".evaluation-staging", remove=PREDICTION_FILES)
+    assert not (run.path / ".evaluation-staging").exists()
+    assert {p.name: p.read_bytes() for p in run.path.iterdir() if p.is_file()} == before
+    assert run.state == RunState.EVALUATED
+
+
 # ----------------------------------------------------------------------- evaluation folders
 
 def test_each_data_folder_gets_its_own_evaluation_folder(tmp_path):

@@ -10,7 +10,8 @@ Errors in the input (config, data, options, paths, a run in use by another proce
 line ``sidda: error: ...`` and exit with status 2; a run that diverges (non-finite) or cannot
 write its files exits with status 1, and so does an internal error (a bug), which says so; a
 run stopped by SIGTERM or SIGINT saves ``last.pt`` and exits with 128 + the signal number
-(143, 130), to be continued with ``sidda train --resume RUN_DIR``.
+(143, 130), to be continued with ``sidda train --resume RUN_DIR``; any other command stopped
+so says it in one line and exits with the same status.
 
 ``torchrun --nproc_per_node=N -m sidda train ...`` trains on N processes
 (``docs/distributed.md``): rank 0 logs at the chosen level, shows the progress line and prints

@@ -140,8 +140,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     _need_matplotlib()
     report.check_isomap_points(args.isomap_points)
     check_out_file(args.out, kind="html", inputs=args.run_dirs, force=args.force)
-    rgb = report.check_colour(None if args.rgb is None else _split_list(args.rgb, int),
-                              args.stretch)
+    rgb = None if args.rgb is None else _split_list(args.rgb, int, option="--rgb")
+    rgb = report.check_colour(rgb, args.stretch)
     experiments.evaluate_runs(
         args.run_dirs, when="always" if args.reevaluate else "missing",
         checkpoint=args.checkpoint, n_bins=args.bins, device=args.device,
@@ -152,18 +152,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _split_list(text: str, kind: type = str) -> list:
+def _split_list(text: str, kind: type = str, *, option: str) -> list:
     """A comma-separated option as a list; an empty item (``1,,2``, a trailing comma) is an
-    error, not skipped."""
+    error, not skipped.
+
+    >>> _split_list("0, 1", int, option="--seeds")
+    [0, 1]
+    """
     items = [t.strip() for t in text.split(",")]
     if not all(items):
-        raise InputError(f"expected a comma-separated list of {kind.__name__} without empty "
-                         f"items, got {short_repr(text)}")
+        raise InputError(f"{option}: expected a comma-separated list of {kind.__name__} without "
+                         f"empty items, got {short_repr(text)}")
     try:
         return [kind(t) for t in items]
     except ValueError:
         raise InputError(
-            f"expected a comma-separated list of {kind.__name__}, got {short_repr(text)}"
+            f"{option}: expected a comma-separated list of {kind.__name__}, got "
+            f"{short_repr(text)}"
         ) from None
 
 
@@ -171,8 +176,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _need_matplotlib()
     cfg = load_config(args)
     res = sweep.run_sweep(
-        cfg, models=_split_list(args.models), seeds=_split_list(args.seeds, int),
-        methods=_split_list(args.methods), out=args.out, checkpoint=args.checkpoint,
+        cfg, models=_split_list(args.models, option="--models"),
+        seeds=_split_list(args.seeds, int, option="--seeds"),
+        methods=_split_list(args.methods, option="--methods"), out=args.out,
+        checkpoint=args.checkpoint,
         force=args.force, report=not args.no_report, argv=args.argv,
         callbacks=[_progress(cfg.train.epochs, args)], validator=args.validator,
     )
@@ -190,8 +197,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _need_matplotlib()
     cfg = load_config(args)
     res = compare.run_compare(
-        cfg, data=compare.parse_data(args.data), methods=_split_list(args.methods),
-        seeds=_split_list(args.seeds, int), out=args.out, model=args.model,
+        cfg, data=compare.parse_data(args.data),
+        methods=_split_list(args.methods, option="--methods"),
+        seeds=_split_list(args.seeds, int, option="--seeds"), out=args.out, model=args.model,
         checkpoint=args.checkpoint, force=args.force, report=not args.no_report, argv=args.argv,
         callbacks=[_progress(cfg.train.epochs, args)], validator=args.validator,
     )

@@ -20,11 +20,12 @@ from sidda.datasets import (
     sample_grid,
     write_manifest,
 )
+from sidda._text import missing_glyphs_logged
 from sidda.datasets.preview import MAX_PER_CLASS, figure_path
 from sidda.errors import InputError
 from sidda.experiments import write_generated
 from sidda.generators import make_dataset
-from sidda.runs import atomic_write
+from sidda.runs import atomic_write, check_new_folder
 
 __all__ = ["MAX_N_PER_CLASS", "cmd_data_check", "cmd_data_import", "cmd_data_make",
            "cmd_data_show"]
@@ -61,7 +62,7 @@ def cmd_data_make(args: argparse.Namespace) -> int:
     if not 2 <= args.n_per_class <= MAX_N_PER_CLASS:
         raise InputError(f"--n-per-class must lie in 2..{MAX_N_PER_CLASS} (the images are drawn "
                          f"in memory), got {args.n_per_class}")
-    out = Path(args.out)
+    out = check_new_folder(args.out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another --out")
     options = {}
@@ -159,6 +160,7 @@ def cmd_data_show(args: argparse.Namespace) -> int:
                       title=f"{Path(cfg.path).name}: training images, rows = classes")
     existed = out.exists()
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda f: fig.savefig(f, format=out.suffix[1:].lower()))
+    with missing_glyphs_logged():
+        atomic_write(out, lambda f: fig.savefig(f, format=out.suffix[1:].lower()))
     print(f"wrote {out}" + (" (replaced the file that was there)" if existed else ""))
     return 0

@@ -47,7 +47,7 @@ from sidda.datasets.layout import write_layout
 from sidda.datasets.npyfiles import DataError
 from sidda.errors import InputError
 from sidda.generators._common import stratified_split
-from sidda.runs import atomic_dir
+from sidda.runs import atomic_dir, check_new_folder
 
 __all__ = ["IMAGE_EXTENSIONS", "import_image_folders", "read_image_file"]
 
@@ -287,7 +287,7 @@ def import_image_folders(
     hdus = check_hdus(hdus)
     source, target, out = Path(source), Path(target), Path(out)
     test_root = None if target_test is None else Path(target_test)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if check_new_folder(out).exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose another --out")
     src, tgt, test = _scan_all(source, target, test_root)
     every = src.files + tgt.files + (test.files if test else [])

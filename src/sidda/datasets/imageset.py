@@ -232,7 +232,15 @@ def convert_images(x: np.ndarray, *, normalize: str, image_size: int | None, nam
         part = _convert_block(x[i : i + step], normalize=normalize, size=size)
         finite = torch.isfinite(part).flatten(1).all(1)
         if not finite.all():
-            raise _nonfinite_error(name, i + int((~finite).nonzero()[0]))
+            bad = i + int((~finite).nonzero()[0])
+            with np.errstate(over="ignore", invalid="ignore"):
+                raw = np.asarray(x[bad], dtype=np.float32)
+            if np.isfinite(raw).all():  # the normalisation overflowed, not the pixels
+                raise DataError(
+                    f"{name}: image {bad} has pixels up to {float(np.abs(raw).max()):.3g}, "
+                    f"which overflow float32 under data.normalize={normalize}; rescale the "
+                    "images to a smaller range")
+            raise _nonfinite_error(name, bad)
         out[i : i + len(part)] = part
     return out
 
@@ -300,9 +308,10 @@ def load_split(
         if stats.first_nonfinite is not None:
             raise _nonfinite_error(images, stats.first_nonfinite)
         t = MappedImages(x, normalize=normalize, image_size=image_size)
-        logger.info("%s: %.0f MB as float32 exceeds data.memory_budget_mb=%d; kept "
-                    "memory-mapped and converted per batch", images, out_bytes / 2**20,
-                    memory_budget_mb)
+        if memory_budget_mb > 0:  # 0 asks for memory-mapping: nothing to tell
+            logger.info("%s: %.0f MB as float32 exceeds data.memory_budget_mb=%d; kept "
+                        "memory-mapped and converted per batch", images, out_bytes / 2**20,
+                        memory_budget_mb)
     else:
         t = convert_images(x, normalize=normalize, image_size=image_size, name=images)
     y = None

@@ -94,10 +94,8 @@ def checkpoint_scores(
         if scores[name] is not None:
             out[_LEGACY_KEYS[name]] = -scores[name]
     out["validators"] = scores
-    if report["skipped"]:
+    if report["skipped"]:  # the caller says it once for all its checkpoints
         out["validators_skipped"] = report["skipped"]
-        logger.warning("validators skipped: %s", "; ".join(
-            f"{k}: {v}" for k, v in report["skipped"].items()))
     for key, pred in (("source_accuracy", test_s), ("target_accuracy", test_t)):
         if pred is not None and pred.labels is not None:
             out[key] = float(metrics.accuracy(pred.logits, pred.labels))

@@ -110,13 +110,15 @@ def data_checksums(cfg: RunConfig) -> dict[str, dict]:
                                              "sha256": file_checksum(p)} for p in files}
 
 
-def changed_data(run: RunDir, cfg: RunConfig, *, now: dict | None = None) -> list[str] | None:
+def changed_data(run: RunDir, cfg: RunConfig, *, now: dict | None = None,
+                 quiet: bool = False) -> list[str] | None:
     """The training files that differ from those ``run`` recorded in ``environment.json``.
 
     Args:
         run: The run directory.
         cfg: The config whose data is checked.
         now: :func:`data_checksums` of ``cfg``, when already computed.
+        quiet: No warning when nothing can be checked.
 
     Returns:
         The changed files (paths in the data folder), ``[]`` when none changed, or None when
@@ -125,11 +127,13 @@ def changed_data(run: RunDir, cfg: RunConfig, *, now: dict | None = None) -> lis
     try:
         recorded = (run.environment() or {}).get("data_files")
     except DamagedFileError as e:
-        logger.warning("%s; cannot check that the data is unchanged", e)
+        if not quiet:
+            logger.warning("%s; cannot check that the data is unchanged", e)
         return None
     if not recorded or not isinstance(recorded, dict):
-        logger.warning("%s records no data checksums; cannot check that the data is unchanged",
-                       run.path)
+        if not quiet:
+            logger.warning("%s records no data checksums; cannot check that the data is "
+                           "unchanged", run.path)
         return None
     now = data_checksums(cfg) if now is None else now
     return sorted(f for f in set(recorded) | set(now) if recorded.get(f) != now.get(f))

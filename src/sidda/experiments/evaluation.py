@@ -34,6 +34,7 @@ from sidda.evaluate import (
     select_checkpoints,
     temperature_metrics,
 )
+from sidda.experiments.data import changed_data
 from sidda.experiments.evaluation_data import EvaluationData, evaluation_data
 from sidda.experiments.training import run_config
 from sidda.methods.domain_bn import DomainStats, load_target_stats
@@ -245,11 +246,15 @@ def _evaluate_locked(
     scored: dict[str, _Scored] = {}
     candidates = None
     if (selection or rule) and sets is not None and len(sets["val_s"]) and len(sets["val_t"]):
-        candidates = {}
+        candidates, skipped = {}, {}
         for name in run.dir.checkpoints():
             scored[name] = _predict_checkpoint(run, name, data, device)
             candidates[name] = checkpoint_scores(**scored[name].preds,
                                                  record=scored[name].record)
+            skipped = candidates[name].get("validators_skipped", {}) | skipped
+        if skipped:  # the same sizes for every checkpoint: said once
+            logger.warning("validators skipped: %s",
+                           "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     if rule is not None:
         picked = (select_checkpoints(candidates)["rules"].get(rule) if candidates else None)
         if picked is None:
@@ -294,6 +299,12 @@ def _evaluate_locked(
             "no validation images (data.val_fraction = 0): nothing to select with"
             if sets is not None else "the run's validation split is not available (notes)")}
     notes = list(data.notes)
+    if own and (changed := changed_data(run.dir, run.cfg, quiet=True)):
+        notes.append(f"the training data changed since the run was trained "
+                     f"({', '.join(changed)}: SHA-256 differs from environment.json); these "
+                     "metrics describe the data as it is now")
+        logger.warning("%s: %s; restore the data it was trained on (%s) for the run's own "
+                       "numbers", run.dir.path, notes[-1], run.cfg.data.path)
     if label_free:
         report["label_free"] = _label_free(chosen.preds, data.source_class_counts, names, notes)
     report["notes"] = notes

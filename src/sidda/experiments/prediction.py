@@ -51,7 +51,7 @@ from sidda.datasets import (
     list_image_files,
     read_image_file,
 )
-from sidda.datasets.fits import FITS_EXTENSIONS, check_hdus
+from sidda.datasets.fits import FITS_EXTENSIONS, check_hdus, is_fits
 from sidda.datasets.imagefiles import IMAGE_EXTENSIONS
 from sidda.datasets.imageset import MappedImages, convert_images, load_split
 from sidda.errors import InputError
@@ -116,6 +116,7 @@ def _image_files(path: Path) -> list[Path]:
 def load_images(
     path: str | Path, *, in_channels: int, image_size: int, cfg: RunConfig,
     read_size: int | None = None, fit: str = "crop", hdus: Sequence[str | int] | None = None,
+    trained_on: str | None = None,
 ) -> tuple[list[str], torch.Tensor | MappedImages]:
     """Images to predict: (names, float32 tensor (N, C, S, S)) prepared like the run's data.
 
@@ -127,6 +128,9 @@ def load_images(
         fit: ``crop`` or ``stretch``, as the import.
         hdus: FITS files with one image HDU per band: the HDUs to stack, by EXTNAME or index,
             as ``import-folder --bands/--hdu``; None reads a 2-D image or a (C, H, W) cube.
+        trained_on: ``"fits"`` or ``"image"``, the kind of files the run's data was imported
+            from: files of the other kind are read all the same, with a warning (the two are
+            scaled differently).
     """
     path = Path(path)
     if not path.exists():
@@ -144,12 +148,27 @@ def load_images(
                             "on")
         return [str(i) for i in range(len(images))], images.x
     files = [path] if path.is_file() else _image_files(path)
+    _warn_other_kind(path, files, trained_on)
     x = np.stack([read_image_file(f, channels=in_channels, size=read_size or image_size, fit=fit,
                                   hdus=hdus)
                   for f in files])  # (N, S, S, C); read_image_file checks the bands
     names = [f.name if path.is_file() else f.relative_to(path).as_posix() for f in files]
     return names, convert_images(np.ascontiguousarray(np.moveaxis(x, -1, 1)),
                                  normalize=cfg.data.normalize, image_size=image_size, name=path)
+
+
+def _warn_other_kind(path: Path, files: Sequence[Path], trained_on: str | None) -> None:
+    """Warn when image files are PNG/JPEG/TIFF for a run imported from FITS, or the reverse."""
+    if trained_on not in ("fits", "image"):
+        return
+    other = [f for f in files if is_fits(f) != (trained_on == "fits")]
+    if other:
+        kinds = ("PNG/JPEG/TIFF", "FITS") if trained_on == "fits" else ("FITS", "PNG/JPEG/TIFF")
+        logger.warning("%s: %d %s file(s) (%s%s), but the run was trained on %s files, which "
+                       "sidda scales differently (8- and 16-bit images to [0, 1], FITS values "
+                       "as stored); check these predictions, or give it %s files", path,
+                       len(other), kinds[0], other[0].name, ", ..." if len(other) > 1 else "",
+                       kinds[1], kinds[1])
 
 
 def _import_settings(run: TrainedRun) -> ImportSettings:
@@ -236,7 +255,7 @@ def predict_run(
     hdus = settings.hdus if hdus is None else check_hdus(hdus)
     names, x = load_images(images, in_channels=info.in_channels, image_size=info.image_size,
                            cfg=trained.cfg, read_size=settings.image_size, fit=settings.fit,
-                           hdus=hdus)
+                           hdus=hdus, trained_on=run.manifest().get("format"))
     try:
         res = predict_arrays(model, x, batch_size=batch_size, device=device, temperature=temp,
                              latents=latents, export=False)

@@ -28,7 +28,13 @@ from sidda.experiments.data import changed_data
 from sidda.experiments.evaluation import evaluate_runs
 from sidda.experiments.training import resume_run, run_config, train_run
 from sidda.methods import method_class
-from sidda.runs import EPOCH_CHECKPOINT, DamagedFileError, RunDir, RunState
+from sidda.runs import (
+    EPOCH_CHECKPOINT,
+    DamagedCheckpointError,
+    DamagedFileError,
+    RunDir,
+    RunState,
+)
 from sidda.train import resolve_device
 
 __all__ = ["RERUN_HINT", "check_checkpoint_plan", "check_methods_available",
@@ -156,8 +162,8 @@ def ensure_run(
     Raises:
         ConfigError, DataError: the directory holds a run of another config, or one trained on
             data that changed since, and ``force`` is False.
-        InputError: a reused run lost a file it needs (a checkpoint, a damaged file); the
-            message says to delete it or to pass ``force``.
+        InputError: a reused run lost a file it needs, or one no longer reads (a checkpoint,
+            a run file); the message says to delete it or to pass ``force``.
     """
     run = RunDir(run_cfg.run_dir)
     label = label or run.name
@@ -183,9 +189,10 @@ def ensure_run(
         train_run(run_cfg, argv=argv, force=True, callbacks=callbacks)
     try:
         return evaluate_runs([run], when="always", checkpoint=checkpoint, device=device)[0]
-    except (FileNotFoundError, DamagedFileError) as e:
+    except (FileNotFoundError, DamagedFileError, DamagedCheckpointError) as e:
         if state < RunState.TRAINED:
             raise
-        problem = f"{e.path}: damaged ({e.reason})" if isinstance(e, DamagedFileError) else e
+        problem = (f"{e.path}: damaged ({e.reason})" if isinstance(e, DamagedFileError)
+                   else f"{e.path}: {e.reason}" if isinstance(e, DamagedCheckpointError) else e)
         raise _cannot_reuse(run, str(problem)) from None
 

@@ -37,11 +37,16 @@ from torch import nn
 
 from sidda.errors import InputError, one_line, short_repr
 
-__all__ = ["build_custom", "is_custom_name"]
+__all__ = ["build_custom", "is_custom_name", "network_error"]
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _CUSTOM = re.compile(rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*$")
 _PROBE_BATCH = 2  # images in the forward pass that checks the outputs
+#: Modules of the custom networks built in this process (their factory's and their class's),
+#: each with the ``model.name`` that named it: an exception raised in their code is the
+#: network's, not sidda's (:func:`network_error`).
+_USER_MODULES: dict[str, str] = {}
+_LIBRARIES = ("torch", "sidda", "escnn", "builtins", "functools")
 
 
 def is_custom_name(name: object) -> bool:
@@ -196,4 +201,34 @@ def build_custom(
         )
     _check_outputs(model, name, in_channels=in_channels, image_size=image_size,
                    num_classes=num_classes)
+    for module in (name.split(":")[0], type(model).__module__):
+        if module.split(".")[0] not in _LIBRARIES:  # e.g. a factory returning nn.Sequential
+            _USER_MODULES.setdefault(module, name)
     return model
+
+
+def network_error(e: BaseException) -> InputError | None:
+    """The error to report when ``e`` was raised in the code of a custom network built in
+    this process (its forward pass during training or evaluation), or None.
+
+    The traceback is walked from the innermost frame out; the first frame of a custom
+    network's module names the place. ``torch.nn`` and sidda frames around it do not matter:
+    the fault is in the network's code, so the message says so instead of calling it a bug
+    in sidda.
+    """
+    frames = []
+    tb = e.__traceback__
+    while tb is not None:
+        frames.append(tb)
+        tb = tb.tb_next
+    for tb in reversed(frames):
+        module = tb.tb_frame.f_globals.get("__name__")
+        if module in _USER_MODULES:
+            code = tb.tb_frame.f_code
+            return InputError(
+                f"model.name={_USER_MODULES[module]!r}: the network raised "
+                f"{type(e).__name__}: {one_line(e, limit=300)} (in {code.co_name}, "
+                f"{code.co_filename}:{tb.tb_lineno}); the error is in that network's code, "
+                "not in sidda: fix it, or rerun with -v for the traceback"
+            )
+    return None

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sidda._text import fmt_cell
+from sidda._text import fmt_cell, missing_glyphs_logged
 
 __all__ = ["CSS", "esc", "figure_to_data_uri", "fmt", "img", "png_data_uri", "pre",
            "relative_path", "relative_paths", "table"]
@@ -75,7 +75,8 @@ def table(head: Sequence[str] | None, rows: Sequence[Sequence[object]], *, left:
 def figure_to_data_uri(fig: Any, *, dpi: int = 90) -> str:
     """PNG bytes of a matplotlib Figure as a ``data:image/png;base64,...`` URI."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    with missing_glyphs_logged():
+        fig.savefig(buf, format="png", dpi=dpi)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 

@@ -37,6 +37,7 @@ from sidda.runs.checkpoints import (
     CHECKPOINTS,
     EPOCH_CHECKPOINT,
     RESUME_CHECKPOINT,
+    DamagedCheckpointError,
     UnsafeCheckpointError,
     check_checkpoint_name,
     checkpoint_path,
@@ -44,7 +45,14 @@ from sidda.runs.checkpoints import (
     model_checkpoints,
     save_checkpoint,
 )
-from sidda.runs.files import atomic_dir, atomic_write, fsync_dir, write_csv, write_json
+from sidda.runs.files import (
+    atomic_dir,
+    atomic_write,
+    check_new_folder,
+    fsync_dir,
+    write_csv,
+    write_json,
+)
 from sidda.runs.history import HISTORY, HISTORY_STEPS, History, load_history
 from sidda.runs.lock import LOCK_NAME, environment_info, lock_run
 from sidda.runs.rundir import (
@@ -66,6 +74,7 @@ __all__ = [
     "LOCK_NAME",
     "PREDICTION_FILES",
     "RESUME_CHECKPOINT",
+    "DamagedCheckpointError",
     "DamagedFileError",
     "RunDir",
     "RunInfo",
@@ -74,6 +83,7 @@ __all__ = [
     "atomic_dir",
     "atomic_write",
     "check_checkpoint_name",
+    "check_new_folder",
     "checkpoint_path",
     "environment_info",
     "fsync_dir",

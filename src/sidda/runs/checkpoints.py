@@ -110,6 +110,37 @@ class UnsafeCheckpointError(InputError):
         super().__init__(text)
 
 
+class DamagedCheckpointError(InputError):
+    """A checkpoint that does not read: changed or cut after it was written, or not written by
+    sidda. The message says to restore it or to train the run again.
+
+    >>> str(DamagedCheckpointError(Path("r/final.pt"), "damaged checkpoint (cut)"))[:45]
+    'r/final.pt: damaged checkpoint (cut); restore'
+
+    Attributes:
+        path: The file.
+        reason: What is wrong with it, without the advice.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}; restore it from a backup, or start the run again "
+                         "(`sidda train --config ... --force`)")
+        self.path, self.reason = path, reason
+
+
+def _load_failure(e: BaseException) -> str:
+    """What ``torch.load`` found wrong, without its advice about ``weights_only``.
+
+    >>> _load_failure(RuntimeError("Invalid magic number; corrupt file?"))
+    'Invalid magic number; corrupt file?'
+    """
+    text = str(e)
+    if "WeightsUnpickler error:" in text:  # the cause follows torch's paragraph of advice
+        text = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n", 1)[0]
+    text = text.split(". This is an internal miniz error", 1)[0]
+    return one_line(text, limit=200)
+
+
 def plain_data(obj: object) -> object:
     """``obj`` with every NumPy array turned into a tensor (unsigned integers into int64) and
     every NumPy scalar into a Python number, through dicts, lists and tuples. Containers that
@@ -184,19 +215,16 @@ def _read_body(path: Path) -> tuple[bytes, bool]:
     head = raw[: len(CHECKPOINT_MAGIC)]
     if len(head) == len(CHECKPOINT_MAGIC) and 0 < sum(
             a != b for a, b in zip(head, CHECKPOINT_MAGIC, strict=True)) <= 2:
-        raise InputError(f"{path}: damaged checkpoint (its header was changed after it was "
-                         "written). Restore it from a backup, or start the run again "
-                         "(`sidda train --config ... --force`)")
+        raise DamagedCheckpointError(path, "damaged checkpoint (its header was changed after "
+                                           "it was written)")
     if not raw.startswith(CHECKPOINT_MAGIC):
         return raw, False
     start = len(CHECKPOINT_MAGIC)
     digest, body = raw[start : start + _DIGEST_BYTES], raw[start + _DIGEST_BYTES :]
     if hashlib.sha256(body).digest() != digest:
-        raise InputError(
-            f"{path}: damaged checkpoint (its SHA-256 does not match the one written with "
-            "it); it was changed or cut after it was written. Restore it from a backup, or "
-            "start the run again (`sidda train --config ... --force`)"
-        )
+        raise DamagedCheckpointError(path, "damaged checkpoint (its SHA-256 does not match the "
+                                           "one written with it: it was changed or cut after "
+                                           "it was written)")
     return body, True
 
 
@@ -221,11 +249,12 @@ def _unpickle(path: Path, body: bytes, *, map_location: str | torch.device,
         unsafe = [n for n in _unsafe_names(body) if not (legacy and n in LEGACY_GLOBALS)]
         if unsafe:
             raise UnsafeCheckpointError(path, unsafe) from None
-        raise InputError(f"{path}: not a readable checkpoint ({one_line(e, limit=200)}); it "
-                         "was not written by sidda, or the file was damaged after it was "
-                         "written") from None
+        raise DamagedCheckpointError(path, f"not a readable checkpoint ({_load_failure(e)}: "
+                                           "it was not written by sidda, or it was damaged "
+                                           "after it was written)") from None
     if not isinstance(ckpt, dict):
-        raise InputError(f"{path}: not a sidda checkpoint (holds {type(ckpt).__name__})")
+        raise DamagedCheckpointError(path, f"not a sidda checkpoint (it holds a "
+                                           f"{type(ckpt).__name__})")
     return ckpt
 
 
@@ -241,7 +270,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         UnsafeCheckpointError: the file names Python objects beyond tensors and plain data
             (crafted, or written by an older sidda: the message says which, and how to
             convert a trusted one).
-        InputError: the file is damaged (checksum mismatch, truncated) or not a checkpoint.
+        DamagedCheckpointError: the file is damaged (checksum mismatch, truncated) or not a
+            checkpoint.
     """
     path = Path(path)
     body, tagged = _read_body(path)
@@ -258,7 +288,7 @@ def checkpoint_status(path: str | Path) -> tuple[bool, bool]:
 
     Raises:
         UnsafeCheckpointError: it names other Python objects.
-        InputError: it is damaged (checksum mismatch).
+        DamagedCheckpointError: it is damaged (checksum mismatch).
     """
     path = Path(path)
     body, tagged = _read_body(path)

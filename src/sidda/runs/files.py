@@ -104,6 +104,27 @@ def atomic_dir(out: str | Path, *, replace: bool = False) -> Iterator[Path]:
         shutil.rmtree(holder, ignore_errors=True)
 
 
+def check_new_folder(out: str | Path, *, option: str = "--out") -> Path:
+    """``out``, where a command is about to make a folder, unless a file is in the way.
+
+    >>> check_new_folder("/no/such/folder")
+    PosixPath('/no/such/folder')
+
+    Raises:
+        InputError: ``out``, or the nearest existing folder above it, is a file (named with
+            ``option``, before any work is done).
+    """
+    out = Path(out)
+    for p in (out, *out.parents):
+        if os.path.lexists(p):
+            if p.is_dir():
+                break
+            if p == out:
+                raise InputError(f"{option} {out} is a file; give a folder, e.g. {out.stem}_data")
+            raise InputError(f"{option} {out}: {p} is a file, not a folder; choose another path")
+    return out
+
+
 def publish_files(folder: str | Path,
                   files: Mapping[str, bytes | str | Callable[[BinaryIO], object]],
                   *, last: str, own_folder: bool, staging: str, remove: Iterable[str] = ()) -> Path:
@@ -113,8 +134,9 @@ def publish_files(folder: str | Path,
     ``own_folder=True`` (``folder`` holds these files only): the staging folder is renamed into
     place (:func:`atomic_dir`), so a reader sees the old set or the new one. Otherwise ``last``
     (the file that describes the others) is removed first and put back last, and the names in
-    ``remove`` that ``files`` lacks are deleted: a kill in between leaves no ``last``. What a
-    killed call left behind is removed first.
+    ``remove`` that ``files`` lacks are deleted: a kill in between leaves no ``last``. A write
+    that fails (a full disk) removes the staging folder and leaves the old files as they were;
+    what a killed call left behind is removed first.
 
     Returns:
         The path of ``last``.
@@ -133,8 +155,12 @@ def publish_files(folder: str | Path,
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / staging
     tmp.mkdir()
-    for name, data in files.items():
-        atomic_write(tmp / name, data)
+    try:
+        for name, data in files.items():
+            atomic_write(tmp / name, data)
+    except BaseException:  # a full disk, a signal: the old files stay, the partial new go
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     (folder / last).unlink(missing_ok=True)
     fsync_dir(folder)
     for name in remove:
