@@ -11,8 +11,9 @@ from PIL import Image
 
 from sidda import DataConfig, load_domains
 from sidda.cli import main
-from sidda.datasets import sample_grid, to_rgb, write_layout
+from sidda.datasets import to_rgb, write_layout
 from sidda.errors import InputError
+from sidda.plots import sample_grid
 
 fits = pytest.importorskip("astropy.io.fits")
 

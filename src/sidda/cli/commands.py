@@ -8,12 +8,11 @@ is done there. The library functions are looked up on their modules when a comma
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
 
-from sidda import compare, experiments, report, sweep
+from sidda import compare, experiments, plots, report, sweep
 from sidda.cli.console import Progress, setup_logging
 from sidda.cli.tables import (
     calibration_lines,
@@ -103,11 +102,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _need_matplotlib() -> None:
-    if importlib.util.find_spec("matplotlib") is None:
-        raise InputError("figures need matplotlib; install it with: pip install 'sidda[plot]'")
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from sidda.cli.data_commands import _int_list, _names
     from sidda.experiments.folder_report import format_score
@@ -137,7 +131,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from sidda.experiments.outputs import check_out_file
 
-    _need_matplotlib()
+    plots.require_matplotlib()
     report.check_isomap_points(args.isomap_points)
     check_out_file(args.out, kind="html", inputs=args.run_dirs, force=args.force)
     rgb = report.check_colour(None if args.rgb is None else _split_list(args.rgb, int),
@@ -168,7 +162,7 @@ def _split_list(text: str, kind: type = str) -> list:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    _need_matplotlib()
+    plots.require_matplotlib()
     cfg = load_config(args)
     res = sweep.run_sweep(
         cfg, models=_split_list(args.models), seeds=_split_list(args.seeds, int),
@@ -187,7 +181,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    _need_matplotlib()
+    plots.require_matplotlib()
     cfg = load_config(args)
     res = compare.run_compare(
         cfg, data=compare.parse_data(args.data), methods=_split_list(args.methods),

@@ -17,13 +17,12 @@ from sidda.datasets import (
     import_image_folders,
     load_domains,
     resolve_data_config,
-    sample_grid,
     write_manifest,
 )
-from sidda.datasets.preview import MAX_PER_CLASS, figure_path
 from sidda.errors import InputError
 from sidda.experiments import write_generated
 from sidda.generators import make_dataset
+from sidda.plots import MAX_PER_CLASS, figure_path, sample_grid
 from sidda.runs import atomic_write
 
 __all__ = ["MAX_N_PER_CLASS", "cmd_data_check", "cmd_data_import", "cmd_data_make",
