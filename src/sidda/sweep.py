@@ -43,6 +43,7 @@ from sidda.evaluate.standings import (
     standings_tables,
 )
 from sidda.evaluate.validators import check_validator_names
+from sidda.experiments.preflight import plan_warnings
 from sidda.experiments.reuse import (
     RERUN_HINT,
     check_checkpoint_plan,
@@ -224,6 +225,8 @@ def run_sweep(
         check_validator(chosen, cfg.data, where=str(cfg.data.path))
     check_checkpoint_plan(checkpoint, cfg)
     check_out_folder(out)
+    for line in plan_warnings(plan):
+        logger.warning("%s", line)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "sweep.json", {"models": list(models), "seeds": list(seeds),
                                     "methods": list(methods), "checkpoint": checkpoint,

@@ -8,6 +8,7 @@ is done there. The library functions are looked up on their modules when a comma
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,8 @@ from sidda.runs import RunDir
 from sidda.train import distributed
 
 __all__ = ["cmd_compare", "cmd_demo", "cmd_evaluate", "cmd_report", "cmd_sweep", "cmd_train"]
+
+logger = logging.getLogger(__name__)
 
 
 def _progress(epochs: int, args: argparse.Namespace) -> Progress:
@@ -69,6 +72,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             setup_logging(args.quiet or not ctx.is_main, args.verbose and ctx.is_main,
                           prefix=f"rank {ctx.rank}: " if ctx.rank else "")
         progress = [_progress(cfg.train.epochs, args)] if ctx.is_main else []
+        if args.resume is None and ctx.is_main:
+            _start_warnings(cfg)
         if args.resume is not None:
             run_dir = experiments.resume_run(args.resume, argv=args.argv, callbacks=progress,
                                              ctx=ctx, device=args.device)
@@ -86,6 +91,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(train_summary(RunDir(run_dir), seconds=time.perf_counter() - t0,
                         evaluated=args.evaluate))
     return 0
+
+
+def _start_warnings(cfg: RunConfig) -> None:
+    """Log :func:`~sidda.experiments.preflight.start_warnings` of a new run, before epoch 1."""
+    from sidda.experiments.preflight import start_warnings
+
+    for line in start_warnings(cfg):
+        logger.warning("%s", line)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

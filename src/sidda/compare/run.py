@@ -29,6 +29,7 @@ from sidda.compare.tables import format_markdown, format_text
 from sidda.config import ConfigError, RunConfig
 from sidda.evaluate.standings import AGREEMENT_FIELDS, agreement_rows
 from sidda.evaluate.validators import check_validator_names
+from sidda.experiments.preflight import plan_warnings
 from sidda.experiments.reuse import (
     RERUN_HINT,
     check_checkpoint_plan,
@@ -149,6 +150,9 @@ def run_compare(
     info["validator"] = chosen
     logger.info("compare: %d runs (%d data sets x %d methods x %d seeds, model %s) into %s",
                 len(plan), len(data), len(specs), len(seeds), model, out)
+    for name in data:
+        for line in plan_warnings([p[3] for p in plan if p[0] == name]):
+            logger.warning("--data %s: %s", name, line)
     out.mkdir(parents=True, exist_ok=True)
     _note_left_out(out, {(name, spec.token, seed) for name, spec, seed, _ in plan})
     write_json(out / "compare_plan.json", info)

@@ -32,7 +32,6 @@ from sidda.experiments.data import (
     prepare_data,
     source_class_counts,
 )
-from sidda.experiments.preflight import start_warnings
 from sidda.models import build_model
 from sidda.runs import (
     LOCK_NAME,
@@ -243,13 +242,8 @@ def train_run(
             run.clear()  # no half-made run: the next try starts cleanly
             raise
 
-    def warn() -> None:
-        for line in start_warnings(cfg):
-            logger.warning("%s", line)
-
     with _run_lock(run, ctx, "train"):
         on_rank0(write_run, ctx)
-        on_rank0(warn, ctx)
         with _loggers(cfg, run, ctx, callbacks) as every:
             hist = fit(
                 model, sets["train_s"], sets["train_t"], cfg.train, loss=cfg.loss,
