@@ -43,6 +43,7 @@ from sidda.evaluate.standings import (
     standings_tables,
 )
 from sidda.evaluate.validators import check_validator_names
+from sidda.experiments.data import DataChecksums
 from sidda.experiments.preflight import plan_warnings
 from sidda.experiments.reuse import (
     RERUN_HINT,
@@ -231,11 +232,11 @@ def run_sweep(
     write_json(out / "sweep.json", {"models": list(models), "seeds": list(seeds),
                                     "methods": list(methods), "checkpoint": checkpoint,
                                     "validator": chosen, "config": cfg.to_dict()})
-    runs, reports = [], []
+    runs, reports, checksums = [], [], DataChecksums()
     for i, run_cfg in enumerate(plan, 1):
         try:
             reports.append(ensure_run(run_cfg, checkpoint=checkpoint, force=force, argv=argv,
-                                      callbacks=callbacks,
+                                      callbacks=callbacks, checksums=checksums,
                                       label=f"[{i}/{len(plan)}] {run_cfg.run_dir.name}"))
         except TrainingInterrupted as e:
             raise e.with_hint(RERUN_HINT.format(command="sweep")) from None

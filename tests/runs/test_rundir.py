@@ -483,6 +483,27 @@ def test_a_finished_run_is_reused_only_for_its_config_and_data(trained, tmp_path
     assert {f: (run / f).stat().st_mtime_ns for f in stamps} == stamps
 
 
+def test_reused_runs_on_one_data_folder_hash_it_once(trained, tmp_path, monkeypatch):
+    from sidda.experiments import data as run_data
+
+    run = _copy(trained, tmp_path, data=True)
+    twin = run.with_name("twin")
+    shutil.copytree(run, twin)
+    cfgs = [_compare_config(run), _compare_config(run).override(["name='twin'"])]
+    (twin / "config.yaml").write_text(cfgs[1].to_yaml())
+    calls = []
+    real = run_data.data_checksums
+    monkeypatch.setattr(run_data, "data_checksums", lambda cfg: calls.append(1) or real(cfg))
+    checksums = run_data.DataChecksums()
+    assert [ensure_run(c, checksums=checksums) for c in cfgs] == [
+        RunDir(run).metrics(), RunDir(twin).metrics()]
+    assert len(calls) == 1  # not once per reused run
+    x = np.load(tmp_path / "data" / "train" / "x_train.npy")
+    np.save(tmp_path / "data" / "train" / "x_train.npy", x[::-1])  # regenerated data
+    with pytest.raises(DataError, match="trained on data that changed since"):
+        ensure_run(cfgs[0], checksums=run_data.DataChecksums())
+
+
 def test_a_reused_run_that_lost_a_file_is_evaluated_again_or_says_how_to_recover(trained,
                                                                                 tmp_path):
     run = _copy(trained, tmp_path)

@@ -29,6 +29,7 @@ from sidda.compare.tables import format_markdown, format_text
 from sidda.config import ConfigError, RunConfig
 from sidda.evaluate.standings import AGREEMENT_FIELDS, agreement_rows
 from sidda.evaluate.validators import check_validator_names
+from sidda.experiments.data import DataChecksums
 from sidda.experiments.preflight import plan_warnings
 from sidda.experiments.reuse import (
     RERUN_HINT,
@@ -156,11 +157,11 @@ def run_compare(
     out.mkdir(parents=True, exist_ok=True)
     _note_left_out(out, {(name, spec.token, seed) for name, spec, seed, _ in plan})
     write_json(out / "compare_plan.json", info)
-    runs, results = [], []
+    runs, results, checksums = [], [], DataChecksums()
     for i, (name, spec, seed, run_cfg) in enumerate(plan, 1):
         try:
             metrics = ensure_run(run_cfg, checkpoint=checkpoint, force=force, argv=argv,
-                                 callbacks=callbacks,
+                                 callbacks=callbacks, checksums=checksums,
                                  label=f"[{i}/{len(plan)}] {name}/{run_cfg.name}")
         except TrainingInterrupted as e:
             raise e.with_hint(RERUN_HINT.format(command="compare")) from None

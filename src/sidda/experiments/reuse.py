@@ -24,7 +24,7 @@ from sidda.config import ConfigError, RunConfig
 from sidda.datasets import DataConfig, DataError, load_domains
 from sidda.errors import InputError, one_line
 from sidda.evaluate.validators import ValidatorInputs, validator_report
-from sidda.experiments.data import changed_data
+from sidda.experiments.data import DataChecksums, changed_data
 from sidda.experiments.evaluation import evaluate_runs
 from sidda.experiments.training import resume_run, run_config, train_run
 from sidda.methods import method_class
@@ -109,8 +109,9 @@ def _cannot_reuse(run: RunDir, problem: str) -> InputError:
                       "to train every run again")
 
 
-def _reusable_state(run: RunDir, cfg: RunConfig) -> RunState:
-    """How far ``run`` got, once it is known to be a run of ``cfg`` on today's data.
+def _reusable_state(run: RunDir, cfg: RunConfig, checksums: DataChecksums | None) -> RunState:
+    """How far ``run`` got, once it is known to be a run of ``cfg`` on today's data (the
+    files' checksums from ``checksums``, else computed here).
 
     Raises:
         ConfigError: ``run`` holds a run of another config (compared as resolved configs: a
@@ -127,7 +128,8 @@ def _reusable_state(run: RunDir, cfg: RunConfig) -> RunState:
             raise ConfigError(f"{run.path} exists with a different config; choose another "
                               "--out, or pass --force to retrain it")
     state = run.state
-    if state >= RunState.TRAINED and (changed := changed_data(run, cfg)):
+    now = None if checksums is None or state < RunState.TRAINED else checksums(cfg)
+    if state >= RunState.TRAINED and (changed := changed_data(run, cfg, now=now)):
         raise DataError(
             f"{run.path} was trained on data that changed since ({', '.join(changed)}: SHA-256 "
             f"differs from its environment.json); delete {run.path} or pass --force to train "
@@ -143,6 +145,7 @@ def ensure_run(
     argv: Sequence[str] = (),
     callbacks: Sequence = (),
     label: str = "",
+    checksums: DataChecksums | None = None,
 ) -> dict:
     """Train and evaluate one run unless its directory already holds it; its ``metrics.json``.
 
@@ -152,6 +155,10 @@ def ensure_run(
     (stopped by a signal, killed, or a machine that went down) is resumed from its
     ``last.pt`` (:func:`~sidda.experiments.resume_run`; from the start when it has none);
     anything else (no directory) is trained and evaluated.
+
+    The training files of a finished run are hashed to compare them with those it recorded;
+    give the runs of one command one :class:`~sidda.experiments.data.DataChecksums`
+    (``checksums``) so that each data folder is hashed once.
 
     Raises:
         ConfigError, DataError: the directory holds a run of another config, or one trained on
@@ -165,7 +172,7 @@ def ensure_run(
         raise InputError(f"{run.path} is a file where this run's folder belongs; remove it, or "
                          "choose another --out")
     device = str(resolve_device(run_cfg.train.device))
-    state = RunState.ABSENT if force else _reusable_state(run, run_cfg)
+    state = RunState.ABSENT if force else _reusable_state(run, run_cfg, checksums)
     if state == RunState.EVALUATED:
         metrics = run.metrics() or {}
         if checkpoint in (metrics.get("checkpoint_rule"), metrics.get("checkpoint")):
