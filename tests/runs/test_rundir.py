@@ -259,6 +259,22 @@ def test_an_evaluation_without_label_free_diagnostics_is_incomplete(tmp_path):
     assert run.needs_evaluation() and run.state == RunState.TRAINED
 
 
+def test_the_evaluation_is_read_once_and_only_where_it_matters(tmp_path, monkeypatch):
+    run = _synthetic_run(tmp_path / "r")
+    assert run.evaluation() == run.metrics() and run.require_evaluation() == run.metrics()
+    reads = []
+    real = RunDir.metrics
+    monkeypatch.setattr(RunDir, "metrics", lambda self: reads.append(self) or real(self))
+    assert run.state_up_to(RunState.TRAINED) == RunState.TRAINED
+    assert run.state_up_to(RunState.SETTING_UP) == RunState.SETTING_UP
+    assert reads == []  # below EVALUATED, metrics.json is never opened
+    assert run.state == RunState.EVALUATED and len(reads) == 1
+    _cut(run.metrics_path, 20)
+    assert run.evaluation() is None and run.state_up_to(RunState.TRAINED) == RunState.TRAINED
+    with pytest.raises(FileNotFoundError, match="no complete evaluation"):
+        run.require_evaluation()
+
+
 def test_run_json_records_the_source_class_counts_and_reads_older_files(tmp_path):
     info = RunInfo("sidda", "cnn", 1, 3, 16, "/d", source_class_counts=(4, 0, 2))
     assert info.to_json()["source_class_counts"] == [4, 0, 2]
@@ -279,6 +295,12 @@ def test_report_reevaluates_damaged_evaluation_files_and_names_the_others(traine
     _cut(run / "latents_source.npy")
     assert main(["report", "-q", str(run), "--out", str(tmp_path / "r.html")]) == 0
     assert not RunDir(run).needs_evaluation() and (tmp_path / "r.html").is_file()
+    reads = []
+    real = RunDir.metrics
+    with pytest.MonkeyPatch.context() as mp:  # an evaluated run: metrics.json parsed once
+        mp.setattr(RunDir, "metrics", lambda self: reads.append(self) or real(self))
+        assert main(["report", "-q", str(run), "--out", str(tmp_path / "r1.html")]) == 0
+    assert len(reads) == 2  # evaluate_runs (complete: kept), then the page
     capsys.readouterr()
     (run / "history.csv").write_bytes(b"epoch\n\xff\n")
     assert main(["report", "-q", str(run), "--out", str(tmp_path / "r2.html")]) == 2

@@ -2,7 +2,7 @@
 
 :func:`evaluate_run` writes ``metrics.json`` and the per-image arrays of one run
 (``docs/evaluation.md``); :func:`evaluate_runs` evaluates several, only those whose results are
-missing, incomplete or damaged unless told otherwise (:meth:`~sidda.runs.RunDir.needs_evaluation`),
+missing, incomplete or damaged unless told otherwise (:meth:`~sidda.runs.RunDir.evaluation`),
 as ``sidda report`` does before it renders its page. A run is read once
 (:class:`TrainedRun`: ``config.yaml`` and ``run.json``) and each checkpoint loaded once.
 """
@@ -397,9 +397,9 @@ def evaluate_runs(
     device = str(check_device(device))
     out = []
     for run in map(RunDir.of, run_dirs):
-        if when == "always" or run.needs_evaluation():
+        metrics = None if when == "always" else run.evaluation()
+        if metrics is None:
             logger.info("evaluating %s (checkpoint %s)", run.path, checkpoint)
-            out.append(evaluate_run(run, checkpoint=checkpoint, n_bins=n_bins, device=device))
-        else:
-            out.append(run.metrics())
+            metrics = evaluate_run(run, checkpoint=checkpoint, n_bins=n_bins, device=device)
+        out.append(metrics)
     return out

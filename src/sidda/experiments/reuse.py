@@ -110,8 +110,9 @@ def _cannot_reuse(run: RunDir, problem: str) -> InputError:
 
 
 def _reusable_state(run: RunDir, cfg: RunConfig, checksums: DataChecksums | None) -> RunState:
-    """How far ``run`` got, once it is known to be a run of ``cfg`` on today's data (the
-    files' checksums from ``checksums``, else computed here).
+    """How far ``run`` got, up to TRAINED (its evaluation is not read), once it is known to be a
+    run of ``cfg`` on today's data (the files' checksums from ``checksums``, else computed
+    here).
 
     Raises:
         ConfigError: ``run`` holds a run of another config (compared as resolved configs: a
@@ -127,7 +128,7 @@ def _reusable_state(run: RunDir, cfg: RunConfig, checksums: DataChecksums | None
         if old.to_dict() != cfg.to_dict():
             raise ConfigError(f"{run.path} exists with a different config; choose another "
                               "--out, or pass --force to retrain it")
-    state = run.state
+    state = run.state_up_to(RunState.TRAINED)
     now = None if checksums is None or state < RunState.TRAINED else checksums(cfg)
     if state >= RunState.TRAINED and (changed := changed_data(run, cfg, now=now)):
         raise DataError(
@@ -150,7 +151,7 @@ def ensure_run(
     """Train and evaluate one run unless its directory already holds it; its ``metrics.json``.
 
     A finished run with the same config and training data is reused: its metrics as they are
-    when they are of ``checkpoint`` and complete (:meth:`~sidda.runs.RunDir.needs_evaluation`),
+    when they are of ``checkpoint`` and complete (:meth:`~sidda.runs.RunDir.evaluation`),
     else it is evaluated again; a run whose training finished is evaluated; an interrupted one
     (stopped by a signal, killed, or a machine that went down) is resumed from its
     ``last.pt`` (:func:`~sidda.experiments.resume_run`; from the start when it has none);
@@ -173,8 +174,8 @@ def ensure_run(
                          "choose another --out")
     device = str(resolve_device(run_cfg.train.device))
     state = RunState.ABSENT if force else _reusable_state(run, run_cfg, checksums)
-    if state == RunState.EVALUATED:
-        metrics = run.metrics() or {}
+    metrics = run.evaluation() if state == RunState.TRAINED else None
+    if metrics is not None:
         if checkpoint in (metrics.get("checkpoint_rule"), metrics.get("checkpoint")):
             logger.info("%s: already trained and evaluated, reused", label)
             return metrics

@@ -205,7 +205,8 @@ def train_run(
     run_dir = run.path
 
     def refuse_existing() -> None:
-        if run_dir.exists() and not force and run.state != RunState.SETTING_UP:
+        if run_dir.exists() and not force and (
+                run.state_up_to(RunState.SET_UP) != RunState.SETTING_UP):
             raise FileExistsError(
                 f"{run_dir} already exists; continue it with `sidda train --resume {run_dir}`, "
                 "choose another name (--set name=...), or pass --force to replace it"
@@ -230,7 +231,7 @@ def train_run(
 
     def write_run() -> None:  # everything is valid and the folder is ours: only now write
         refuse_existing()  # again, under the lock: another process may have made it meanwhile
-        if run.state == RunState.SETTING_UP and any(
+        if run.state_up_to(RunState.SET_UP) == RunState.SETTING_UP and any(
                 p.name != LOCK_NAME for p in run_dir.iterdir()):
             logger.info("%s holds an unfinished setup (no run.json); starting it again", run_dir)
         environment = _environment(cfg, data_checksums(cfg))
@@ -304,7 +305,7 @@ def resume_run(
 
     def prepare_dir() -> None:
         checksums = data_checksums(cfg)
-        if run.state >= RunState.SET_UP:
+        if run.state_up_to(RunState.SET_UP) >= RunState.SET_UP:
             check_same_data(run, cfg, now=checksums)
         else:
             logger.info("%s was stopped during its setup; completing it and starting from the "

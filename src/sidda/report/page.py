@@ -21,7 +21,7 @@ from sidda.report.sections import (
     selection_html,
     summary_html,
 )
-from sidda.runs import RunDir, RunState, atomic_write
+from sidda.runs import RunDir, atomic_write
 
 __all__ = ["ISOMAP_POINTS", "build_report", "check_isomap_points", "write_report"]
 
@@ -91,9 +91,9 @@ def build_report(
     rgb = check_colour(rgb, stretch)
     base = Path.cwd() if base is None else Path(base)
     dirs = [RunDir.of(p) for p in run_dirs]
-    for run in dirs:  # every run before reading any
-        run.require(RunState.EVALUATED)
-    runs = [ReportRun.read(run, label) for run, label in zip(dirs, run_labels(dirs), strict=True)]
+    evaluations = [run.require_evaluation() for run in dirs]  # every run before reading any
+    runs = [ReportRun.read(run, label, metrics=m)
+            for run, label, m in zip(dirs, run_labels(dirs), evaluations, strict=True)]
     if rgb is not None:
         for r in runs:
             if max(rgb) >= r.info.in_channels:
