@@ -144,9 +144,10 @@ def sample_grid(
     """A grid of training images: one row per class, source samples left, target right.
 
     A target without labels fills its side with random samples instead. Images are drawn with
-    :func:`~sidda.datasets.to_rgb` (``rgb``, ``stretch``, ``q``, ``minimum``, ``stretch_range``), its limits
-    taken per domain from the shown images (``scale="domain"``, which keeps intensity
-    differences between images visible) or per image (``scale="image"``). A grid holds at
+    :func:`~sidda.datasets.to_rgb` (``rgb``, ``stretch``, ``q``, ``minimum``,
+    ``stretch_range``), its limits taken per domain from the shown images (``scale="domain"``,
+    which keeps intensity differences between images visible) or per image
+    (``scale="image"``). A grid holds at
     most :data:`MAX_PER_CLASS` columns per domain, and no more than the largest class has.
     Labels are drawn literally (``$`` is escaped).
 
