@@ -42,17 +42,9 @@ from sidda.evaluate.standings import (
     standings,
     standings_tables,
 )
-from sidda.evaluate.validators import check_validator_names
 from sidda.experiments.data import DataChecksums
 from sidda.experiments.preflight import plan_warnings
-from sidda.experiments.reuse import (
-    RERUN_HINT,
-    check_checkpoint_plan,
-    check_methods_available,
-    check_out_folder,
-    check_validator,
-    ensure_run,
-)
+from sidda.experiments.reuse import check_plan, ensure_run
 from sidda.methods.config import METHOD_NAMES, method_loss
 from sidda.metrics.ranking import DEFAULT_VALIDATOR
 from sidda.plots import distance_by_group
@@ -63,7 +55,6 @@ from sidda.runs import (
     write_csv,
     write_json,
 )
-from sidda.train import TrainingInterrupted
 
 __all__ = [
     "CurveStats",
@@ -199,7 +190,8 @@ def run_sweep(
         callbacks: Passed to training.
         validator: The label-free validator of the table and of the ranking without target
             labels (None: :data:`~sidda.metrics.DEFAULT_VALIDATOR`); named explicitly, it must
-            be able to score the data's target test images (:func:`check_validator`).
+            be able to score the data's target test images
+            (:func:`~sidda.experiments.reuse.check_validator`).
 
     Raises:
         ConfigError: a bad model name or method; InputError: an unknown validator, or one
@@ -220,12 +212,8 @@ def run_sweep(
                 d["model"]["name"], d["train"]["seed"] = model, seed
                 d["loss"] = method_loss(d["loss"], method)
                 plan.append(RunConfig.from_dict(d))  # validates every name before training
-    check_methods_available(methods)
-    chosen = check_validator_names(validator or DEFAULT_VALIDATOR)[0]
-    if validator is not None:
-        check_validator(chosen, cfg.data, where=str(cfg.data.path))
-    check_checkpoint_plan(checkpoint, cfg)
-    check_out_folder(out)
+    chosen = check_plan(cfg, methods=methods, data={str(cfg.data.path): cfg.data},
+                        validator=validator, checkpoint=checkpoint, out=out)
     for line in plan_warnings(plan):
         logger.warning("%s", line)
     out.mkdir(parents=True, exist_ok=True)
@@ -234,12 +222,9 @@ def run_sweep(
                                     "validator": chosen, "config": cfg.to_dict()})
     runs, reports, checksums = [], [], DataChecksums()
     for i, run_cfg in enumerate(plan, 1):
-        try:
-            reports.append(ensure_run(run_cfg, checkpoint=checkpoint, force=force, argv=argv,
-                                      callbacks=callbacks, checksums=checksums,
-                                      label=f"[{i}/{len(plan)}] {run_cfg.run_dir.name}"))
-        except TrainingInterrupted as e:
-            raise e.with_hint(RERUN_HINT.format(command="sweep")) from None
+        reports.append(ensure_run(run_cfg, checkpoint=checkpoint, force=force, argv=argv,
+                                  callbacks=callbacks, checksums=checksums, command="sweep",
+                                  label=f"[{i}/{len(plan)}] {run_cfg.run_dir.name}"))
         runs.append(run_cfg.run_dir)
     rows = summarize(reports, validator=chosen)
     groups: dict[str, list] = {}
