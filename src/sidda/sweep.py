@@ -233,8 +233,7 @@ def run_sweep(
             (run_cfg.name, rep))
     standing = standings(groups, validator=chosen)
     summary = out / "summary"  # .csv, .txt and .json
-    write_csv(summary.with_suffix(".csv"), [{k: " ".join(map(str, v)) if isinstance(v, list)
-                                             else v for k, v in r.items()} for r in rows])
+    write_csv(summary.with_suffix(".csv"), rows)
     atomic_write(summary.with_suffix(".txt"), format_table(rows) + "\n")
     write_json(summary.with_suffix(".json"), {"rows": rows, "runs": [str(r) for r in runs],
                                               **standing})

@@ -275,6 +275,20 @@ def test_the_evaluation_is_read_once_and_only_where_it_matters(tmp_path, monkeyp
         run.require_evaluation()
 
 
+def test_list_cells_of_every_csv_are_written_one_way(tmp_path):
+    """Sweep and comparison tables alike: items separated by spaces, a missing item empty
+    (a sweep's summary.csv used to write it as None)."""
+    import csv
+
+    from sidda.runs import write_csv
+
+    write_csv(tmp_path / "t.csv", [{"flags": [True, None, False], "seeds": (0, 1), "x": None,
+                                    "acc": [0.25]}])
+    with open(tmp_path / "t.csv", newline="") as f:
+        assert list(csv.DictReader(f)) == [
+            {"flags": "True  False", "seeds": "0 1", "x": "", "acc": "0.25"}]
+
+
 def test_run_json_records_the_source_class_counts_and_reads_older_files(tmp_path):
     info = RunInfo("sidda", "cnn", 1, 3, 16, "/d", source_class_counts=(4, 0, 2))
     assert info.to_json()["source_class_counts"] == [4, 0, 2]

@@ -157,9 +157,7 @@ def run_compare(
     bins = {r["metrics"].get("n_bins") for r in results}
     info["n_bins"] = bins.pop() if len(bins) == 1 else None  # None: the runs differ
     write_csv(out / "compare.csv", [run_row(r) for r in results])
-    write_csv(out / "compare_summary.csv", [
-        {k: " ".join("" if v is None else repr(v) for v in x) if isinstance(x, list) else x
-         for k, x in r.items()} | {"seeds": " ".join(map(str, r["seeds"]))} for r in rows])
+    write_csv(out / "compare_summary.csv", rows)
     write_csv(out / "compare_agreement.csv", [
         row for data, st in standing.items() if st["agreement"]
         for row in agreement_rows(st["agreement"], validator=chosen, data=data)],
