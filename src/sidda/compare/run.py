@@ -32,7 +32,6 @@ from sidda.experiments.data import DataChecksums
 from sidda.experiments.preflight import plan_warnings
 from sidda.experiments.reuse import check_plan, ensure_run
 from sidda.methods.config import method_loss
-from sidda.metrics.ranking import DEFAULT_VALIDATOR
 from sidda.report import write_report
 from sidda.runs import atomic_write, write_csv, write_json
 
