@@ -38,17 +38,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Scores kept under their own key in a candidate (before the validator family existed), lower
-#: is better: validator name -> key. The ``validators`` dict holds the same numbers negated.
-_LEGACY_KEYS = {"entropy": "target_val_entropy", "iwv": "iwv_risk", "dev": "dev_risk"}
-
 #: Label-free selection rules: name -> (score key in the candidate dict, "min" or "max"); a
 #: dotted key ``validators.snd`` reads ``candidate["validators"]["snd"]``.
 RULES: dict[str, tuple[str, str]] = {
     "best_val_acc": ("val_acc_s", "max"),
     "best_val_loss": ("val_total", "min"),
-    **{name: (_LEGACY_KEYS[name], "min") if name in _LEGACY_KEYS else (f"validators.{name}", "max")
-       for name in VALIDATORS},
+    **{name: (f"validators.{name}", "max") for name in VALIDATORS},
 }
 #: The rules that ``--checkpoint`` accepts by name, one per validator: the others share their
 #: names with the saved checkpoints they choose during training (``best_val_acc``,
@@ -69,11 +64,7 @@ def checkpoint_scores(
     Label-free scores: ``val_acc_s`` and ``val_total`` (from the training ``record``) and
     ``validators``, the score of every validator of :data:`~sidda.evaluate.validators.VALIDATORS`
     on the two validation sets (higher is better; None where one cannot be computed, with the
-    reason in ``validators_skipped``). Three of them are also kept under their own keys, with
-    their natural sign (lower is better): ``target_val_entropy`` (mean prediction entropy on
-    the target validation images), ``iwv_risk`` and ``dev_risk`` (importance-weighted
-    source-validation cross-entropy; absent when they cannot be computed). ``val_t.labels`` is
-    never read. Reported, never used by a label-free rule: ``source_accuracy`` and
+    reason in ``validators_skipped``). ``val_t.labels`` is never read. Reported, never used by a label-free rule: ``source_accuracy`` and
     ``target_accuracy`` on the test sets (the latter reads target labels, for the oracle).
 
     Args:
@@ -88,12 +79,7 @@ def checkpoint_scores(
     out: dict = {"epoch": record.get("epoch"), "val_acc_s": record.get("val_acc_s"),
                  "val_total": record.get("val_total")}
     report = validator_report(ValidatorInputs.from_predictions(val_s, val_t))
-    scores = report["scores"]
-    out["target_val_entropy"] = None if scores["entropy"] is None else -scores["entropy"]
-    for name in ("iwv", "dev"):
-        if scores[name] is not None:
-            out[_LEGACY_KEYS[name]] = -scores[name]
-    out["validators"] = scores
+    out["validators"] = report["scores"]
     if report["skipped"]:
         out["validators_skipped"] = report["skipped"]
         logger.warning("validators skipped: %s", "; ".join(
@@ -109,9 +95,8 @@ def select_checkpoints(candidates: dict[str, dict]) -> dict:
 
     Rules: ``final`` (the last epoch), ``best_val_acc`` / ``best_val_loss`` (source
     validation accuracy / validation CE + DA, as recorded in training), and one per validator
-    of :data:`~sidda.evaluate.validators.VALIDATORS` (the highest score; ``entropy``, ``iwv``
-    and ``dev`` read their legacy keys, lowest entropy or risk, which picks the same
-    checkpoint). ``oracle`` picks the highest target test accuracy: it reads target
+    of :data:`~sidda.evaluate.validators.VALIDATORS` (the highest score: for ``entropy``,
+    ``iwv`` and ``dev``, the lowest entropy or risk). ``oracle`` picks the highest target test accuracy: it reads target
     labels and is a bound, not a rule. ``regret`` is the oracle's target accuracy minus the
     rule's. Ties go to the first candidate in ``candidates`` order.
 
