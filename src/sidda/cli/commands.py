@@ -72,14 +72,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             setup_logging(args.quiet or not ctx.is_main, args.verbose and ctx.is_main,
                           prefix=f"rank {ctx.rank}: " if ctx.rank else "")
         progress = [_progress(cfg.train.epochs, args)] if ctx.is_main else []
-        if args.resume is None and ctx.is_main:
-            _start_warnings(cfg)
         if args.resume is not None:
             run_dir = experiments.resume_run(args.resume, argv=args.argv, callbacks=progress,
                                              ctx=ctx, device=args.device)
         else:
             run_dir = experiments.train_run(cfg, argv=args.argv, force=args.force,
-                                            callbacks=progress, ctx=ctx)
+                                            callbacks=progress, ctx=ctx,
+                                            before_training=lambda: _start_warnings(cfg))
     finally:
         distributed.shutdown()
     if not ctx.is_main:

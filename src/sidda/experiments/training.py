@@ -177,6 +177,7 @@ def train_run(
     force: bool = False,
     callbacks: Sequence[Callback] = (),
     ctx: DistContext | None = None,
+    before_training: Callable[[], None] | None = None,
 ) -> Path:
     """Train one run into ``cfg.run_dir`` and return that directory.
 
@@ -193,6 +194,9 @@ def train_run(
         ctx: This process's rank and device under torchrun
             (:func:`~sidda.train.distributed.init_distributed`); None: one process on
             ``cfg.train.device``.
+        before_training: Called on rank 0 once the data has loaded and the run directory is
+            set up, before epoch 1 (``sidda train`` logs its start warnings there,
+            :func:`~sidda.experiments.preflight.start_warnings`).
 
     Raises:
         ConfigError, DataError: before anything is written.
@@ -245,6 +249,8 @@ def train_run(
 
     with _run_lock(run, ctx, "train"):
         on_rank0(write_run, ctx)
+        if before_training is not None:
+            on_rank0(before_training, ctx)
         with _loggers(cfg, run, ctx, callbacks) as every:
             hist = fit(
                 model, sets["train_s"], sets["train_t"], cfg.train, loss=cfg.loss,
