@@ -51,8 +51,8 @@ from sidda.datasets import (
     list_image_files,
     read_image_file,
 )
-from sidda.datasets.fits import FITS_EXTENSIONS, check_hdus
-from sidda.datasets.imagefiles import IMAGE_EXTENSIONS
+from sidda.datasets.fits import check_hdus
+from sidda.datasets.imagefiles import ALL_EXTENSIONS
 from sidda.datasets.imageset import MappedImages, convert_images, load_split
 from sidda.errors import InputError
 from sidda.evaluate import PICK_RULES, predict_arrays
@@ -68,9 +68,6 @@ __all__ = ["load_images", "predict_run", "resolve_checkpoint", "run_temperature"
            "write_predictions_csv"]
 
 logger = logging.getLogger(__name__)
-
-_SUFFIXES = IMAGE_EXTENSIONS + FITS_EXTENSIONS
-
 
 def resolve_checkpoint(run_dir: RunDir | str | Path, checkpoint: str) -> str:
     """The checkpoint file name (without ``.pt``) that ``checkpoint`` names in ``run_dir``.
@@ -106,13 +103,6 @@ def run_temperature(run_dir: RunDir | str | Path, *, checkpoint: str | None = No
     return RunDir.of(run_dir).temperature(checkpoint)
 
 
-def _image_files(path: Path) -> list[Path]:
-    files = list_image_files(path)  # recursive, sorted, hidden files and folders skipped
-    if not files:
-        raise DataError(f"{path}: no image files ({', '.join(_SUFFIXES)}) in this folder")
-    return files
-
-
 def load_images(
     path: str | Path, *, in_channels: int, image_size: int, cfg: RunConfig,
     read_size: int | None = None, fit: str = "crop", hdus: Sequence[str | int] | None = None,
@@ -143,7 +133,9 @@ def load_images(
                             f"takes {in_channels}; give it images with the bands it was trained "
                             "on")
         return [str(i) for i in range(len(images))], images.x
-    files = [path] if path.is_file() else _image_files(path)
+    files = [path] if path.is_file() else list_image_files(path)  # recursive, sorted
+    if not files:
+        raise DataError(f"{path}: no image files ({ALL_EXTENSIONS}) in this folder")
     x = np.stack([read_image_file(f, channels=in_channels, size=read_size or image_size, fit=fit,
                                   hdus=hdus)
                   for f in files])  # (N, S, S, C); read_image_file checks the bands

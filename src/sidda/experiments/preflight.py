@@ -23,13 +23,12 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from sidda.config import RunConfig
 from sidda.datasets import check_normalisation, layout_paths
+from sidda.datasets.imageset import open_images
 from sidda.errors import InputError
 
-__all__ = ["DEFAULT_OUT_DIR", "WARMUP_SHARE", "plan_warnings", "start_warnings", "stored_size"]
+__all__ = ["DEFAULT_OUT_DIR", "WARMUP_SHARE", "plan_warnings", "start_warnings"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,21 +36,6 @@ logger = logging.getLogger(__name__)
 WARMUP_SHARE = 0.8
 #: The ``out_dir`` the documentation's next commands assume (``sidda evaluate runs/NAME``).
 DEFAULT_OUT_DIR = "runs"
-
-
-def stored_size(shape: tuple[int, ...], channels_first: bool | None = None) -> tuple[int, int]:
-    """(H, W) of the images in an image file of array ``shape`` (NHW, NHWC or NCHW), by the
-    rule the data layer reads them with (the reading that gives square images wins).
-
-    >>> stored_size((10, 64, 48)), stored_size((10, 3, 32, 32)), stored_size((10, 32, 32, 5))
-    ((64, 48), (32, 32), (32, 32))
-    """
-    if len(shape) == 3:
-        return shape[1], shape[2]
-    _, a, b, c = shape
-    if channels_first is None:
-        channels_first = (b == c) if (a == b) != (b == c) else (a != b and a < c)
-    return (b, c) if channels_first else (a, b)
 
 
 def _schedule(cfg: RunConfig) -> list[str]:
@@ -78,8 +62,7 @@ def _resizing(cfg: RunConfig) -> list[str]:
     out = []
     for domain, key in (("source", "train_s"), ("target", "train_t")):
         path = paths[key][0]
-        h, w = stored_size(np.load(path, mmap_mode="r", allow_pickle=False).shape,
-                           d.channels_first)
+        h, w = open_images(path, d.channels_first).shape[2:]  # as training reads it
         if (h, w) != (size, size):
             factor = size / max(h, w)
             how = "up" if factor > 1 else "down"
