@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
-__all__ = ["escape_mathtext", "fmt_cell"]
+__all__ = ["DASH", "escape_mathtext", "fmt_cell"]
+
+#: The cell of a number that is missing, in the tables read by people (an en dash).
+DASH = "\u2013"
 
 
 def fmt_cell(v: object, digits: int = 4, *, missing: str = "-") -> str:

@@ -13,7 +13,6 @@ re-exported here.)
 from __future__ import annotations
 
 import logging
-import math
 
 from sidda import metrics
 from sidda.evaluate.importance import RiskEstimate, domain_weights, importance_weighted_risk
@@ -24,6 +23,7 @@ from sidda.evaluate.validators import (
     prediction_entropy,
     validator_report,
 )
+from sidda.metrics.ranking import finite_number
 
 __all__ = [
     "PICK_RULES",
@@ -112,7 +112,7 @@ def select_checkpoints(candidates: dict[str, dict]) -> dict:
 
     def pick(key: str, mode: str) -> str | None:
         vals = {n: _value(c, key) for n, c in candidates.items()}
-        if not vals or any(v is None or not math.isfinite(v) for v in vals.values()):
+        if not vals or any(v is None for v in vals.values()):
             return None
         sign = 1 if mode == "min" else -1
         return min(vals, key=lambda n: sign * vals[n])  # min() keeps the first of ties
@@ -135,8 +135,8 @@ def select_checkpoints(candidates: dict[str, dict]) -> dict:
 
 def _value(candidate: dict, key: str) -> float | None:
     """``candidate[key]``, or ``candidate["a"]["b"]`` for the dotted key ``a.b``; None if
-    missing or not a number."""
+    missing or not a finite number."""
     value: object = candidate
     for part in key.split("."):
         value = value.get(part) if isinstance(value, dict) else None
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return finite_number(value)
