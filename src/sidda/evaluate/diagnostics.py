@@ -48,6 +48,7 @@ from torch import Tensor
 
 from sidda.alignment import DIAGNOSTIC_BLUR, fixed_blur_sinkhorn, gaussian_mmd2
 from sidda.errors import InputError, short_repr
+from sidda.evaluate.label_free import prediction_entropy
 from sidda.evaluate.validators import (
     MAX_POINTS,
     NotComputable,
@@ -142,9 +143,9 @@ def _confidence(logits: Tensor) -> tuple[float | None, float | None]:
     """Mean max-softmax and mean entropy (nats) of (N, K) logits; None for none or non-finite."""
     if not len(logits) or not bool(torch.isfinite(logits).all()):
         return None, None
-    logp = torch.log_softmax(logits.double(), dim=1)  # (N, K)
-    p = logp.exp()
-    return float(p.max(1).values.mean()), float(-(p * logp).sum(1).mean())
+    z = logits.double()  # (N, K)
+    return (float(torch.softmax(z, dim=1).max(1).values.mean()),
+            float(prediction_entropy(z).mean()))
 
 
 def _shares(counts: Sequence[float] | np.ndarray | Tensor, k: int) -> np.ndarray:

@@ -29,9 +29,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from sidda.datasets import DataConfig, DataError, load_domains, to_rgb
+from sidda.config import RunConfig
+from sidda.datasets import DataError, load_domains, to_rgb
 from sidda.datasets.preview import STRETCHES
 from sidda.errors import InputError
+from sidda.experiments.evaluation import TrainedRun
 from sidda.report.loading import ReportRun
 from sidda.report.markup import esc, png_data_uri, relative_path
 
@@ -139,14 +141,11 @@ class _Images(NamedTuple):
 
 
 def _target_test_images(run: ReportRun) -> _Images:
-    """The run's target test images, as stored (may raise DataError, ValueError, TypeError)."""
-    cfg = run.config_dict or {}
-    known = DataConfig.__dataclass_fields__
-    data = {k: v for k, v in (cfg.get("data") or {}).items() if k in known}
-    dcfg = replace(DataConfig(**data), path=str(run.data_path), normalize="none",
-                   memory_budget_mb=0)
-    if dcfg.target_suffix is None:
-        dcfg = replace(dcfg, target_suffix=run.info.target_suffix)
+    """The run's target test images, as stored, from the folder its evaluation read (found as
+    evaluation finds it, :meth:`~sidda.experiments.TrainedRun.data_config`); may raise
+    DataError, ValueError, TypeError."""
+    trained = TrainedRun(run.dir, RunConfig.from_dict(run.config_dict or {}), run.info)
+    dcfg = replace(trained.data_config(run.data_path), normalize="none", memory_budget_mb=0)
     loaded = load_domains(dcfg, splits=("test",))
     return _Images(loaded.test_t.x, loaded.manifest or run.manifest,
                    _index_files(Path(dcfg.path), len(loaded.test_t)))
