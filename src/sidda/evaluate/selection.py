@@ -64,8 +64,9 @@ def checkpoint_scores(
     Label-free scores: ``val_acc_s`` and ``val_total`` (from the training ``record``) and
     ``validators``, the score of every validator of :data:`~sidda.evaluate.validators.VALIDATORS`
     on the two validation sets (higher is better; None where one cannot be computed, with the
-    reason in ``validators_skipped``). ``val_t.labels`` is never read. Reported, never used by a label-free rule: ``source_accuracy`` and
-    ``target_accuracy`` on the test sets (the latter reads target labels, for the oracle).
+    reason in ``validators_skipped``). ``val_t.labels`` is never read. Reported, never used by
+    a label-free rule: ``source_accuracy`` and ``target_accuracy`` on the test sets (the latter
+    reads target labels, for the oracle).
 
     Args:
         val_s: The checkpoint's predictions on the labelled source validation images.
@@ -96,9 +97,9 @@ def select_checkpoints(candidates: dict[str, dict]) -> dict:
     Rules: ``final`` (the last epoch), ``best_val_acc`` / ``best_val_loss`` (source
     validation accuracy / validation CE + DA, as recorded in training), and one per validator
     of :data:`~sidda.evaluate.validators.VALIDATORS` (the highest score: for ``entropy``,
-    ``iwv`` and ``dev``, the lowest entropy or risk). ``oracle`` picks the highest target test accuracy: it reads target
-    labels and is a bound, not a rule. ``regret`` is the oracle's target accuracy minus the
-    rule's. Ties go to the first candidate in ``candidates`` order.
+    ``iwv`` and ``dev``, the lowest entropy or risk). ``oracle`` picks the highest target test
+    accuracy: it reads target labels and is a bound, not a rule. ``regret`` is the oracle's
+    target accuracy minus the rule's. Ties go to the first candidate in ``candidates`` order.
 
     Args:
         candidates: checkpoint name -> :func:`checkpoint_scores` dict.
