@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,6 +20,7 @@ import torch
 
 from sidda.config import RunConfig
 from sidda.datasets import DataConfig
+from sidda.datasets.check import run_data_config
 from sidda.errors import InputError
 from sidda.evaluate import (
     PICK_RULES,
@@ -104,16 +105,11 @@ class TrainedRun:
         return str(Path(data_path).resolve()) in own
 
     def data_config(self, data_path: str | Path | None) -> DataConfig:
-        """How to load ``data_path`` (None: the run's own data). Without ``data.target_suffix``
-        in the run's config, the run's own data takes the target suffix recorded in
-        ``run.json``, whatever its folder's manifest says now; another folder takes the one its
-        ``manifest.json`` records, and when it has no manifest (test files copied on their own),
-        the run's."""
-        dcfg = replace(self.cfg.data, path=str(data_path or self.cfg.data.path))
-        if dcfg.target_suffix is None and (self.is_own_data(data_path) or not (
-                Path(dcfg.path) / "manifest.json").is_file()):
-            dcfg = replace(dcfg, target_suffix=self.info.target_suffix)
-        return dcfg
+        """How to load ``data_path`` (None: the run's own data), by
+        :func:`~sidda.datasets.check.run_data_config` (the target suffix)."""
+        return run_data_config(self.cfg.data, data_path or self.cfg.data.path,
+                               own=self.is_own_data(data_path),
+                               target_suffix=self.info.target_suffix)
 
 
 def load_run_model(

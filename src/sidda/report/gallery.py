@@ -31,9 +31,9 @@ import torch
 
 from sidda.config import RunConfig
 from sidda.datasets import DataError, load_domains, to_rgb
+from sidda.datasets.check import run_data_config
 from sidda.datasets.preview import STRETCHES
 from sidda.errors import InputError
-from sidda.experiments.evaluation import TrainedRun
 from sidda.report.loading import ReportRun
 from sidda.report.markup import esc, png_data_uri, relative_path
 
@@ -141,11 +141,14 @@ class _Images(NamedTuple):
 
 
 def _target_test_images(run: ReportRun) -> _Images:
-    """The run's target test images, as stored, from the folder its evaluation read (found as
-    evaluation finds it, :meth:`~sidda.experiments.TrainedRun.data_config`); may raise
-    DataError, ValueError, TypeError."""
-    trained = TrainedRun(run.dir, RunConfig.from_dict(run.config_dict or {}), run.info)
-    dcfg = replace(trained.data_config(run.data_path), normalize="none", memory_budget_mb=0)
+    """The run's target test images, as stored, from the folder its evaluation read: the run's
+    own (the evaluation in the run directory), read as evaluation reads it
+    (:func:`~sidda.datasets.check.run_data_config`); may raise DataError, ValueError,
+    TypeError."""
+    cfg = RunConfig.from_dict(run.config_dict or {})
+    dcfg = replace(run_data_config(cfg.data, run.data_path, own=True,
+                                   target_suffix=run.info.target_suffix),
+                   normalize="none", memory_budget_mb=0)
     loaded = load_domains(dcfg, splits=("test",))
     return _Images(loaded.test_t.x, loaded.manifest or run.manifest,
                    _index_files(Path(dcfg.path), len(loaded.test_t)))
