@@ -377,9 +377,10 @@ def test_gallery_without_its_data_says_why(page, tmp_path):
 def test_report_colour_options_are_checked(page, tmp_path, capsys):
     _, runs = page
     out = tmp_path / "r.html"
-    for options, message in ((["--rgb", "0,1"], "--rgb takes 3 band numbers"),
+    for options, message in ((["--rgb", "0,1"], "--rgb takes 3 bands (for R, G, B) or 1"),
                              (["--stretch", "log"], "--stretch must be one of"),
-                             (["--rgb", "2,1,0"], "--rgb names band 2, but run base has 1")):
+                             (["--rgb", "2,1,0"], "run base: --rgb names band 2, but the images "
+                                                  "have 1 band(s) (0..0)")):
         assert main(["report", str(runs[0]), "--out", str(out), *options]) == 2
         assert message in capsys.readouterr().err
         assert not out.exists()

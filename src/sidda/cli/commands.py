@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sidda import compare, experiments, plots, report, sweep
 from sidda.cli.console import Progress, setup_logging
+from sidda.cli.parser import comma_list, hdus_option
 from sidda.cli.tables import (
     calibration_lines,
     demo_lines,
@@ -26,7 +27,8 @@ from sidda.cli.tables import (
 )
 from sidda.config import RunConfig
 from sidda.configs import resolve_config
-from sidda.errors import InputError, short_repr
+from sidda.datasets.preview import check_colour
+from sidda.errors import InputError
 from sidda.runs import RunDir
 from sidda.train import distributed
 
@@ -115,12 +117,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from sidda.cli.data_commands import _int_list, _names
     from sidda.experiments.folder_report import format_score
     from sidda.experiments.prediction import predict_run
 
-    hdus = (_names(args.bands, "--bands") if args.bands is not None else
-            _int_list(args.hdu, "--hdu") if args.hdu is not None else None)
+    hdus = hdus_option(args)
     res = predict_run(args.run_dir, args.images, args.out, checkpoint=args.checkpoint,
                       domain=args.domain, temperature=args.temperature, latents=args.latents,
                       batch_size=args.batch_size, device=args.device, force=args.force,
@@ -146,8 +146,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     plots.require_matplotlib()
     report.check_isomap_points(args.isomap_points)
     check_out_file(args.out, kind="html", inputs=args.run_dirs, force=args.force)
-    rgb = report.check_colour(None if args.rgb is None else _split_list(args.rgb, int),
-                              args.stretch)
+    rgb = check_colour(None if args.rgb is None else comma_list(args.rgb, "--rgb", kind=int,
+                                                                 example="2,1,0"),
+                       args.stretch)  # here, before the runs are evaluated
     experiments.evaluate_runs(
         args.run_dirs, when="always" if args.reevaluate else "missing",
         checkpoint=args.checkpoint, n_bins=args.bins, device=args.device,
@@ -158,28 +159,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _split_list(text: str, kind: type = str) -> list:
-    """A comma-separated option as a list; an empty item (``1,,2``, a trailing comma) is an
-    error, not skipped."""
-    items = [t.strip() for t in text.split(",")]
-    if not all(items):
-        raise InputError(f"expected a comma-separated list of {kind.__name__} without empty "
-                         f"items, got {short_repr(text)}")
-    try:
-        return [kind(t) for t in items]
-    except ValueError:
-        raise InputError(
-            f"expected a comma-separated list of {kind.__name__}, got {short_repr(text)}"
-        ) from None
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
     plots.require_matplotlib()
     cfg = load_config(args)
     res = sweep.run_sweep(
-        cfg, models=_split_list(args.models), seeds=_split_list(args.seeds, int),
-        methods=_split_list(args.methods), out=args.out, checkpoint=args.checkpoint,
-        force=args.force, report=not args.no_report, argv=args.argv,
+        cfg, models=comma_list(args.models, "--models", example="cnn,d4"),
+        seeds=comma_list(args.seeds, "--seeds", kind=int, example="0,1,2"),
+        methods=comma_list(args.methods, "--methods", example="source_only,sidda"),
+        out=args.out, checkpoint=args.checkpoint, force=args.force, report=not args.no_report, argv=args.argv,
         callbacks=[_progress(cfg.train.epochs, args)], validator=args.validator,
     )
     print(sweep.format_table(res.rows))
@@ -196,9 +183,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     plots.require_matplotlib()
     cfg = load_config(args)
     res = compare.run_compare(
-        cfg, data=compare.parse_data(args.data), methods=_split_list(args.methods),
-        seeds=_split_list(args.seeds, int), out=args.out, model=args.model,
-        checkpoint=args.checkpoint, force=args.force, report=not args.no_report, argv=args.argv,
+        cfg, data=compare.parse_data(args.data),
+        methods=comma_list(args.methods, "--methods", example="source_only,sidda"),
+        seeds=comma_list(args.seeds, "--seeds", kind=int, example="0,1,2"), out=args.out,
+        model=args.model, checkpoint=args.checkpoint, force=args.force, report=not args.no_report, argv=args.argv,
         callbacks=[_progress(cfg.train.epochs, args)], validator=args.validator,
     )
     print(res.text, end="")

@@ -1,5 +1,7 @@
 r"""Images as colour pictures: :func:`to_rgb`, the mapping ``sidda data show``
-(:func:`sidda.plots.sample_grid`) and the report's galleries draw with.
+(:func:`sidda.plots.sample_grid`) and the report's galleries draw with; :func:`check_colour`,
+its options checked once (both commands call it before any work); :func:`colour_for`, the bands
+both draw by default.
 
 :func:`to_rgb` turns images (N, C, H, W) into 8-bit RGB (N, H, W, 3). Bands go to colours by
 ``rgb`` = (band for R, band for G, band for B), or one band for grey. Without ``rgb``: one band
@@ -41,7 +43,7 @@ import torch
 
 from sidda.errors import InputError
 
-__all__ = ["STRETCHES", "to_rgb"]
+__all__ = ["STRETCHES", "check_colour", "colour_for", "to_rgb"]
 
 #: The stretches of :func:`to_rgb`.
 STRETCHES = ("linear", "asinh", "lupton")
@@ -57,14 +59,64 @@ def _planes(x: np.ndarray, rgb: Sequence[int] | None) -> np.ndarray:
             return np.stack([x[:, 1], x.mean(1), x[:, 0]], axis=1)
         return x[:, :3]
     rgb = list(rgb)
-    if len(rgb) not in (1, 3) or not all(isinstance(b, int | np.integer) for b in rgb):
-        raise InputError(f"rgb must give 3 bands (for R, G, B) or 1 (grey), e.g. 2,1,0; got "
-                         f"{rgb!r}")
-    bad = [b for b in rgb if not 0 <= b < c]
+    bad = [b for b in rgb if b >= c]
     if bad:
-        raise InputError(f"rgb names band {bad[0]}, but the images have {c} band(s) "
+        raise InputError(f"--rgb names band {bad[0]}, but the images have {c} band(s) "
                          f"(0..{c - 1})")
     return x[:, rgb * 3 if len(rgb) == 1 else rgb]
+
+
+def _positive(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def check_colour(
+    rgb: Sequence[int] | None = None,
+    stretch: str = "linear",
+    *,
+    q: float = 8.0,
+    minimum: float | None = None,
+    stretch_range: float | None = None,
+) -> tuple[int, ...] | None:
+    """``rgb`` as a tuple once the colour options of :func:`to_rgb` are checked (the messages
+    name the command-line options). Whether the images have the bands ``rgb`` names is
+    :func:`to_rgb`'s to check.
+
+    >>> check_colour([2, 1, 0], "asinh"), check_colour(None)
+    ((2, 1, 0), None)
+
+    Raises:
+        InputError: an unknown stretch, q or stretch_range not a number > 0, a minimum that is
+            not finite, ``rgb`` not 1 or 3 band numbers >= 0.
+    """
+    if stretch not in STRETCHES:
+        raise InputError(f"--stretch must be one of {', '.join(STRETCHES)}, got {stretch!r}")
+    for option, value in (("--stretch-q", q), ("--stretch-range", stretch_range)):
+        if not _positive(value) and (value is not None or option == "--stretch-q"):
+            raise InputError(f"{option} must be a number > 0, got {value}")
+    if minimum is not None and not (isinstance(minimum, int | float)
+                                    and not isinstance(minimum, bool) and math.isfinite(minimum)):
+        raise InputError(f"--stretch-minimum must be a finite number, got {minimum}")
+    if rgb is None:
+        return None
+    rgb = tuple(rgb)
+    if len(rgb) not in (1, 3) or not all(
+            isinstance(b, int | np.integer) and not isinstance(b, bool) and b >= 0 for b in rgb):
+        raise InputError(f"--rgb takes 3 bands (for R, G, B) or 1 (grey), e.g. 2,1,0; got "
+                         f"{','.join(map(str, rgb))}")
+    return tuple(int(b) for b in rgb)
+
+
+def colour_for(manifest: dict, channels: int, rgb: Sequence[int] | None) -> tuple[int, ...] | None:
+    """The bands drawn as R, G, B: ``rgb``, else (2, 1, 0) for a FITS import with 3+ bands
+    (stored blue to red: the reddest of the three is R), else None (:func:`to_rgb`'s default).
+
+    >>> colour_for({"format": "fits"}, 3, None), colour_for({}, 3, None)
+    ((2, 1, 0), None)
+    """
+    if rgb is not None:
+        return tuple(rgb)
+    return (2, 1, 0) if manifest.get("format") == "fits" and channels >= 3 else None
 
 
 def _limits(v: np.ndarray, stretch: str, minimum: float | None, stretch_range: float | None,
@@ -124,18 +176,10 @@ def to_rgb(
     [[146, 182], [219, 255]]
 
     Raises:
-        InputError: an unknown stretch, a band ``rgb`` names that the images lack, q or
-            stretch_range not > 0.
+        InputError: bad options (:func:`check_colour`), a band ``rgb`` names that the images
+            lack.
     """
-    if stretch not in STRETCHES:
-        raise InputError(f"unknown stretch {stretch!r}; valid stretches are "
-                         f"{', '.join(STRETCHES)}")
-    if not (isinstance(q, int | float) and math.isfinite(q) and q > 0):
-        raise InputError(f"the stretch's Q must be a number > 0, got {q!r}; e.g. 8")
-    if stretch_range is not None and not (math.isfinite(stretch_range) and stretch_range > 0):
-        raise InputError(f"the stretch range must be > 0, got {stretch_range!r}")
-    if minimum is not None and not math.isfinite(minimum):
-        raise InputError(f"the stretch minimum must be a finite number, got {minimum!r}")
+    rgb = check_colour(rgb, stretch, q=q, minimum=minimum, stretch_range=stretch_range)
     x = images.detach().cpu().numpy() if torch.is_tensor(images) else np.asarray(images)
     if x.ndim != 4:
         raise InputError(f"to_rgb takes images (N, C, H, W), got shape {x.shape}")
