@@ -166,8 +166,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         cfg, models=comma_list(args.models, "--models", example="cnn,d4"),
         seeds=comma_list(args.seeds, "--seeds", kind=int, example="0,1,2"),
         methods=comma_list(args.methods, "--methods", example="source_only,sidda"),
-        out=args.out, checkpoint=args.checkpoint, force=args.force, report=not args.no_report, argv=args.argv,
-        callbacks=[_progress(cfg.train.epochs, args)], validator=args.validator,
+        out=args.out, checkpoint=args.checkpoint, force=args.force, report=not args.no_report,
+        argv=args.argv, callbacks=[_progress(cfg.train.epochs, args)], validator=args.validator,
     )
     print(sweep.format_table(res.rows))
     if text := standings_lines(res.standings, what="config"):
@@ -186,7 +186,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         cfg, data=compare.parse_data(args.data),
         methods=comma_list(args.methods, "--methods", example="source_only,sidda"),
         seeds=comma_list(args.seeds, "--seeds", kind=int, example="0,1,2"), out=args.out,
-        model=args.model, checkpoint=args.checkpoint, force=args.force, report=not args.no_report, argv=args.argv,
+        model=args.model, checkpoint=args.checkpoint, force=args.force,
+        report=not args.no_report, argv=args.argv,
         callbacks=[_progress(cfg.train.epochs, args)], validator=args.validator,
     )
     print(res.text, end="")
