@@ -10,7 +10,8 @@
   validator when no run has target labels, else each validator's agreement with target accuracy
   (:func:`~sidda.evaluate.standings.standings`), also in ``sweep_agreement.csv``;
 * ``figure5.png`` - the paper's Figure 5: a domain distance of the validation latents
-  against epoch, one line per model, mean and +-1 std over seeds (:func:`distance_curves`);
+  against epoch, one line per model, mean and +-1 std over seeds
+  (:func:`~sidda.evaluate.curves.distance_curves`);
 * ``report.html`` - the HTML report of every run, with the table and the figure on top.
 
 A run that is already complete (evaluated) with the same config and the same training data
@@ -18,8 +19,8 @@ A run that is already complete (evaluated) with the same config and the same tra
 stopped; a run whose training finished but whose evaluation did not (or whose evaluation files
 are damaged) is only evaluated; one with another config, or trained on data that changed since,
 is an error unless ``force`` retrains it (:func:`sidda.experiments.reuse.ensure_run`, which
-``sidda compare`` uses too, as it uses :func:`method_loss`, the rule for switching a base config
-to another method).
+``sidda compare`` uses too, as it uses :func:`~sidda.methods.config.method_loss`, the rule for
+switching a base config to another method).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from sidda.config import ConfigError, RunConfig
-from sidda.evaluate.curves import CurveStats, distance_curves, group_curves
+from sidda.evaluate.curves import distance_curves
 from sidda.evaluate.curves import mean_std as _mean_std
 from sidda.evaluate.standings import (
     AGREEMENT_FIELDS,
@@ -56,17 +57,7 @@ from sidda.runs import (
     write_json,
 )
 
-__all__ = [
-    "CurveStats",
-    "SweepResult",
-    "distance_curves",
-    "format_table",
-    "group_curves",
-    "method_loss",
-    "run_name",
-    "run_sweep",
-    "summarize",
-]
+__all__ = ["SweepResult", "format_table", "run_name", "run_sweep", "summarize"]
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +173,8 @@ def run_sweep(
         seeds: Training seeds.
         out: The sweep folder.
         methods: Any of ``LossConfig``'s methods (default ``source_only`` and ``sidda``);
-            each run keeps only its method's own options of ``cfg.loss`` (:func:`method_loss`).
+            each run keeps only its method's own options of ``cfg.loss``
+            (:func:`~sidda.methods.config.method_loss`).
         checkpoint: Checkpoint whose test metrics enter the table.
         force: Retrain runs that exist.
         report: Also write ``report.html``.

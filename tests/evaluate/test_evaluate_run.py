@@ -20,7 +20,6 @@ from sidda.experiments import (
     evaluate_run,
     load_run_model,
     prepare_data,
-    run_temperature,
     train_run,
 )
 from sidda.runs import RunDir, load_checkpoint, load_history
@@ -164,8 +163,8 @@ def test_temperature_minimises_the_source_validation_nll(run):
     grid = np.exp(np.linspace(np.log(0.05), np.log(20), 400))
     assert nll(t) <= min(nll(g) for g in grid) + 1e-4
     # what `sidda predict` divides the logits by
-    assert run_temperature(run) == t and run_temperature(run, checkpoint="final") == t
-    assert run_temperature(run, checkpoint="best_val_acc") is None
+    assert RunDir(run).temperature() == t and RunDir(run).temperature("final") == t
+    assert RunDir(run).temperature("best_val_acc") is None
 
 
 def test_temperature_never_reads_target_labels(run, tmp_path, monkeypatch):

@@ -5,9 +5,7 @@ reads: the training record's source validation numbers and every label-free vali
 :mod:`sidda.evaluate.validators` on the two validation sets. :func:`select_checkpoints` reports
 what each rule picks among the saved checkpoints, next to the oracle that reads the target test
 labels (a bound, not a rule), and the regret of each rule. docs/evaluation.md describes each
-rule. (:func:`domain_weights`, :func:`importance_weighted_risk` and :func:`prediction_entropy`
-live in :mod:`~sidda.evaluate.importance` and :mod:`~sidda.evaluate.validators`; they are
-re-exported here.)
+rule.
 """
 
 from __future__ import annotations
@@ -15,26 +13,15 @@ from __future__ import annotations
 import logging
 
 from sidda import metrics
-from sidda.evaluate.importance import RiskEstimate, domain_weights, importance_weighted_risk
 from sidda.evaluate.predict import Predictions
 from sidda.evaluate.validators import (
     VALIDATORS,
     ValidatorInputs,
-    prediction_entropy,
     validator_report,
 )
 from sidda.metrics.ranking import finite_number
 
-__all__ = [
-    "PICK_RULES",
-    "RULES",
-    "RiskEstimate",
-    "checkpoint_scores",
-    "domain_weights",
-    "importance_weighted_risk",
-    "prediction_entropy",
-    "select_checkpoints",
-]
+__all__ = ["PICK_RULES", "RULES", "checkpoint_scores", "select_checkpoints"]
 
 logger = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from sidda.runs import RunDir, RunInfo, RunState, check_checkpoint_name
 from sidda.train.device import check_device
 
 __all__ = ["LoadedModel", "TrainedRun", "evaluate_run", "evaluate_runs", "evaluation_dir",
-           "load_run_model", "needs_evaluation"]
+           "load_run_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -355,12 +355,6 @@ def _predict_checkpoint(run: TrainedRun, name: str, data: EvaluationData,
     return _Scored(preds, loaded.epoch, loaded.record)
 
 
-def needs_evaluation(run_dir: RunDir | str | Path) -> bool:
-    """:meth:`RunDir.needs_evaluation <sidda.runs.RunDir.needs_evaluation>` of ``run_dir``:
-    True when ``metrics.json`` or a per-image array is missing, incomplete or damaged."""
-    return RunDir.of(run_dir).needs_evaluation()
-
-
 def evaluate_runs(
     run_dirs: Sequence[RunDir | str | Path],
     *,
@@ -373,10 +367,10 @@ def evaluate_runs(
 
     Args:
         run_dirs: Run directories written by :func:`~sidda.experiments.train_run`.
-        when: ``"missing"`` evaluates a run whose results are missing or incomplete
-            or damaged (:func:`needs_evaluation`) and reads the others' ``metrics.json`` as it
-            is (of
-            whichever checkpoint it was evaluated); ``"always"`` evaluates every run.
+        when: ``"missing"`` evaluates a run whose results are missing, incomplete or damaged
+            and keeps the others' ``metrics.json`` as it is, of whichever checkpoint it was
+            evaluated (:meth:`RunDir.evaluation <sidda.runs.RunDir.evaluation>`, read once);
+            ``"always"`` evaluates every run.
         checkpoint: Checkpoint evaluated when a run is (re-)evaluated.
         n_bins: ECE bins when a run is (re-)evaluated.
         device: Where to evaluate.

@@ -64,8 +64,7 @@ from sidda.runs import RunDir, atomic_write
 from sidda.runs.rundir import DATA_MANIFEST
 from sidda.train.device import check_device
 
-__all__ = ["load_images", "predict_run", "resolve_checkpoint", "run_temperature",
-           "write_predictions_csv"]
+__all__ = ["load_images", "predict_run", "resolve_checkpoint", "write_predictions_csv"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,17 +89,6 @@ def resolve_checkpoint(run_dir: RunDir | str | Path, checkpoint: str) -> str:
         return picked
     run.checkpoint(checkpoint)  # a known name, and the run has it
     return checkpoint
-
-
-def run_temperature(run_dir: RunDir | str | Path, *, checkpoint: str | None = None
-                    ) -> float | None:
-    """The temperature T an evaluation of ``run_dir`` fitted on its source validation split, for
-    ``checkpoint`` when given (:meth:`RunDir.temperature <sidda.runs.RunDir.temperature>`).
-
-    Raises:
-        DamagedFileError: ``metrics.json`` does not read, or T is not a number > 0.
-    """
-    return RunDir.of(run_dir).temperature(checkpoint)
 
 
 def load_images(
