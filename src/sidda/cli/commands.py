@@ -103,16 +103,15 @@ def _start_warnings(cfg: RunConfig) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    rep = experiments.evaluate_run(
-        args.run_dir, data_path=args.data, checkpoint=args.checkpoint, device=args.device,
-        n_bins=args.bins,
-    )
+    run = experiments.TrainedRun.open(args.run_dir)
+    rep = experiments.evaluate_run(run, data_path=args.data, checkpoint=args.checkpoint,
+                                   device=args.device, n_bins=args.bins)
     print(run_table({Path(args.run_dir).name: rep}))
     print(calibration_lines(rep))
     for block in (label_free_lines(rep), notes_lines(rep)):
         if block:
             print(block)
-    print(f"wrote {experiments.evaluation_dir(args.run_dir, args.data).metrics_path}")
+    print(f"wrote {experiments.evaluation_dir(run, args.data).metrics_path}")
     return 0
 
 

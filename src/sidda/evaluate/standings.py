@@ -169,7 +169,7 @@ def standings(groups: Mapping[str, Sequence[tuple[str, Mapping]]], *,
     out: dict = {"validator": validator, "labelled_runs": labelled, "ranking": None,
                  "agreement": None}
     if labelled:
-        out["agreement"] = agreement(runs)
+        out["agreement"] = _agreement([(name, m, facts[name]) for name, m in runs])
         return out
     out["ranking"] = {
         "groups": label_free_ranking([group_entry(g, [facts[n] for n, _ in members])
@@ -187,12 +187,15 @@ def agreement(runs: Sequence[tuple[str, Mapping]]) -> dict | None:
     Args:
         runs: ``[(name, metrics)]``, names unique.
     """
-    items = []
-    for name, m in runs:
-        facts = run_facts(m)
-        if (m.get("label_free") or {}).get("validators") is not None:
-            items.append({"name": name, "validators": facts.validators,
-                          "target_accuracy": facts.target_accuracy})
+    return _agreement([(name, m, run_facts(m)) for name, m in runs])
+
+
+def _agreement(runs: Sequence[tuple[str, Mapping, RunFacts]]) -> dict | None:
+    """:func:`agreement` of runs whose :class:`RunFacts` are read already."""
+    items = [{"name": name, "validators": facts.validators,
+              "target_accuracy": facts.target_accuracy}
+             for name, m, facts in runs
+             if (m.get("label_free") or {}).get("validators") is not None]
     if not items or all(i["target_accuracy"] is None for i in items):
         return None
     return validator_agreement(items)

@@ -133,7 +133,7 @@ def load_run_model(
 
 
 def evaluate_run(
-    run_dir: RunDir | str | Path,
+    run_dir: TrainedRun | RunDir | str | Path,
     *,
     data_path: str | Path | None = None,
     checkpoint: str = "final",
@@ -157,7 +157,8 @@ def evaluate_run(
       training class counts (``run.json``) as the collapse flag's reference.
 
     Args:
-        run_dir: A directory written by :func:`train_run`.
+        run_dir: A directory written by :func:`train_run` (or one read already,
+            :class:`TrainedRun`).
         data_path: Data folder (default: the one the run was trained on, with the target
             suffix it was trained with). Another folder needs only the target test images
             (labels optional); what it lacks (source test images, the run's validation split)
@@ -185,7 +186,8 @@ def evaluate_run(
     """
     check_bins(n_bins)
     device = str(check_device(device))
-    run = TrainedRun.open(run_dir)  # before the lock, which would make the folder
+    # read before the lock, which would make the folder
+    run = run_dir if isinstance(run_dir, TrainedRun) else TrainedRun.open(run_dir)
     out = evaluation_dir(run, data_path)
     with run.dir.lock("evaluate"):
         return _evaluate_locked(run, out, data_path=data_path, checkpoint=checkpoint,
