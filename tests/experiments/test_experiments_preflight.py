@@ -86,7 +86,8 @@ def test_warnings_come_before_epoch_1_and_the_summary_at_the_end(tmp_path, tiny_
     assert f"epoch {best['best_val_loss']} by validation loss" in out
     assert "final (epoch 3)" in out and str(run / "checkpoints") in out
     assert f"source accuracy {summary['final']['val_acc_s']:.4f}" in out
-    assert f"next: sidda evaluate {run}" in out and f"sidda report {run} --out" in out
+    assert f"next: sidda evaluate {run}" in out
+    assert f"sidda report {run} --out w_report.html" in out  # outside the run: rerunnable
 
 
 def test_the_data_layers_normalisation_check_is_a_start_warning(tmp_path):

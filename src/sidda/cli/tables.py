@@ -181,5 +181,5 @@ def train_summary(run: RunDir, *, seconds: float, evaluated: bool = False) -> st
                      + (f"val_da {da:.4g}, " if isinstance(da, int | float) else "")
                      + f"JS {fmt_cell(last.get('val_js_paper'))}")
     lines.append(("  next: " if evaluated else f"  next: sidda evaluate {run.path}   then: ")
-                 + f"sidda report {run.path} --out {run.path / 'report.html'}")
+                 + f"sidda report {run.path} --out {run.name}_report.html")
     return "\n".join(lines)

@@ -165,9 +165,10 @@ def evaluate_run(
             is taken from the run's own data folder while it is there, else left out, and
             ``metrics.json["notes"]`` says so (:mod:`sidda.experiments.evaluation_data`).
         checkpoint: ``final``, ``best_val_acc``, ``best_val_loss``, ``epoch_0007`` (runs
-            trained with ``train.keep_epoch_checkpoints``), or a label-free rule (``entropy``,
-            ``iwv``, ``dev``; :mod:`sidda.evaluate.selection`): the saved checkpoint the rule
-            picks, from validation images only, is evaluated (``metrics.json`` records it as
+            trained with ``train.keep_epoch_checkpoints``), or a label-free rule, any
+            validator's name (``entropy``, ``im``, ``snd``, ``iwv``, ...;
+            :data:`~sidda.evaluate.PICK_RULES`, :mod:`sidda.evaluate.selection`): the saved
+            checkpoint the rule picks, from validation images only, is evaluated (``metrics.json`` records it as
             ``checkpoint`` and the rule as ``checkpoint_rule``).
         device: Where to compute.
         n_bins: Bins of the ECE.

@@ -71,8 +71,9 @@ logger = logging.getLogger(__name__)
 def resolve_checkpoint(run_dir: RunDir | str | Path, checkpoint: str) -> str:
     """The checkpoint file name (without ``.pt``) that ``checkpoint`` names in ``run_dir``.
 
-    A label-free rule (``entropy``, ``iwv``, ``dev``) resolves to the checkpoint it picked in
-    the run's last evaluation (``metrics.json``).
+    A label-free rule, any validator's name (``entropy``, ``im``, ``snd``, ``iwv``, ...;
+    :data:`~sidda.evaluate.PICK_RULES`), resolves to the checkpoint it picked in the run's last
+    evaluation (``metrics.json``).
 
     Raises:
         InputError: an unknown name, a rule the run has no pick for (not evaluated yet).
