@@ -13,11 +13,11 @@ import torch
 
 from sidda.datasets.layout import (
     DataConfig,
-    _read_manifest,
     check_class_names,
     detect_layout,
     layout_paths,
     load_domains,
+    read_manifest,
     resolve_target_suffix,
     zenodo_suffixes,
 )
@@ -50,7 +50,7 @@ def resolve_data_config(
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
-    manifest = _read_manifest(root)
+    manifest = read_manifest(root)
     layout = layout or manifest.get("layout") or detect_layout(root)
     if layout is None:
         raise DataError(

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +50,7 @@ from sidda.datasets import (
     list_image_files,
     read_image_file,
 )
+from sidda.datasets.layout import read_manifest
 from sidda.datasets.fits import check_hdus
 from sidda.datasets.imagefiles import ALL_EXTENSIONS
 from sidda.datasets.imageset import MappedImages, convert_images, load_split
@@ -146,8 +146,11 @@ def _import_settings(run: TrainedRun) -> ImportSettings:
         raise run.dir.damaged(DATA_MANIFEST, str(e)) from None
     folder = Path(run.cfg.data.path) / "manifest.json"
     try:
-        now = import_settings(json.loads(folder.read_text()))
-    except (OSError, ValueError, AttributeError):  # gone, not JSON, or a damaged record
+        found = read_manifest(folder.parent)
+        now = import_settings(found) if found else None
+    except DataError:  # not JSON, or a damaged record
+        now = None
+    if now is None:  # gone, or nothing to compare with
         return own
     if not recorded:  # a run from before the record: the folder is all there is
         return now

@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 import yaml
 
+from sidda.datasets import DataError, check_class_names
 from sidda.runs import History, RunDir, RunInfo
 
 __all__ = ["ReportRun", "run_labels"]
@@ -39,7 +40,16 @@ class ReportRun(NamedTuple):
 
     @property
     def class_names(self) -> Sequence[str] | None:
-        return self.info.class_names or self.manifest.get("class_names")
+        """``run.json``'s names, else ``data_manifest.json``'s when they are K distinct
+        strings (a run from before those were checked may hold others), else None: the
+        figures then label the classes by number."""
+        if self.info.class_names:
+            return self.info.class_names
+        try:
+            return check_class_names(self.manifest.get("class_names"), self.info.num_classes,
+                                     where=self.dir.path / "data_manifest.json")
+        except DataError:
+            return None
 
     @property
     def config_dict(self) -> dict | None:
