@@ -27,7 +27,6 @@ from sidda.cli import main
 from sidda.datasets import check_data
 from sidda.errors import MAX_MESSAGE, one_line
 from sidda.evaluate import MAX_BINS, check_bins
-from sidda.experiments import needs_evaluation
 from sidda.models import MAX_GROUP_ORDER, parse_model_name
 from sidda.report import ISOMAP_POINTS, check_isomap_points
 from sidda.runs import (
@@ -298,7 +297,7 @@ def test_S4_a_killed_evaluation_never_leaves_a_mixed_state(trained, tmp_path):
         m = _consistent(run)
         assert m["n_bins"] in (old["n_bins"], 7)
     else:
-        assert needs_evaluation(run)
+        assert RunDir(run).needs_evaluation()
     assert main(["evaluate", "-q", str(run), "--bins", "7"]) == 0
     assert _consistent(run)["n_bins"] == 7
     assert not (run / ".evaluation-staging").exists()
@@ -314,7 +313,7 @@ def test_R1_bins_are_bounded(trained, tmp_path, capsys):
     assert "--bins" in _one_error_line(capsys)
     m = json.loads((run / "metrics.json").read_text())
     (run / "metrics.json").write_text(json.dumps(m | {"n_bins": 100_000_000}))  # older sidda
-    assert needs_evaluation(run)
+    assert RunDir(run).needs_evaluation()
 
 
 def test_R2_group_order_is_bounded(tmp_path, data, capsys):

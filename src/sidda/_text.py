@@ -12,10 +12,12 @@ import re
 import warnings
 from collections.abc import Iterator
 
-__all__ = ["escape_mathtext", "fmt_cell", "missing_glyphs_logged"]
+__all__ = ["DASH", "escape_mathtext", "fmt_cell", "missing_glyphs_logged"]
 
 logger = logging.getLogger(__name__)
 
+#: The cell of a number that is missing, in the tables read by people (an en dash).
+DASH = "\u2013"
 #: matplotlib's warning for a character its font cannot draw.
 _GLYPH = re.compile(r"Glyph (\d+) .*missing from font\(s\) (.+?)\.?$")
 _REPORTED: set[str] = set()  # characters already named in a warning, in this process

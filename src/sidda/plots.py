@@ -1,9 +1,17 @@
-"""Figures of an evaluated run and of a sweep; matplotlib only, imported lazily.
+"""Figures of data, of an evaluated run and of a sweep; the one module that imports matplotlib.
 
-Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot``, so no
-global figure state and no GUI backend is involved (a bare Figure renders PNGs with Agg), and
-the caller saves it (``fig.savefig(path)``). The numbers drawn come from :mod:`sidda.metrics`
-and :mod:`sidda.evaluate`; nothing is computed here that is not drawn.
+matplotlib is imported lazily: :func:`require_matplotlib` imports it or raises
+:class:`MatplotlibMissing` with the install hint (``pip install 'sidda[plot]'``), and every
+figure starts from :func:`figure`, which calls it. The other drawing modules
+(:mod:`sidda.report.curves`, :mod:`sidda.compare.page`) build on :func:`figure` and
+:func:`maybe_log`. Every function returns a :class:`matplotlib.figure.Figure` built without
+``pyplot``, so no global figure state and no GUI backend is involved (a bare Figure renders
+PNGs with Agg), and the caller saves it (``fig.savefig(path)``; :func:`figure_path` checks a
+file name first). The numbers drawn come from :mod:`sidda.metrics` and :mod:`sidda.evaluate`;
+nothing is computed here that is not drawn.
+
+* :func:`sample_grid` - training images per class, source beside target (``sidda data show``),
+  coloured by :func:`sidda.datasets.to_rgb`;
 
 * :func:`reliability_diagram` - per domain, before and after temperature scaling;
 * :func:`confusion_matrices` - per domain, row-normalised;
@@ -20,12 +28,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from sidda import metrics
 from sidda._text import escape_mathtext
+from sidda.datasets.imageset import DomainData
+from sidda.datasets.preview import to_rgb
+from sidda.errors import InputError
 from sidda.evaluate.curves import CurveStats
 from sidda.evaluate.embedding import IsomapEmbedding
 
@@ -34,10 +47,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DISTANCE_COLUMNS",
+    "MAX_PER_CLASS",
+    "MatplotlibMissing",
     "confusion_matrices",
     "distance_by_group",
+    "figure",
+    "figure_path",
     "isomap_figure",
+    "maybe_log",
     "reliability_diagram",
+    "require_matplotlib",
+    "sample_grid",
 ]
 
 #: history.csv columns that measure how far apart the domains are, with their plot labels.
@@ -48,14 +68,52 @@ DISTANCE_COLUMNS: dict[str, str] = {
 _FALLBACK_DISTANCE = ("val_da", "validation Sinkhorn loss (dynamic blur)")
 
 
-def _figure(width: float, height: float) -> Figure:
+#: Most images per class and domain that :func:`sample_grid` draws.
+MAX_PER_CLASS = 64
+
+
+class MatplotlibMissing(InputError, ImportError):
+    """matplotlib is not installed; the message says how to install it. An ImportError, and an
+    input error (the command line reports it in one line, exit status 2)."""
+
+
+def require_matplotlib() -> None:
+    """Import matplotlib, or raise :class:`MatplotlibMissing` with the install hint."""
     try:
-        from matplotlib.figure import Figure
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "sidda's plots need matplotlib; install it with: pip install 'sidda[plot]'"
+        import matplotlib.figure  # noqa: F401
+    except ImportError as e:
+        raise MatplotlibMissing(
+            "sidda's figures need matplotlib; install it with: pip install 'sidda[plot]'"
         ) from e
-    return Figure(figsize=(width, height), layout="constrained")
+
+
+def figure(width: float, height: float, *, layout: str | None = "constrained",
+           dpi: float | None = None) -> Figure:
+    """An empty bare Figure of ``width`` x ``height`` inches (:func:`require_matplotlib`)."""
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout=layout, dpi=dpi)
+
+
+def figure_path(out: str | Path) -> Path:
+    """The file a figure given ``--out out`` is written to: ``out``, or ``out.png`` without a
+    suffix; its format must be one matplotlib writes.
+
+    Raises:
+        InputError: an unsupported suffix (the message lists the supported ones), or a folder;
+            :class:`MatplotlibMissing`.
+    """
+    out = Path(out)
+    if not out.suffix:
+        out = out.with_name(out.name + ".png")
+    formats = sorted(figure(1, 1).canvas.get_supported_filetypes())
+    if out.suffix[1:].lower() not in formats:
+        raise InputError(f"{out}: cannot draw a {out.suffix} file; give --out a name ending in "
+                         f"one of {', '.join('.' + f for f in formats)}, e.g. grid.png")
+    if out.is_dir():
+        raise InputError(f"{out} is a folder; give --out a file name, e.g. {out / 'grid.png'}")
+    return out
 
 
 def _grid(fig: Figure, n: int, ncols: int) -> list:
@@ -64,6 +122,91 @@ def _grid(fig: Figure, n: int, ncols: int) -> list:
     for ax in axes[n:]:
         ax.set_visible(False)
     return list(axes[:n])
+
+
+# --------------------------------------------------------------------------- data
+
+
+def sample_grid(
+    data: DomainData,
+    *,
+    per_class: int = 6,
+    class_names: list[str] | None = None,
+    random_state: int = 0,
+    scale: str = "domain",
+    title: str = "",
+    rgb: Sequence[int] | None = None,
+    stretch: str = "linear",
+    q: float = 8.0,
+    minimum: float | None = None,
+    stretch_range: float | None = None,
+) -> Figure:
+    """A grid of training images: one row per class, source samples left, target right.
+
+    A target without labels fills its side with random samples instead. Images are drawn with
+    :func:`~sidda.datasets.to_rgb` (``rgb``, ``stretch``, ``q``, ``minimum``,
+    ``stretch_range``), its limits taken per domain from the shown images (``scale="domain"``,
+    which keeps intensity differences between images visible) or per image
+    (``scale="image"``). A grid holds at
+    most :data:`MAX_PER_CLASS` columns per domain, and no more than the largest class has.
+    Labels are drawn literally (``$`` is escaped).
+
+    Returns:
+        A matplotlib ``Figure`` (no pyplot state), to ``savefig``.
+    """
+    if scale not in ("domain", "image"):
+        raise InputError(f"scale must be 'domain' or 'image', got {scale!r}")
+    if isinstance(per_class, bool) or not 1 <= per_class <= MAX_PER_CLASS:
+        raise InputError(f"--per-class must lie in 1..{MAX_PER_CLASS}, got {per_class}")
+    rng = np.random.default_rng(random_state)
+    k = data.num_classes
+    names = [escape_mathtext(n) for n in (class_names or range(k))]
+
+    def pick(s) -> list[list[int]]:  # noqa: ANN001 - ImageSet
+        if s.y is None:
+            idx = rng.permutation(len(s))[: k * per_class].tolist()
+            return [idx[r * per_class:(r + 1) * per_class] for r in range(k)]
+        y = s.y.numpy()
+        return [rng.permutation(np.flatnonzero(y == c))[:per_class].tolist() for c in range(k)]
+
+    blocks = []
+    for label, s in (("source", data.train_s), ("target", data.train_t)):
+        rows = pick(s)
+        flat = [i for r in rows for i in r]
+        imgs = to_rgb(s.x[torch.tensor(flat, dtype=torch.int64)], rgb=rgb, stretch=stretch,
+                      q=q, minimum=minimum, stretch_range=stretch_range,
+                      per_image=scale == "image")  # (n, H, W, 3) uint8
+        blocks.append((label, s, rows, dict(zip(flat, imgs, strict=True))))
+    per_class = max(1, max(len(r) for _, _, rows, _ in blocks for r in rows))
+
+    cols = 2 * per_class + 1  # source block, a narrow gap, target block
+    cell = 1.0 if per_class <= 8 else 0.7
+    width, height = (2 * per_class + 0.4) * cell + 1.3, k * cell + 1.0
+    fig = figure(width, height, layout=None, dpi=100)
+    grid = fig.add_gridspec(k, cols, left=1.3 / width, right=0.99, bottom=0.02,
+                            top=1 - 0.8 / height, wspace=0.05, hspace=0.05,
+                            width_ratios=[1] * per_class + [0.4] + [1] * per_class)
+    for b, (label, s, rows, imgs) in enumerate(blocks):
+        c0 = b * (per_class + 1)
+        box = grid[0, c0 : c0 + per_class].get_position(fig)
+        note = ", unlabelled: random samples" if s.y is None else ""
+        fig.text((box.x0 + box.x1) / 2, box.y1 + 0.1 / height,
+                 escape_mathtext(f"{label}{note}\n{Path(s.name).name}: {len(s)} images"),
+                 ha="center", va="bottom", fontsize=9)
+        for r in range(k):
+            for j in range(per_class):
+                ax = fig.add_subplot(grid[r, c0 + j])
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+                if j < len(rows[r]):
+                    ax.imshow(imgs[rows[r][j]], interpolation="nearest")
+                if b == 0 and j == 0:
+                    ax.set_ylabel(names[r], rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(escape_mathtext(title), fontsize=10, x=0.01, y=0.995, ha="left", va="top")
+    return fig
 
 
 # --------------------------------------------------------------------------- calibration
@@ -87,7 +230,7 @@ def reliability_diagram(
         n_bins: Number of bins.
         temperature: T fitted on source validation data, or None.
     """
-    fig = _figure(4.2 * max(1, len(domains)), 4.6)
+    fig = figure(4.2 * max(1, len(domains)), 4.6)
     cols = fig.subfigures(1, max(1, len(domains)), squeeze=False).ravel()
     for sub, (name, (logits, labels)) in zip(cols, domains.items(), strict=False):
         ax, hist = sub.subplots(2, 1, sharex=True, height_ratios=(4, 1))
@@ -130,7 +273,7 @@ def confusion_matrices(
     """
     k = len(next(iter(matrices.values()))) if matrices else 0
     size = 2.2 + 0.45 * k
-    fig = _figure(size * max(1, len(matrices)), size)
+    fig = figure(size * max(1, len(matrices)), size)
     for ax, (name, cm) in zip(_grid(fig, len(matrices), max(1, len(matrices))),
                               matrices.items(), strict=True):
         cm = np.asarray(cm, dtype=float)
@@ -162,9 +305,8 @@ def isomap_figure(
         panels: panel title (e.g. the run name) -> :class:`sidda.evaluate.IsomapEmbedding`.
         class_names: names of the classes for the legend.
     """
-    from matplotlib.lines import Line2D
-
-    fig = _figure(4.2 * max(1, min(len(panels), 4)), 4.2 * max(1, math.ceil(len(panels) / 4)))
+    fig = figure(4.2 * max(1, min(len(panels), 4)), 4.2 * max(1, math.ceil(len(panels) / 4)))
+    from matplotlib.lines import Line2D  # after figure(): matplotlib is there
     k = max((int(max(e.preds_s.max(initial=0), e.preds_t.max(initial=0))) + 1
              for e in panels.values()), default=1)
     if class_names:
@@ -205,7 +347,7 @@ def isomap_figure(
 # --------------------------------------------------------------------------- sweeps
 
 
-def _maybe_log(ax: Any, values: np.ndarray) -> None:
+def maybe_log(ax: Any, values: np.ndarray) -> None:
     """Log y-axis when every value is positive and they span more than a factor of 10."""
     values = values[np.isfinite(values)]
     if len(values) and values.min() > 0 and values.max() / values.min() > 10:
@@ -230,11 +372,10 @@ def distance_by_group(
         warmup: Number of warm-up epochs (epochs 1..warmup, as in ``history.csv``); a
             vertical line marks the start of the alignment.
     """
-    from matplotlib.ticker import MaxNLocator
-
     labels = {**DISTANCE_COLUMNS, _FALLBACK_DISTANCE[0]: _FALLBACK_DISTANCE[1],
               **(labels or {})}
-    fig = _figure(5.5 * max(1, len(curves)), 4.2)
+    fig = figure(5.5 * max(1, len(curves)), 4.2)
+    from matplotlib.ticker import MaxNLocator  # after figure(): matplotlib is there
     for ax, (column, groups) in zip(_grid(fig, len(curves), max(1, len(curves))),
                                     curves.items(), strict=True):
         for group, st in groups.items():
@@ -244,7 +385,7 @@ def distance_by_group(
             ax.fill_between(st.epochs, st.mean - st.std, st.mean + st.std,
                             color=line.get_color(), alpha=0.2, lw=0)
         if groups:
-            _maybe_log(ax, np.concatenate([np.r_[st.mean - st.std, st.mean + st.std]
+            maybe_log(ax, np.concatenate([np.r_[st.mean - st.std, st.mean + st.std]
                                            for st in groups.values()]))
         if warmup:
             ax.axvline(warmup + 0.5, color="0.5", ls=":", lw=1)

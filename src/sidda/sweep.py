@@ -10,7 +10,8 @@
   validator when no run has target labels, else each validator's agreement with target accuracy
   (:func:`~sidda.evaluate.standings.standings`), also in ``sweep_agreement.csv``;
 * ``figure5.png`` - the paper's Figure 5: a domain distance of the validation latents
-  against epoch, one line per model, mean and +-1 std over seeds (:func:`distance_curves`);
+  against epoch, one line per model, mean and +-1 std over seeds
+  (:func:`~sidda.evaluate.curves.distance_curves`);
 * ``report.html`` - the HTML report of every run, with the table and the figure on top.
 
 A run that is already complete (evaluated) with the same config and the same training data
@@ -18,8 +19,8 @@ A run that is already complete (evaluated) with the same config and the same tra
 stopped; a run whose training finished but whose evaluation did not (or whose evaluation files
 are damaged) is only evaluated; one with another config, or trained on data that changed since,
 is an error unless ``force`` retrains it (:func:`sidda.experiments.reuse.ensure_run`, which
-``sidda compare`` uses too, as it uses :func:`method_loss`, the rule for switching a base config
-to another method).
+``sidda compare`` uses too, as it uses :func:`~sidda.methods.config.method_loss`, the rule for
+switching a base config to another method).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from sidda.config import ConfigError, RunConfig
-from sidda.evaluate.curves import CurveStats, distance_curves, group_curves
+from sidda.evaluate.curves import distance_curves
 from sidda.evaluate.curves import mean_std as _mean_std
 from sidda.evaluate.standings import (
     AGREEMENT_FIELDS,
@@ -42,15 +43,9 @@ from sidda.evaluate.standings import (
     standings,
     standings_tables,
 )
-from sidda.evaluate.validators import check_validator_names
-from sidda.experiments.reuse import (
-    RERUN_HINT,
-    check_checkpoint_plan,
-    check_methods_available,
-    check_out_folder,
-    check_validator,
-    ensure_run,
-)
+from sidda.experiments.data import DataChecksums
+from sidda.experiments.preflight import plan_warnings
+from sidda.experiments.reuse import check_plan, ensure_run
 from sidda.methods.config import METHOD_NAMES, method_loss
 from sidda.metrics.ranking import DEFAULT_VALIDATOR
 from sidda.plots import distance_by_group
@@ -61,19 +56,8 @@ from sidda.runs import (
     write_csv,
     write_json,
 )
-from sidda.train import TrainingInterrupted
 
-__all__ = [
-    "CurveStats",
-    "SweepResult",
-    "distance_curves",
-    "format_table",
-    "group_curves",
-    "method_loss",
-    "run_name",
-    "run_sweep",
-    "summarize",
-]
+__all__ = ["SweepResult", "format_table", "run_name", "run_sweep", "summarize"]
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +173,8 @@ def run_sweep(
         seeds: Training seeds.
         out: The sweep folder.
         methods: Any of ``LossConfig``'s methods (default ``source_only`` and ``sidda``);
-            each run keeps only its method's own options of ``cfg.loss`` (:func:`method_loss`).
+            each run keeps only its method's own options of ``cfg.loss``
+            (:func:`~sidda.methods.config.method_loss`).
         checkpoint: Checkpoint whose test metrics enter the table.
         force: Retrain runs that exist.
         report: Also write ``report.html``.
@@ -197,7 +182,8 @@ def run_sweep(
         callbacks: Passed to training.
         validator: The label-free validator of the table and of the ranking without target
             labels (None: :data:`~sidda.metrics.DEFAULT_VALIDATOR`); named explicitly, it must
-            be able to score the data's target test images (:func:`check_validator`).
+            be able to score the data's target test images
+            (:func:`~sidda.experiments.reuse.check_validator`).
 
     Raises:
         ConfigError: a bad model name or method; InputError: an unknown validator, or one
@@ -218,24 +204,19 @@ def run_sweep(
                 d["model"]["name"], d["train"]["seed"] = model, seed
                 d["loss"] = method_loss(d["loss"], method)
                 plan.append(RunConfig.from_dict(d))  # validates every name before training
-    check_methods_available(methods)
-    chosen = check_validator_names(validator or DEFAULT_VALIDATOR)[0]
-    if validator is not None:
-        check_validator(chosen, cfg.data, where=str(cfg.data.path))
-    check_checkpoint_plan(checkpoint, cfg)
-    check_out_folder(out)
+    chosen = check_plan(cfg, methods=methods, data={str(cfg.data.path): cfg.data},
+                        validator=validator, checkpoint=checkpoint, out=out)
+    for line in plan_warnings(plan):
+        logger.warning("%s", line)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "sweep.json", {"models": list(models), "seeds": list(seeds),
                                     "methods": list(methods), "checkpoint": checkpoint,
                                     "validator": chosen, "config": cfg.to_dict()})
-    runs, reports = [], []
+    runs, reports, checksums = [], [], DataChecksums()
     for i, run_cfg in enumerate(plan, 1):
-        try:
-            reports.append(ensure_run(run_cfg, checkpoint=checkpoint, force=force, argv=argv,
-                                      callbacks=callbacks,
-                                      label=f"[{i}/{len(plan)}] {run_cfg.run_dir.name}"))
-        except TrainingInterrupted as e:
-            raise e.with_hint(RERUN_HINT.format(command="sweep")) from None
+        reports.append(ensure_run(run_cfg, checkpoint=checkpoint, force=force, argv=argv,
+                                  callbacks=callbacks, checksums=checksums, command="sweep",
+                                  label=f"[{i}/{len(plan)}] {run_cfg.run_dir.name}"))
         runs.append(run_cfg.run_dir)
     rows = summarize(reports, validator=chosen)
     groups: dict[str, list] = {}
@@ -244,8 +225,7 @@ def run_sweep(
             (run_cfg.name, rep))
     standing = standings(groups, validator=chosen)
     summary = out / "summary"  # .csv, .txt and .json
-    write_csv(summary.with_suffix(".csv"), [{k: " ".join(map(str, v)) if isinstance(v, list)
-                                             else v for k, v in r.items()} for r in rows])
+    write_csv(summary.with_suffix(".csv"), rows)
     atomic_write(summary.with_suffix(".txt"), format_table(rows) + "\n")
     write_json(summary.with_suffix(".json"), {"rows": rows, "runs": [str(r) for r in runs],
                                               **standing})

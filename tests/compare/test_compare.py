@@ -131,7 +131,7 @@ def test_summary_statistics_and_gap_against_numpy():
     (["--methods", "source_only,sida"], "unknown method 'sida'"),
     (["--methods", "sidda:fast"], "unknown variant 'fast'"),
     (["--methods", "sidda,sidda:robust"], "the same method"),
-    (["--seeds", "0,zero"], "comma-separated list of int"),
+    (["--seeds", "0,zero"], "--seeds takes comma-separated integers, e.g. 0,1,2"),
 ])
 def test_bad_method_lists_exit_2_before_anything_is_written(tmp_path, tiny_data, capsys, args,
                                                              message):

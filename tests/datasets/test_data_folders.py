@@ -19,10 +19,10 @@ from sidda.datasets import (
     import_image_folders,
     load_split,
     resolve_data_config,
-    sample_grid,
     scan_images,
     write_layout,
 )
+from sidda.plots import sample_grid
 
 CONFIGS = CONFIG_DIR / "paper"
 FAST = ["model.name=cnn", "train.epochs=2", "train.warmup=1", "train.batch_size=16",

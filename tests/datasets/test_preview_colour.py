@@ -11,8 +11,9 @@ from PIL import Image
 
 from sidda import DataConfig, load_domains
 from sidda.cli import main
-from sidda.datasets import sample_grid, to_rgb, write_layout
+from sidda.datasets import to_rgb, write_layout
 from sidda.errors import InputError
+from sidda.plots import sample_grid
 
 fits = pytest.importorskip("astropy.io.fits")
 
@@ -89,11 +90,12 @@ def test_lupton_defaults_make_the_brightest_pixels_white_and_the_sky_black():
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"stretch": "log"}, "unknown stretch 'log'; valid stretches are linear, asinh, lupton"),
+    ({"stretch": "log"}, "--stretch must be one of linear, asinh, lupton, got 'log'"),
     ({"rgb": (0, 1, 5)}, r"rgb names band 5, but the images have 3 band\(s\) \(0..2\)"),
-    ({"rgb": (0, 1)}, "rgb must give 3 bands"),
-    ({"q": 0}, "Q must be a number > 0"),
-    ({"stretch_range": -1.0}, "range must be > 0"),
+    ({"rgb": (0, 1)}, r"--rgb takes 3 bands \(for R, G, B\) or 1"),
+    ({"q": 0}, "--stretch-q must be a number > 0"),
+    ({"stretch_range": -1.0}, "--stretch-range must be a number > 0"),
+    ({"minimum": float("inf")}, "--stretch-minimum must be a finite number"),
 ])
 def test_bad_colour_options_are_input_errors(kw, match):
     with pytest.raises(InputError, match=match):

@@ -17,11 +17,8 @@ from sidda.evaluate import (
     domain_classifier,
     label_free_diagnostics,
 )
-from sidda.evaluate.validators import (
-    MAX_POINTS,
-    soft_neighbourhood_density,
-    subsample_indices,
-)
+from sidda.evaluate.label_free import soft_neighbourhood_density
+from sidda.evaluate.validators import MAX_POINTS, subsample_indices
 
 
 def _run(k, *, n_t=300, n_s=60, collapsed=False, shares=None, d=8, seed=0):

@@ -37,5 +37,5 @@ def test_sweep_and_plots_use_the_same_curve_stats():
     import sidda.sweep
     from sidda.evaluate import CurveStats
 
-    assert sidda.sweep.CurveStats is CurveStats and sidda.sweep._mean_std is mean_std
-    assert sidda.plots.CurveStats is CurveStats
+    assert sidda.sweep.distance_curves is sidda.evaluate.distance_curves
+    assert sidda.sweep._mean_std is mean_std and sidda.plots.CurveStats is CurveStats

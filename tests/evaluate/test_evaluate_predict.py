@@ -10,7 +10,8 @@ import torch
 from sidda import InputError, build_model
 from sidda.datasets import ImageSet, MappedImages
 from sidda.evaluate import forward_all, predict, predict_arrays
-from sidda.experiments.prediction import run_temperature, write_predictions_csv
+from sidda.experiments.prediction import write_predictions_csv
+from sidda.runs import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -188,23 +189,23 @@ def test_predictions_csv_without_class_names_and_bad_lengths(model, images, tmp_
 
 
 def test_run_temperature_reads_metrics_json(tmp_path):
-    assert run_temperature(tmp_path) is None  # not evaluated
+    assert RunDir(tmp_path).temperature() is None  # not evaluated
     report = {"checkpoint": "best_val_loss", "temperature": {"value": 1.75, "n": 40}}
     (tmp_path / "metrics.json").write_text(json.dumps(report))
-    assert run_temperature(tmp_path) == 1.75
-    assert run_temperature(tmp_path, checkpoint="best_val_loss") == 1.75
-    assert run_temperature(tmp_path, checkpoint="final") is None  # T of other weights
+    assert RunDir(tmp_path).temperature() == 1.75
+    assert RunDir(tmp_path).temperature("best_val_loss") == 1.75
+    assert RunDir(tmp_path).temperature("final") is None  # T of other weights
     for temperature in ({"value": None, "reason": "no validation"}, None):
         (tmp_path / "metrics.json").write_text(json.dumps({"temperature": temperature}))
-        assert run_temperature(tmp_path) is None
+        assert RunDir(tmp_path).temperature() is None
     (tmp_path / "metrics.json").write_text(json.dumps({"method": "sidda"}))  # calibration off
-    assert run_temperature(tmp_path) is None
+    assert RunDir(tmp_path).temperature() is None
     (tmp_path / "metrics.json").write_text(json.dumps({"temperature": {"value": -1.0}}))
     with pytest.raises(InputError, match="not a number > 0"):
-        run_temperature(tmp_path)
+        RunDir(tmp_path).temperature()
     (tmp_path / "metrics.json").write_text("{broken")
     with pytest.raises(InputError, match="evaluate the run again"):
-        run_temperature(tmp_path)
+        RunDir(tmp_path).temperature()
 
 
 @pytest.mark.gpu

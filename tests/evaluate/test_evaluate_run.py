@@ -20,7 +20,6 @@ from sidda.experiments import (
     evaluate_run,
     load_run_model,
     prepare_data,
-    run_temperature,
     train_run,
 )
 from sidda.runs import RunDir, load_checkpoint, load_history
@@ -164,8 +163,8 @@ def test_temperature_minimises_the_source_validation_nll(run):
     grid = np.exp(np.linspace(np.log(0.05), np.log(20), 400))
     assert nll(t) <= min(nll(g) for g in grid) + 1e-4
     # what `sidda predict` divides the logits by
-    assert run_temperature(run) == t and run_temperature(run, checkpoint="final") == t
-    assert run_temperature(run, checkpoint="best_val_acc") is None
+    assert RunDir(run).temperature() == t and RunDir(run).temperature("final") == t
+    assert RunDir(run).temperature("best_val_acc") is None
 
 
 def test_temperature_never_reads_target_labels(run, tmp_path, monkeypatch):
@@ -220,7 +219,7 @@ def test_selection_scores_match_a_recomputation(run):
             p = _softmax(model(val_t.x)[1].double().numpy())
         assert cand["target_accuracy"] == pytest.approx(np.mean(logits.argmax(1) == y_te))
         ent = -np.sum(p * np.log(p), axis=1).mean()
-        assert cand["target_val_entropy"] == pytest.approx(ent, abs=1e-5)
+        assert cand["validators"]["entropy"] == pytest.approx(-ent, abs=1e-5)
         record = load_checkpoint(run / "checkpoints" / f"{name}.pt")["record"]
         assert cand["val_acc_s"] == record["val_acc_s"] and cand["epoch"] == record["epoch"]
     rules = m["selection"]["rules"]
@@ -324,14 +323,13 @@ def test_domain_weights_follow_the_density_ratio():
 
 
 def test_select_checkpoints_rules_and_oracle():
-    cands = {
-        "final": dict(val_acc_s=0.8, val_total=1.0, target_val_entropy=0.5, iwv_risk=2.0,
-                      dev_risk=2.0, target_accuracy=0.60),
-        "best_val_acc": dict(val_acc_s=0.9, val_total=1.2, target_val_entropy=0.2, iwv_risk=1.5,
-                             dev_risk=3.0, target_accuracy=0.55),
-        "best_val_loss": dict(val_acc_s=0.9, val_total=0.7, target_val_entropy=0.3,
-                              iwv_risk=1.9, dev_risk=1.0, target_accuracy=0.70),
-    }
+    def cand(acc_s, total, entropy, iwv_risk, dev_risk, acc):  # validators: higher is better
+        return dict(val_acc_s=acc_s, val_total=total, target_accuracy=acc,
+                    validators={"entropy": -entropy, "iwv": -iwv_risk, "dev": -dev_risk})
+
+    cands = {"final": cand(0.8, 1.0, 0.5, 2.0, 2.0, 0.60),
+             "best_val_acc": cand(0.9, 1.2, 0.2, 1.5, 3.0, 0.55),
+             "best_val_loss": cand(0.9, 0.7, 0.3, 1.9, 1.0, 0.70)}
     rules = select_checkpoints(cands)["rules"]
     picked = {k: v["checkpoint"] for k, v in rules.items()}
     assert picked == {"final": "final", "best_val_acc": "best_val_acc",  # tie -> first
@@ -339,7 +337,7 @@ def test_select_checkpoints_rules_and_oracle():
                       "iwv": "best_val_acc", "dev": "best_val_loss", "oracle": "best_val_loss"}
     assert rules["entropy"]["regret"] == pytest.approx(0.15)
     assert "target test labels" in rules["oracle"]["note"]
-    del cands["final"]["iwv_risk"]
+    del cands["final"]["validators"]["iwv"]
     assert "iwv" not in select_checkpoints(cands)["rules"]
 
 

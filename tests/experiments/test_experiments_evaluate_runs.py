@@ -5,7 +5,8 @@ import json
 import pytest
 
 from sidda import RunConfig
-from sidda.experiments import evaluate_runs, needs_evaluation, train_run
+from sidda.experiments import evaluate_runs, train_run
+from sidda.runs import RunDir
 
 
 @pytest.fixture
@@ -22,18 +23,18 @@ def runs(tmp_path, tiny_data):
 
 def test_evaluate_runs_evaluates_only_what_is_missing(runs):
     a, b = runs
-    assert needs_evaluation(a) and needs_evaluation(b)
+    assert RunDir(a).needs_evaluation() and RunDir(b).needs_evaluation()
     first = evaluate_runs([a], checkpoint="best_val_loss")
-    assert first[0]["checkpoint"] == "best_val_loss" and not needs_evaluation(a)
+    assert first[0]["checkpoint"] == "best_val_loss" and not RunDir(a).needs_evaluation()
     stamp = (a / "metrics.json").stat().st_mtime_ns
     both = evaluate_runs([a, b])  # a is complete: read as it is, of its own checkpoint
     assert (a / "metrics.json").stat().st_mtime_ns == stamp
     assert [m["checkpoint"] for m in both] == ["best_val_loss", "final"]
     assert both[0] == json.loads((a / "metrics.json").read_text())
     (a / "latents_target.npy").unlink()  # an incomplete evaluation is done again
-    assert needs_evaluation(a)
+    assert RunDir(a).needs_evaluation()
     assert evaluate_runs([a, b])[0]["checkpoint"] == "final"
-    assert not needs_evaluation(a)
+    assert not RunDir(a).needs_evaluation()
 
 
 def test_evaluate_runs_always_reevaluates(runs):

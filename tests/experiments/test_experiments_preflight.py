@@ -8,7 +8,7 @@ import pytest
 from conftest import write_config
 from sidda import RunConfig
 from sidda.cli import main
-from sidda.experiments.preflight import start_warnings
+from sidda.experiments.preflight import plan_warnings, start_warnings
 
 
 def _cfg(tiny_data, tmp_path, **over):
@@ -43,6 +43,23 @@ def test_each_wasteful_choice_gets_one_line(tiny_data, tmp_path, over, words):
         assert w in line and "\n" not in line
 
 
+def test_a_plan_warns_once_per_line_and_never_about_its_out_dir(tiny_data, tmp_path):
+    over = {"train__warmup": 9, "data__image_size": 40, "out_dir": "results/x"}
+    plan = [_cfg(tiny_data, tmp_path, **over, train__seed=s) for s in (0, 1)]
+    plan.append(_cfg(tiny_data, tmp_path, **over, loss={"method": "source_only"}))
+    lines = plan_warnings(plan)
+    assert [w for w in lines if "train.warmup=9" in w] == [start_warnings(plan[0])[0]]
+    assert len([w for w in lines if "data.image_size=40" in w]) == 2  # source and target
+    assert len(lines) == 3 and not any("out_dir" in w for w in lines)
+    assert plan_warnings([]) == []
+
+
+def test_data_that_does_not_load_leaves_the_error_to_training(tmp_path):
+    cfg = RunConfig.from_dict({"data": {"path": str(tmp_path / "none"), "image_size": 40},
+                               "out_dir": "runs", "train": {"epochs": 10, "warmup": 9}})
+    assert [w.split(" ")[0] for w in start_warnings(cfg)] == ["train.warmup=9"]
+
+
 def test_source_only_has_no_alignment_to_warn_about(tiny_data, tmp_path):
     cfg = _cfg(tiny_data, tmp_path, train__warmup=9, loss={"method": "source_only"})
     assert start_warnings(cfg) == []
@@ -69,7 +86,8 @@ def test_warnings_come_before_epoch_1_and_the_summary_at_the_end(tmp_path, tiny_
     assert f"epoch {best['best_val_loss']} by validation loss" in out
     assert "final (epoch 3)" in out and str(run / "checkpoints") in out
     assert f"source accuracy {summary['final']['val_acc_s']:.4f}" in out
-    assert f"next: sidda evaluate {run}" in out and f"sidda report {run} --out" in out
+    assert f"next: sidda evaluate {run}" in out
+    assert f"sidda report {run} --out w_report.html" in out  # outside the run: rerunnable
 
 
 def test_the_data_layers_normalisation_check_is_a_start_warning(tmp_path):

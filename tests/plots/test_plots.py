@@ -94,3 +94,18 @@ def test_missing_matplotlib_gives_an_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"pip install 'sidda\[plot\]'"):
         plots.confusion_matrices({"s": np.eye(2)})
+
+
+@pytest.mark.parametrize("command", [["data", "show", "{data}", "--out", "{tmp}/g.png"],
+                                     ["report", "{tmp}/run", "--out", "{tmp}/r.html"]])
+def test_commands_that_draw_without_matplotlib_exit_2_with_the_hint(
+        monkeypatch, tmp_path, tiny_data, capsys, command):
+    from sidda.cli import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if not installed
+    args = [a.format(data=tiny_data, tmp=tmp_path) for a in command]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'sidda[plot]'" in err[0], err
+    assert "internal error" not in err[0]
+    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.html"))

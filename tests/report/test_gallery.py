@@ -10,12 +10,11 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from sidda.datasets import to_rgb, write_layout  # noqa: E402
+from sidda.datasets.preview import check_colour, colour_for  # noqa: E402
 from sidda.errors import InputError  # noqa: E402
 from sidda.report.gallery import (  # noqa: E402
     MAX_THUMBNAILS,
     PER_SIDE,
-    check_colour,
-    colour_for,
     gallery_html,
     per_side_for,
     pick_gallery,

@@ -16,7 +16,7 @@ from sidda import RunConfig  # noqa: E402
 from sidda.cli import main  # noqa: E402
 from sidda.datasets import to_rgb  # noqa: E402
 from sidda.evaluate.diagnostics import label_free_diagnostics  # noqa: E402
-from sidda.experiments import needs_evaluation, train_run  # noqa: E402
+from sidda.experiments import train_run  # noqa: E402
 from sidda.metrics import DEFAULT_VALIDATOR  # noqa: E402
 from sidda.report import build_report  # noqa: E402
 from sidda.report.curves import CURVE_FIGURES  # noqa: E402
@@ -56,9 +56,9 @@ def page(tmp_path_factory):
         runs.append(train_run(cfg))
     man = runs[1] / "data_manifest.json"
     man.write_text(json.dumps(json.loads(man.read_text()) | {"note": EVIL}))
-    assert all(needs_evaluation(r) for r in runs)  # never evaluated: `sidda report` does it
+    assert all(RunDir(r).needs_evaluation() for r in runs)  # `sidda report` evaluates them
     assert main(["report", *map(str, runs), "--out", str(root / "first.html"), "-q"]) == 0
-    assert not any(needs_evaluation(r) for r in runs)
+    assert not any(RunDir(r).needs_evaluation() for r in runs)
     assert all(json.loads((r / "metrics.json").read_text())["label_free"] for r in runs)
     m = json.loads((runs[0] / "metrics.json").read_text())
     (runs[0] / "metrics.json").write_text(json.dumps(m | {"label_free": None}))
@@ -377,9 +377,10 @@ def test_gallery_without_its_data_says_why(page, tmp_path):
 def test_report_colour_options_are_checked(page, tmp_path, capsys):
     _, runs = page
     out = tmp_path / "r.html"
-    for options, message in ((["--rgb", "0,1"], "--rgb takes 3 band numbers"),
+    for options, message in ((["--rgb", "0,1"], "--rgb takes 3 bands (for R, G, B) or 1"),
                              (["--stretch", "log"], "--stretch must be one of"),
-                             (["--rgb", "2,1,0"], "--rgb names band 2, but run base has 1")):
+                             (["--rgb", "2,1,0"], "run base: --rgb names band 2, but the images "
+                                                  "have 1 band(s) (0..0)")):
         assert main(["report", str(runs[0]), "--out", str(out), *options]) == 2
         assert message in capsys.readouterr().err
         assert not out.exists()

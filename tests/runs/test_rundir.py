@@ -259,6 +259,36 @@ def test_an_evaluation_without_label_free_diagnostics_is_incomplete(tmp_path):
     assert run.needs_evaluation() and run.state == RunState.TRAINED
 
 
+def test_the_evaluation_is_read_once_and_only_where_it_matters(tmp_path, monkeypatch):
+    run = _synthetic_run(tmp_path / "r")
+    assert run.evaluation() == run.metrics() and run.require_evaluation() == run.metrics()
+    reads = []
+    real = RunDir.metrics
+    monkeypatch.setattr(RunDir, "metrics", lambda self: reads.append(self) or real(self))
+    assert run.state_up_to(RunState.TRAINED) == RunState.TRAINED
+    assert run.state_up_to(RunState.SETTING_UP) == RunState.SETTING_UP
+    assert reads == []  # below EVALUATED, metrics.json is never opened
+    assert run.state == RunState.EVALUATED and len(reads) == 1
+    _cut(run.metrics_path, 20)
+    assert run.evaluation() is None and run.state_up_to(RunState.TRAINED) == RunState.TRAINED
+    with pytest.raises(FileNotFoundError, match="no complete evaluation"):
+        run.require_evaluation()
+
+
+def test_list_cells_of_every_csv_are_written_one_way(tmp_path):
+    """Sweep and comparison tables alike: items separated by spaces, a missing item empty
+    (a sweep's summary.csv used to write it as None)."""
+    import csv
+
+    from sidda.runs import write_csv
+
+    write_csv(tmp_path / "t.csv", [{"flags": [True, None, False], "seeds": (0, 1), "x": None,
+                                    "acc": [0.25]}])
+    with open(tmp_path / "t.csv", newline="") as f:
+        assert list(csv.DictReader(f)) == [
+            {"flags": "True  False", "seeds": "0 1", "x": "", "acc": "0.25"}]
+
+
 def test_run_json_records_the_source_class_counts_and_reads_older_files(tmp_path):
     info = RunInfo("sidda", "cnn", 1, 3, 16, "/d", source_class_counts=(4, 0, 2))
     assert info.to_json()["source_class_counts"] == [4, 0, 2]
@@ -279,6 +309,12 @@ def test_report_reevaluates_damaged_evaluation_files_and_names_the_others(traine
     _cut(run / "latents_source.npy")
     assert main(["report", "-q", str(run), "--out", str(tmp_path / "r.html")]) == 0
     assert not RunDir(run).needs_evaluation() and (tmp_path / "r.html").is_file()
+    reads = []
+    real = RunDir.metrics
+    with pytest.MonkeyPatch.context() as mp:  # an evaluated run: metrics.json parsed once
+        mp.setattr(RunDir, "metrics", lambda self: reads.append(self) or real(self))
+        assert main(["report", "-q", str(run), "--out", str(tmp_path / "r1.html")]) == 0
+    assert len(reads) == 2  # evaluate_runs (complete: kept), then the page
     capsys.readouterr()
     (run / "history.csv").write_bytes(b"epoch\n\xff\n")
     assert main(["report", "-q", str(run), "--out", str(tmp_path / "r2.html")]) == 2
@@ -505,6 +541,27 @@ def test_a_finished_run_is_reused_only_for_its_config_and_data(trained, tmp_path
                                         r".npy: SHA-256.*pass --force"):
         ensure_run(cfg)
     assert {f: (run / f).stat().st_mtime_ns for f in stamps} == stamps
+
+
+def test_reused_runs_on_one_data_folder_hash_it_once(trained, tmp_path, monkeypatch):
+    from sidda.experiments import data as run_data
+
+    run = _copy(trained, tmp_path, data=True)
+    twin = run.with_name("twin")
+    shutil.copytree(run, twin)
+    cfgs = [_compare_config(run), _compare_config(run).override(["name='twin'"])]
+    (twin / "config.yaml").write_text(cfgs[1].to_yaml())
+    calls = []
+    real = run_data.data_checksums
+    monkeypatch.setattr(run_data, "data_checksums", lambda cfg: calls.append(1) or real(cfg))
+    checksums = run_data.DataChecksums()
+    assert [ensure_run(c, checksums=checksums) for c in cfgs] == [
+        RunDir(run).metrics(), RunDir(twin).metrics()]
+    assert len(calls) == 1  # not once per reused run
+    x = np.load(tmp_path / "data" / "train" / "x_train.npy")
+    np.save(tmp_path / "data" / "train" / "x_train.npy", x[::-1])  # regenerated data
+    with pytest.raises(DataError, match="trained on data that changed since"):
+        ensure_run(cfgs[0], checksums=run_data.DataChecksums())
 
 
 def test_a_reused_run_that_lost_a_file_is_evaluated_again_or_says_how_to_recover(trained,

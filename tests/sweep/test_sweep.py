@@ -135,7 +135,9 @@ def test_sweep_without_target_labels_ranks_its_configs_by_the_chosen_validator(t
                      "--out", str(out), "--no-report", "--validator", "entropy", "-q"]) == 0
     finally:
         torch.set_num_threads(n)
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "out_dir is" not in captured.err  # the sweep chose the runs' folders
     assert ("configs ranked by ENTROPY (a label-free validator; see docs/evaluation.md for how "
             "far to trust it)") in printed
     summary = json.loads((out / "summary.json").read_text())

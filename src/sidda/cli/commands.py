@@ -8,13 +8,14 @@ is done there. The library functions are looked up on their modules when a comma
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import logging
 import sys
 import time
 from pathlib import Path
 
-from sidda import compare, experiments, report, sweep
+from sidda import compare, experiments, plots, report, sweep
 from sidda.cli.console import Progress, setup_logging
+from sidda.cli.parser import comma_list, hdus_option
 from sidda.cli.tables import (
     calibration_lines,
     demo_lines,
@@ -26,11 +27,14 @@ from sidda.cli.tables import (
 )
 from sidda.config import RunConfig
 from sidda.configs import resolve_config
-from sidda.errors import InputError, short_repr
+from sidda.datasets.preview import check_colour
+from sidda.errors import InputError
 from sidda.runs import RunDir
 from sidda.train import distributed
 
 __all__ = ["cmd_compare", "cmd_demo", "cmd_evaluate", "cmd_report", "cmd_sweep", "cmd_train"]
+
+logger = logging.getLogger(__name__)
 
 
 def _progress(epochs: int, args: argparse.Namespace) -> Progress:
@@ -75,7 +79,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                                              ctx=ctx, device=args.device)
         else:
             run_dir = experiments.train_run(cfg, argv=args.argv, force=args.force,
-                                            callbacks=progress, ctx=ctx)
+                                            callbacks=progress, ctx=ctx,
+                                            before_training=lambda: _start_warnings(cfg))
     finally:
         distributed.shutdown()
     if not ctx.is_main:
@@ -89,32 +94,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start_warnings(cfg: RunConfig) -> None:
+    """Log :func:`~sidda.experiments.preflight.start_warnings` of a new run, before epoch 1."""
+    from sidda.experiments.preflight import start_warnings
+
+    for line in start_warnings(cfg):
+        logger.warning("%s", line)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    rep = experiments.evaluate_run(
-        args.run_dir, data_path=args.data, checkpoint=args.checkpoint, device=args.device,
-        n_bins=args.bins,
-    )
+    run = experiments.TrainedRun.open(args.run_dir)
+    rep = experiments.evaluate_run(run, data_path=args.data, checkpoint=args.checkpoint,
+                                   device=args.device, n_bins=args.bins)
     print(run_table({Path(args.run_dir).name: rep}))
     print(calibration_lines(rep))
     for block in (label_free_lines(rep), notes_lines(rep)):
         if block:
             print(block)
-    print(f"wrote {experiments.evaluation_dir(args.run_dir, args.data).metrics_path}")
+    print(f"wrote {experiments.evaluation_dir(run, args.data).metrics_path}")
     return 0
 
 
-def _need_matplotlib() -> None:
-    if importlib.util.find_spec("matplotlib") is None:
-        raise InputError("figures need matplotlib; install it with: pip install 'sidda[plot]'")
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from sidda.cli.data_commands import _int_list, _names
     from sidda.experiments.folder_report import format_score
     from sidda.experiments.prediction import predict_run
 
-    hdus = (_names(args.bands, "--bands") if args.bands is not None else
-            _int_list(args.hdu, "--hdu") if args.hdu is not None else None)
+    hdus = hdus_option(args)
     res = predict_run(args.run_dir, args.images, args.out, checkpoint=args.checkpoint,
                       domain=args.domain, temperature=args.temperature, latents=args.latents,
                       batch_size=args.batch_size, device=args.device, force=args.force,
@@ -137,11 +142,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from sidda.experiments.outputs import check_out_file
 
-    _need_matplotlib()
+    plots.require_matplotlib()
     report.check_isomap_points(args.isomap_points)
     check_out_file(args.out, kind="html", inputs=args.run_dirs, force=args.force)
-    rgb = None if args.rgb is None else _split_list(args.rgb, int, option="--rgb")
-    rgb = report.check_colour(rgb, args.stretch)
+    rgb = check_colour(None if args.rgb is None else comma_list(args.rgb, "--rgb", kind=int,
+                                                                 example="2,1,0"),
+                       args.stretch)  # here, before the runs are evaluated
     experiments.evaluate_runs(
         args.run_dirs, when="always" if args.reevaluate else "missing",
         checkpoint=args.checkpoint, n_bins=args.bins, device=args.device,
@@ -152,36 +158,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _split_list(text: str, kind: type = str, *, option: str) -> list:
-    """A comma-separated option as a list; an empty item (``1,,2``, a trailing comma) is an
-    error, not skipped.
-
-    >>> _split_list("0, 1", int, option="--seeds")
-    [0, 1]
-    """
-    items = [t.strip() for t in text.split(",")]
-    if not all(items):
-        raise InputError(f"{option}: expected a comma-separated list of {kind.__name__} without "
-                         f"empty items, got {short_repr(text)}")
-    try:
-        return [kind(t) for t in items]
-    except ValueError:
-        raise InputError(
-            f"{option}: expected a comma-separated list of {kind.__name__}, got "
-            f"{short_repr(text)}"
-        ) from None
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
-    _need_matplotlib()
+    plots.require_matplotlib()
     cfg = load_config(args)
     res = sweep.run_sweep(
-        cfg, models=_split_list(args.models, option="--models"),
-        seeds=_split_list(args.seeds, int, option="--seeds"),
-        methods=_split_list(args.methods, option="--methods"), out=args.out,
-        checkpoint=args.checkpoint,
-        force=args.force, report=not args.no_report, argv=args.argv,
-        callbacks=[_progress(cfg.train.epochs, args)], validator=args.validator,
+        cfg, models=comma_list(args.models, "--models", example="cnn,d4"),
+        seeds=comma_list(args.seeds, "--seeds", kind=int, example="0,1,2"),
+        methods=comma_list(args.methods, "--methods", example="source_only,sidda"),
+        out=args.out, checkpoint=args.checkpoint, force=args.force, report=not args.no_report,
+        argv=args.argv, callbacks=[_progress(cfg.train.epochs, args)], validator=args.validator,
     )
     print(sweep.format_table(res.rows))
     if text := standings_lines(res.standings, what="config"):
@@ -194,13 +179,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    _need_matplotlib()
+    plots.require_matplotlib()
     cfg = load_config(args)
     res = compare.run_compare(
         cfg, data=compare.parse_data(args.data),
-        methods=_split_list(args.methods, option="--methods"),
-        seeds=_split_list(args.seeds, int, option="--seeds"), out=args.out, model=args.model,
-        checkpoint=args.checkpoint, force=args.force, report=not args.no_report, argv=args.argv,
+        methods=comma_list(args.methods, "--methods", example="source_only,sidda"),
+        seeds=comma_list(args.seeds, "--seeds", kind=int, example="0,1,2"), out=args.out,
+        model=args.model, checkpoint=args.checkpoint, force=args.force,
+        report=not args.no_report, argv=args.argv,
         callbacks=[_progress(cfg.train.epochs, args)], validator=args.validator,
     )
     print(res.text, end="")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
+from sidda._text import missing_glyphs_logged
+from sidda.cli.parser import comma_list, hdus_option
 from sidda.datasets import (
     NORMALIZATIONS,
-    STRETCHES,
     DataConfig,
     check_data,
     check_normalisation,
@@ -17,14 +17,13 @@ from sidda.datasets import (
     import_image_folders,
     load_domains,
     resolve_data_config,
-    sample_grid,
     write_manifest,
 )
-from sidda._text import missing_glyphs_logged
-from sidda.datasets.preview import MAX_PER_CLASS, figure_path
+from sidda.datasets.preview import check_colour, colour_for
 from sidda.errors import InputError
 from sidda.experiments import write_generated
 from sidda.generators import make_dataset
+from sidda.plots import figure_path, sample_grid
 from sidda.runs import atomic_write, check_new_folder
 
 __all__ = ["MAX_N_PER_CLASS", "cmd_data_check", "cmd_data_import", "cmd_data_make",
@@ -39,22 +38,6 @@ def _check_seed(seed: int) -> int:
     if seed < 0:
         raise InputError(f"--seed must be an integer >= 0, got {seed}")
     return seed
-
-
-def _int_list(text: str, option: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(p) for p in text.split(","))
-    except ValueError:
-        raise InputError(f"{option} takes comma-separated integers, e.g. 2,1,0; got "
-                         f"{text!r}") from None
-
-
-def _names(text: str, option: str) -> tuple[str, ...]:
-    names = tuple(p.strip() for p in text.split(","))
-    if not all(names):
-        raise InputError(f"{option} takes comma-separated HDU names (EXTNAME), e.g. G,R,Z; got "
-                         f"{text!r}")
-    return names
 
 
 def cmd_data_make(args: argparse.Namespace) -> int:
@@ -88,8 +71,7 @@ def _data_config(args: argparse.Namespace, **extra: object) -> DataConfig:
 
 def cmd_data_import(args: argparse.Namespace) -> int:
     _check_seed(args.seed)
-    hdus = (_names(args.bands, "--bands") if args.bands is not None else
-            _int_list(args.hdu, "--hdu") if args.hdu is not None else None)
+    hdus = hdus_option(args)
     out = import_image_folders(
         args.source, args.target, args.out, image_size=args.image_size,
         test_fraction=args.test_fraction, random_state=args.seed, fit=args.fit,
@@ -121,41 +103,20 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_show_options(args: argparse.Namespace) -> tuple[int, ...] | None:
-    _check_seed(args.seed)
-    if not 1 <= args.per_class <= MAX_PER_CLASS:
-        raise InputError(f"--per-class must lie in 1..{MAX_PER_CLASS}, got {args.per_class}")
-    if args.stretch not in STRETCHES:
-        raise InputError(f"--stretch must be one of {', '.join(STRETCHES)}, got "
-                         f"{args.stretch!r}")
-    for option, value in (("--stretch-q", args.stretch_q),
-                          ("--stretch-range", args.stretch_range)):
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise InputError(f"{option} must be a number > 0, got {value}")
-    if args.stretch_minimum is not None and not math.isfinite(args.stretch_minimum):
-        raise InputError(f"--stretch-minimum must be a finite number, got "
-                         f"{args.stretch_minimum}")
-    rgb = None if args.rgb is None else _int_list(args.rgb, "--rgb")
-    if rgb is not None and len(rgb) not in (1, 3):
-        raise InputError(f"--rgb takes 3 bands (for R, G, B) or 1 (grey), e.g. 2,1,0; got "
-                         f"{args.rgb!r}")
-    return rgb
-
-
 def cmd_data_show(args: argparse.Namespace) -> int:
-    rgb = _check_show_options(args)
+    _check_seed(args.seed)
+    q = 8.0 if args.stretch_q is None else args.stretch_q
+    rgb = check_colour(None if args.rgb is None else comma_list(args.rgb, "--rgb", kind=int,
+                                                                 example="2,1,0"),
+                       args.stretch, q=q, minimum=args.stretch_minimum,
+                       stretch_range=args.stretch_range)
     out = figure_path(args.out)
     cfg = _data_config(args, normalize="none")  # values as stored
     data = load_domains(cfg, splits=("train",))
     names = data.manifest.get("class_names")
-    if rgb is None and data.manifest.get("format") == "fits" and data.in_channels >= 3:
-        rgb = (2, 1, 0)  # survey bands stored blue to red: the reddest of the three is R
-    elif rgb is not None and max(rgb) >= data.in_channels:
-        raise InputError(f"--rgb names band {max(rgb)}, but the images have "
-                         f"{data.in_channels} band(s) (0..{data.in_channels - 1})")
+    rgb = colour_for(data.manifest, data.in_channels, rgb)
     fig = sample_grid(data, per_class=args.per_class, random_state=args.seed, scale=args.scale,
-                      class_names=names, rgb=rgb, stretch=args.stretch,
-                      q=8.0 if args.stretch_q is None else args.stretch_q,
+                      class_names=names, rgb=rgb, stretch=args.stretch, q=q,
                       minimum=args.stretch_minimum, stretch_range=args.stretch_range,
                       title=f"{Path(cfg.path).name}: training images, rows = classes")
     existed = out.exists()

@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 from sidda._version import __version__
 from sidda.cli.runs_commands import add_runs_parser
-from sidda.errors import short_repr
+from sidda.errors import InputError, short_repr
 
-__all__ = ["build_parser", "checkpoint_arg"]
+__all__ = ["build_parser", "checkpoint_arg", "comma_list", "hdus_option"]
 
 
 def _command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
@@ -53,6 +53,41 @@ DEFAULT_VALIDATOR = "im"
 CHECKPOINT_HELP = (f"a checkpoint ({', '.join(CHECKPOINT_NAMES)}, epoch_0007 when the run kept "
                    f"them) or the pick of a label-free rule ({', '.join(RULE_NAMES)}); default "
                    "final")
+
+
+def comma_list(text: str, option: str, *, kind: type = str, what: str | None = None,
+               example: str = "a,b") -> list:
+    """The items of a comma-separated option (``--seeds 0,1,2``), stripped, converted by
+    ``kind``; the one parser of every such option.
+
+    >>> comma_list("0, 1,2", "--seeds", kind=int)
+    [0, 1, 2]
+
+    Raises:
+        InputError: an empty item (``1,,2``, a trailing comma) or one ``kind`` does not take;
+            the message names ``option`` and gives ``example``.
+    """
+    what = what or ("integers" if kind is int else "names")
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise InputError(f"{option} takes comma-separated {what} without empty items, e.g. "
+                         f"{example}; got {short_repr(text)}")
+    try:
+        return [kind(t) for t in items]
+    except ValueError:
+        raise InputError(f"{option} takes comma-separated {what}, e.g. {example}; got "
+                         f"{short_repr(text)}") from None
+
+
+def hdus_option(args: argparse.Namespace) -> tuple[str | int, ...] | None:
+    """The FITS HDUs of ``--bands`` (names) or ``--hdu`` (indices), as ``data import-folder``
+    and ``predict`` take them; None for neither."""
+    if args.bands is not None:
+        return tuple(comma_list(args.bands, "--bands", what="HDU names (EXTNAME)",
+                                example="G,R,Z"))
+    if args.hdu is not None:
+        return tuple(comma_list(args.hdu, "--hdu", kind=int, example="1,2,3"))
+    return None
 
 
 def checkpoint_arg(text: str) -> str:

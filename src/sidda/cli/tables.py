@@ -5,8 +5,9 @@ of training."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
-from sidda._text import fmt_cell
+from sidda._text import DASH, fmt_cell
 from sidda.cli.console import elapsed
 from sidda.evaluate.standings import standings_tables, text_table
 from sidda.experiments import DemoResult
@@ -17,6 +18,7 @@ __all__ = ["calibration_lines", "demo_lines", "label_free_lines", "notes_lines",
            "standings_lines", "train_summary"]
 
 _COLUMNS = ("accuracy", "ece", "brier", "nll")
+_cell = partial(fmt_cell, digits=3, missing=DASH)  # the label-free numbers
 
 
 def run_table(reports: dict[str, dict]) -> str:
@@ -78,10 +80,6 @@ def demo_lines(result: DemoResult, *, checkpoint: str) -> str:
             f"'{checkpoint}'; {result.seconds:.0f} s")
 
 
-def _g(x: float | None, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
-
-
 def collapse_lines(lf: Mapping) -> list[str]:
     """The collapse flag in words: one loud ``COLLAPSE?`` line per class it names."""
     col, frac = lf.get("collapse") or {}, lf.get("class_fractions") or {}
@@ -93,12 +91,13 @@ def collapse_lines(lf: Mapping) -> list[str]:
     lines = []
     for name in col.get("over_predicted", []):
         f = frac.get(name, {})
-        lines.append(f"COLLAPSE? class {name!r} takes {_g(f.get('target_predicted'), 2)} of the "
-                     f"target (source share {_g(f.get('source_labels'), 2)})")
+        lines.append(f"COLLAPSE? class {name!r} takes "
+                     f"{_cell(f.get('target_predicted'), digits=2)} of the target (source share "
+                     f"{_cell(f.get('source_labels'), digits=2)})")
     for name in col.get("missing", []):
         f = frac.get(name, {})
         lines.append(f"COLLAPSE? class {name!r} is never predicted on the target (source share "
-                     f"{_g(f.get('source_labels'), 2)})")
+                     f"{_cell(f.get('source_labels'), digits=2)})")
     return lines + ["  (a label shift between the domains can raise this too: look at the run "
                     "before trusting it)"]
 
@@ -113,23 +112,26 @@ def label_free_lines(report: Mapping, *, validator: str = DEFAULT_VALIDATOR) -> 
     n = lf["n"]
     lines = [f"label-free diagnostics of the {n['target']} target test images (no target label "
              f"read), against {n['source']} source validation images:"]
-    rows = [[name, _g(f["target_predicted"]), _g(f["source_labels"]), _g(f["source_predicted"])]
+    rows = [[name, _cell(f["target_predicted"]), _cell(f["source_labels"]),
+             _cell(f["source_predicted"])]
             for name, f in lf["class_fractions"].items()]
     lines.append(text_table(["class", "predicted on target", "source training labels",
                              "predicted on source val"], rows))
     conf, ent = lf["mean_confidence"], lf["mean_entropy"]
-    lines.append(f"  mean confidence: target {_g(conf['target'])}, source {_g(conf['source'])};"
-                 f" mean entropy (nats): target {_g(ent['target'])}, source {_g(ent['source'])}")
+    lines.append(f"  mean confidence: target {_cell(conf['target'])}, source "
+                 f"{_cell(conf['source'])}; mean entropy (nats): target {_cell(ent['target'])}, "
+                 f"source {_cell(ent['source'])}")
     lines += ["  " + line for line in collapse_lines(lf)]
     d = lf["domain_distance"]
     lines.append(f"  domain distance (source validation vs target latents): Sinkhorn (blur "
-                 f"{d['blur']}) {_g(d['sinkhorn_fixed_blur'])}, MMD² {_g(d['mmd2'], 4)}, "
-                 f"domain classifier balanced accuracy {_g(d['domain_accuracy'])} (PAD "
-                 f"{_g(d['pad'])})")
+                 f"{d['blur']}) {_cell(d['sinkhorn_fixed_blur'])}, MMD² "
+                 f"{_cell(d['mmd2'], digits=4)}, "
+                 f"domain classifier balanced accuracy {_cell(d['domain_accuracy'])} (PAD "
+                 f"{_cell(d['pad'])})")
     lines += [f"    {k} not computed: {why}" for k, why in d.get("skipped", {}).items()]
     lines.append(f"  label-free validators (higher is better; * {validator}, the default, "
                  "ranks runs without target labels):")
-    cells = [f"{k}{'*' if k == validator else ''} {_g(v)}" for k, v in lf["validators"].items()]
+    cells = [f"{k}{'*' if k == validator else ''} {_cell(v)}" for k, v in lf["validators"].items()]
     lines += ["    " + "   ".join(cells[i:i + 5]) for i in range(0, len(cells), 5)]
     lines += [f"    {k} not computed: {why}" for k, why in lf["validators_skipped"].items()]
     return "\n".join(lines)
@@ -144,10 +146,6 @@ def standings_lines(standing: Mapping, *, what: str) -> str:
     """The ranking without target labels, or the validators' agreement, as text."""
     return "\n\n".join(f"{sentence}\n{text_table(h, rows)}"
                         for sentence, h, rows in standings_tables(standing, what=what))
-
-
-def _num(v: object, spec: str = ".4f") -> str:
-    return "-" if not isinstance(v, int | float) else format(v, spec)
 
 
 def train_summary(run: RunDir, *, seconds: float, evaluated: bool = False) -> str:
@@ -168,7 +166,7 @@ def train_summary(run: RunDir, *, seconds: float, evaluated: bool = False) -> st
                             ("best_val_loss", "val_total", "validation loss")):
         if name in best:
             rec = epochs.get(int(best[name]), {})
-            picks.append(f"epoch {best[name]} by {what} ({_num(rec.get(key))})")
+            picks.append(f"epoch {best[name]} by {what} ({fmt_cell(rec.get(key))})")
     if picks:
         lines.append("  best: " + "; ".join(picks))
     names = run.checkpoints()
@@ -178,10 +176,10 @@ def train_summary(run: RunDir, *, seconds: float, evaluated: bool = False) -> st
     last = summary.get("final") or {}
     if last:
         da = last.get("val_da")
-        lines.append(f"  final validation: source accuracy {_num(last.get('val_acc_s'))}, CE "
-                     f"{_num(last.get('val_ce'))}; target (no labels): distance to source "
-                     + (f"val_da {_num(da, '.4g')}, " if da is not None else "")
-                     + f"JS {_num(last.get('val_js_paper'))}")
+        lines.append(f"  final validation: source accuracy {fmt_cell(last.get('val_acc_s'))}, CE "
+                     f"{fmt_cell(last.get('val_ce'))}; target (no labels): distance to source "
+                     + (f"val_da {da:.4g}, " if isinstance(da, int | float) else "")
+                     + f"JS {fmt_cell(last.get('val_js_paper'))}")
     lines.append(("  next: " if evaluated else f"  next: sidda evaluate {run.path}   then: ")
-                 + f"sidda report {run.path} --out {run.path / 'report.html'}")
+                 + f"sidda report {run.path} --out {run.name}_report.html")
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from sidda.compare.summary import by_data
 from sidda.compare.tables import LEFT, best_notes, caption, head, row_cells
 from sidda.evaluate.standings import standings_tables
 from sidda.metrics.ranking import DEFAULT_VALIDATOR
-from sidda.plots import _figure
+from sidda.plots import figure
 from sidda.report import figure_to_data_uri
 
 __all__ = ["compare_html"]
@@ -50,9 +50,9 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], *, left: Sequence
 def _accuracy_bars(rows: Sequence[dict], *, title: str):  # noqa: ANN202 - a Figure
     """Bars: target accuracy mean +- std per method; dots: the seeds; line: source-only on source.
 
-    Drawn on :mod:`sidda.plots`' bare Figure (no pyplot, the matplotlib install hint).
+    Drawn on :func:`sidda.plots.figure` (no pyplot, the matplotlib install hint).
     """
-    fig = _figure(max(3.2, 0.75 * len(rows) + 1.2), 3.0)
+    fig = figure(max(3.2, 0.75 * len(rows) + 1.2), 3.0)
     ax = fig.add_subplot()
     x = np.arange(len(rows))
     means = [np.nan if r["target_accuracy_mean"] is None else r["target_accuracy_mean"]

@@ -28,20 +28,12 @@ from sidda.compare.summary import (
 from sidda.compare.tables import format_markdown, format_text
 from sidda.config import ConfigError, RunConfig
 from sidda.evaluate.standings import AGREEMENT_FIELDS, agreement_rows
-from sidda.evaluate.validators import check_validator_names
-from sidda.experiments.reuse import (
-    RERUN_HINT,
-    check_checkpoint_plan,
-    check_methods_available,
-    check_out_folder,
-    check_validator,
-    ensure_run,
-)
+from sidda.experiments.data import DataChecksums
+from sidda.experiments.preflight import plan_warnings
+from sidda.experiments.reuse import check_plan, ensure_run
 from sidda.methods.config import method_loss
-from sidda.metrics.ranking import DEFAULT_VALIDATOR
 from sidda.report import write_report
 from sidda.runs import atomic_write, write_csv, write_json
-from sidda.train import TrainingInterrupted
 
 __all__ = ["CompareResult", "run_compare"]
 
@@ -95,7 +87,7 @@ def run_compare(
             without target labels, and starred in the agreement tables (None:
             :data:`~sidda.metrics.DEFAULT_VALIDATOR`). Named explicitly, it must be computable
             on every data set's target test images
-            (:func:`~sidda.experiments.reuse.check_validator`).
+            (:func:`~sidda.experiments.reuse.check_plan`).
 
     Raises:
         ConfigError, DataError: a bad method, variant, seed list, data name or folder, or a
@@ -118,8 +110,6 @@ def run_compare(
         if not PLAIN_NAME.fullmatch(name):
             raise ConfigError(f"data set name {name!r} must be a plain name, e.g. shapes")
     out = Path(out)
-    check_out_folder(out)
-    check_checkpoint_plan(checkpoint, cfg)
     model = model or cfg.model.name
     plan: list[tuple[str, MethodSpec, int, RunConfig]] = []
     for name, path in data.items():
@@ -136,11 +126,9 @@ def run_compare(
                     raise ConfigError(f"{name} / {spec.token} / seed {seed}: {e}") from None
                 plan.append((name, spec, seed, run_cfg))
         check_data(name, plan[-1][3])
-    check_methods_available([s.method for s in specs])
-    chosen = check_validator_names(validator or DEFAULT_VALIDATOR)[0]
-    if validator is not None:  # asked for by name: it must score every data set's target
-        for name, *_, run_cfg in {p[0]: p for p in plan}.values():
-            check_validator(chosen, run_cfg.data, where=f"--data {name}")
+    chosen = check_plan(cfg, methods=[s.method for s in specs], validator=validator,
+                        data={f"--data {p[0]}": p[3].data for p in plan},
+                        checkpoint=checkpoint, out=out)
     info = {"data": {k: str(v) for k, v in data.items()}, "methods": [s.token for s in specs],
             "seeds": list(seeds), "model": model, "checkpoint": checkpoint,
             "loss": {s.token: method_loss(cfg.to_dict()["loss"], s.method, variant=s.variant,
@@ -149,17 +137,17 @@ def run_compare(
     info["validator"] = chosen
     logger.info("compare: %d runs (%d data sets x %d methods x %d seeds, model %s) into %s",
                 len(plan), len(data), len(specs), len(seeds), model, out)
+    for name in data:
+        for line in plan_warnings([p[3] for p in plan if p[0] == name]):
+            logger.warning("--data %s: %s", name, line)
     out.mkdir(parents=True, exist_ok=True)
     _note_left_out(out, {(name, spec.token, seed) for name, spec, seed, _ in plan})
     write_json(out / "compare_plan.json", info)
-    runs, results = [], []
+    runs, results, checksums = [], [], DataChecksums()
     for i, (name, spec, seed, run_cfg) in enumerate(plan, 1):
-        try:
-            metrics = ensure_run(run_cfg, checkpoint=checkpoint, force=force, argv=argv,
-                                 callbacks=callbacks,
-                                 label=f"[{i}/{len(plan)}] {name}/{run_cfg.name}")
-        except TrainingInterrupted as e:
-            raise e.with_hint(RERUN_HINT.format(command="compare")) from None
+        metrics = ensure_run(run_cfg, checkpoint=checkpoint, force=force, argv=argv,
+                             callbacks=callbacks, checksums=checksums, command="compare",
+                             label=f"[{i}/{len(plan)}] {name}/{run_cfg.name}")
         runs.append(run_cfg.run_dir)
         results.append({"data": name, "method": spec.token, "variant": spec.variant,
                         "seed": seed, "metrics": metrics, "run_dir": run_cfg.run_dir})
@@ -168,9 +156,7 @@ def run_compare(
     bins = {r["metrics"].get("n_bins") for r in results}
     info["n_bins"] = bins.pop() if len(bins) == 1 else None  # None: the runs differ
     write_csv(out / "compare.csv", [run_row(r) for r in results])
-    write_csv(out / "compare_summary.csv", [
-        {k: " ".join("" if v is None else repr(v) for v in x) if isinstance(x, list) else x
-         for k, x in r.items()} | {"seeds": " ".join(map(str, r["seeds"]))} for r in rows])
+    write_csv(out / "compare_summary.csv", rows)
     write_csv(out / "compare_agreement.csv", [
         row for data, st in standing.items() if st["agreement"]
         for row in agreement_rows(st["agreement"], validator=chosen, data=data)],

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sidda.evaluate.curves import mean_std as _mean_std
 from sidda.evaluate.standings import label_free_columns, run_facts, standings
 from sidda.evaluate.validators import VALIDATORS
 from sidda.metrics.ranking import DEFAULT_VALIDATOR
-from sidda.sweep import _mean_std, _metric
+from sidda.sweep import _metric
 
 __all__ = ["COMPARE_METRICS", "RUN_METRICS", "best_row", "by_data", "compare_standings",
-           "gap_closed", "run_name", "run_row", "summarize_compare"]
+           "gap_closed", "run_label", "run_row", "summarize_compare"]
 
 #: (domain, metric) pairs summarised per (data set, method), in table order.
 COMPARE_METRICS = (
@@ -113,7 +114,7 @@ def run_row(r: dict) -> dict:
     return row | {"run_dir": str(r["run_dir"])}
 
 
-def run_name(r: dict) -> str:
+def run_label(r: dict) -> str:
     """A run of a comparison in tables: ``METHOD seed K``."""
     return f"{r['method']} seed {r['seed']}"
 
@@ -128,6 +129,6 @@ def compare_standings(results: Sequence[dict], *, validator: str = DEFAULT_VALID
         groups: dict[str, list] = {}
         for r in results:
             if r["data"] == data:
-                groups.setdefault(r["method"], []).append((run_name(r), r["metrics"]))
+                groups.setdefault(r["method"], []).append((run_label(r), r["metrics"]))
         out[data] = standings(groups, validator=validator)
     return out

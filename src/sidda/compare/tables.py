@@ -22,7 +22,7 @@ from sidda.evaluate.standings import (
 )
 from sidda.metrics.ranking import DEFAULT_VALIDATOR
 
-__all__ = ["HEAD", "LEFT", "best_notes", "caption", "code_span", "format_markdown",
+__all__ = ["LEFT", "best_notes", "caption", "code_span", "format_markdown",
            "format_text", "head", "row_cells"]
 
 #: Column indices of a comparison table that are text (left-aligned).
@@ -34,10 +34,6 @@ def head(validator: str = DEFAULT_VALIDATOR) -> tuple[str, ...]:
     return ("method", "target acc (mean ± std)", "per seed", "source acc", "target ECE",
             "target Brier", "source ECE", "gap closed", "collapse", validator.upper(),
             "domain dist.")
-
-
-#: Column titles with the default validator.
-HEAD = head()
 
 
 def code_span(text: str) -> str:

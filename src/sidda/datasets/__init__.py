@@ -17,8 +17,8 @@
   :func:`format_summary`;
 - :mod:`~sidda.datasets.normcheck`: :func:`normalisation_report`,
   :func:`check_normalisation` (the images after ``data.normalize``, per domain and band);
-- :mod:`~sidda.datasets.preview`: :func:`to_rgb` (bands to colour, stretches),
-  :func:`sample_grid` (matplotlib).
+- :mod:`~sidda.datasets.preview`: :func:`to_rgb` (bands to colour, stretches), which
+  :func:`sidda.plots.sample_grid` draws with.
 
 See docs/data.md for the layouts and what each option does.
 """
@@ -69,7 +69,7 @@ from sidda.datasets.normcheck import (
     normalisation_report,
 )
 from sidda.datasets.npyfiles import DataError, ImageStats, file_checksum, scan_images
-from sidda.datasets.preview import STRETCHES, sample_grid, to_rgb
+from sidda.datasets.preview import STRETCHES, to_rgb
 from sidda.datasets.sampling import batches, cycle_batches
 
 __all__ = [
@@ -111,7 +111,6 @@ __all__ = [
     "normalize_bands",
     "resolve_data_config",
     "resolve_target_suffix",
-    "sample_grid",
     "scan_images",
     "split_indices",
     "to_rgb",

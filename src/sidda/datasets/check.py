@@ -1,6 +1,7 @@
 """Look at a data folder before training: :func:`resolve_data_config` works out its layout and
 suffixes, :func:`check_data` validates it completely and summarises it, :func:`format_summary`
-prints the summary (``sidda data check``)."""
+prints the summary (``sidda data check``); :func:`run_data_config` is how a trained run reads a
+data folder again (evaluation, the report's galleries)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,19 @@ import torch
 
 from sidda.datasets.layout import (
     DataConfig,
-    _read_manifest,
     check_class_names,
     detect_layout,
     layout_paths,
     load_domains,
+    read_manifest,
     resolve_target_suffix,
     zenodo_suffixes,
 )
 from sidda.datasets.npyfiles import DataError, file_checksum, scan_images
 from sidda.errors import short_repr
 
-__all__ = ["DataSummary", "FileSummary", "check_data", "format_summary", "resolve_data_config"]
+__all__ = ["DataSummary", "FileSummary", "check_data", "format_summary", "resolve_data_config",
+           "run_data_config"]
 
 _SOURCE_SUFFIXES = ("", "_sdss")  # source suffixes of the published sets, in order of preference
 
@@ -48,7 +50,7 @@ def resolve_data_config(
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
-    manifest = _read_manifest(root)
+    manifest = read_manifest(root)
     layout = layout or manifest.get("layout") or detect_layout(root)
     if layout is None:
         raise DataError(
@@ -110,6 +112,21 @@ class DataSummary:
     manifest: dict
     warnings: list[str] = field(default_factory=list)
     checksums_verified: int | None = None
+
+
+def run_data_config(data: DataConfig, path: str | Path, *, own: bool,
+                    target_suffix: str | None) -> DataConfig:
+    """How a run trained with ``data`` (its config's section) reads the data folder ``path``.
+
+    Without ``data.target_suffix``, the run's own folder (``own``) takes ``target_suffix``, the
+    suffix the run recorded (``run.json``), whatever the folder's manifest says now; another
+    folder takes the one its ``manifest.json`` records, or, when it has no manifest (test files
+    copied on their own), the run's.
+    """
+    dcfg = replace(data, path=str(path))
+    if dcfg.target_suffix is None and (own or not (Path(path) / "manifest.json").is_file()):
+        dcfg = replace(dcfg, target_suffix=target_suffix)
+    return dcfg
 
 
 def check_data(cfg: DataConfig, *, verify: bool = False) -> DataSummary:

@@ -33,14 +33,12 @@ from sidda.datasets.fits import check_hdus, fits_bands, is_fits, read_fits
 from sidda.datasets.imagefiles import (
     ALL_EXTENSIONS,
     GRAY_MODES,
-    IMAGE_EXTENSIONS,
-    _header,
-    _pixels,
     fit_square,
+    image_header,
+    image_pixels,
     is_image_name,
     list_image_files,
     nfc,
-    read_image_file,
 )
 from sidda.datasets.imageset import MAX_IMAGE_SIZE
 from sidda.datasets.layout import write_layout
@@ -49,7 +47,7 @@ from sidda.errors import InputError
 from sidda.generators._common import stratified_split
 from sidda.runs import atomic_dir, check_new_folder
 
-__all__ = ["IMAGE_EXTENSIONS", "import_image_folders", "read_image_file"]
+__all__ = ["import_image_folders"]
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +304,7 @@ def import_image_folders(
         if hdus is not None:
             raise InputError("--bands/--hdu select HDUs of FITS files; these images are "
                              "PNG/JPEG-style files: leave them unset")
-        modes = [_header(p) for p in every]
+        modes = [image_header(p) for p in every]
         sizes = [wh for _, wh in modes]
         if channels is None:
             channels = 1 if all(mode in GRAY_MODES for mode, _ in modes) else 3
@@ -339,7 +337,7 @@ def import_image_folders(
                 nan_pixels, nan_files = nan_pixels + n_nan, nan_files + (n_nan > 0)
                 x[i] = fit_square(pixels, size=image_size, fit=fit, clip=False)
             else:
-                x[i] = _pixels(path, channels=channels, size=image_size, fit=fit)
+                x[i] = image_pixels(path, channels=channels, size=image_size, fit=fit)
             rows.append({"domain": "source" if dom == "s" else "target", "split": split,
                          "index": i, "label": int(lab[j]) if lab[j] >= 0 else "",
                          "file": path.relative_to(folder.root).as_posix()})

@@ -42,8 +42,8 @@ from sidda.datasets.fits import FITS_EXTENSIONS, check_hdus, is_fits, read_fits
 from sidda.datasets.npyfiles import DataError
 from sidda.errors import InputError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImportSettings", "import_settings", "list_image_files",
-           "read_image_file"]
+__all__ = ["ALL_EXTENSIONS", "IMAGE_EXTENSIONS", "ImportSettings", "image_header",
+           "image_pixels", "import_settings", "list_image_files", "nfc", "read_image_file"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
@@ -120,7 +120,7 @@ def import_settings(manifest: Mapping) -> ImportSettings:
         raise DataError(f"manifest.json of an import: {e}; re-import the folder") from None
 
 
-def _header(path: Path) -> tuple[str, tuple[int, int]]:
+def image_header(path: Path) -> tuple[str, tuple[int, int]]:
     """(mode, (width, height)) without decoding the pixels."""
     from PIL import Image
 
@@ -152,7 +152,7 @@ def _scaled(path: Path, im: object, channels: int) -> np.ndarray:
                       dtype=np.float32) / 255.0
 
 
-def _pixels(path: Path, *, channels: int, size: int, fit: str) -> np.ndarray:
+def image_pixels(path: Path, *, channels: int, size: int, fit: str) -> np.ndarray:
     """One PNG/JPEG/... image file -> (size, size, channels) float32."""
     from PIL import Image
 
@@ -220,7 +220,7 @@ def read_image_file(
     if fit not in ("crop", "stretch"):
         raise InputError(f"fit must be 'crop' or 'stretch', got {fit!r}")
     if not is_fits(path):
-        return _pixels(path, channels=channels, size=size, fit=fit)
+        return image_pixels(path, channels=channels, size=size, fit=fit)
     pixels, _ = read_fits(path, hdus=hdus)
     if pixels.shape[2] != channels:
         raise DataError(f"{path}: {pixels.shape[2]} band(s), but the model takes {channels}; "

@@ -31,13 +31,13 @@ from sidda.datasets.npyfiles import (
     DataError,
     _check_labels,
     _chunk_rows,
-    _nonfinite_error,
     _open_npy,
+    nonfinite_error,
     scan_images,
 )
 
 __all__ = ["MAX_IMAGE_SIZE", "DomainData", "ImageSet", "MappedImages", "convert_images",
-           "load_split", "split_indices"]
+           "load_split", "open_images", "split_indices"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,19 @@ def _as_nchw(x: np.ndarray, path: Path, channels_first: bool | None = None) -> n
     raise DataError(
         f"{path}: images must be NHW, NHWC or NCHW (3-D or 4-D), got {x.ndim}-D shape {x.shape}"
     )
+
+
+def open_images(path: str | Path, channels_first: bool | None = None) -> np.ndarray:
+    """The images of a ``.npy`` file as stored, memory-mapped, as an (N, C, H, W) view: NHW,
+    NHWC or NCHW told apart as training reads them (``channels_first``, else
+    :func:`_channels_first`). The file is checked (a regular file, a sound header, 3-D or
+    4-D), its values are not.
+
+    Raises:
+        DataError: the file does not read as images (the message names it).
+    """
+    path = Path(path)
+    return _as_nchw(_open_npy(path), path, channels_first)
 
 
 def _convert_block(
@@ -240,7 +253,7 @@ def convert_images(x: np.ndarray, *, normalize: str, image_size: int | None, nam
                     f"{name}: image {bad} has pixels up to {float(np.abs(raw).max()):.3g}, "
                     f"which overflow float32 under data.normalize={normalize}; rescale the "
                     "images to a smaller range")
-            raise _nonfinite_error(name, bad)
+            raise nonfinite_error(name, bad)
         out[i : i + len(part)] = part
     return out
 
@@ -306,7 +319,7 @@ def load_split(
         chunk = min(_CHUNK_BYTES, max(memory_budget_mb * 2**20, 2**20) // 8)
         stats = scan_images(x, chunk_bytes=chunk)
         if stats.first_nonfinite is not None:
-            raise _nonfinite_error(images, stats.first_nonfinite)
+            raise nonfinite_error(images, stats.first_nonfinite)
         t = MappedImages(x, normalize=normalize, image_size=image_size)
         if memory_budget_mb > 0:  # 0 asks for memory-mapping: nothing to tell
             logger.info("%s: %.0f MB as float32 exceeds data.memory_budget_mb=%d; kept "

@@ -38,8 +38,8 @@ from sidda.errors import short_repr
 from sidda.runs import atomic_write
 
 __all__ = ["DEFAULT_TARGET_SUFFIX", "LAYOUTS", "DataConfig", "check_class_names",
-           "detect_layout", "layout_paths", "load_domains", "resolve_target_suffix",
-           "write_layout", "write_manifest", "zenodo_suffixes"]
+           "detect_layout", "layout_paths", "load_domains", "read_manifest",
+           "resolve_target_suffix", "write_layout", "write_manifest", "zenodo_suffixes"]
 
 LAYOUTS = ("zenodo", "mrssc2")
 #: Target suffix of a folder whose config and manifest name none (the paper's Zenodo sets).
@@ -130,7 +130,7 @@ def resolve_target_suffix(root: str | Path, target_suffix: str | None = None) ->
     if target_suffix is not None:
         return target_suffix
     try:
-        recorded = _read_manifest(Path(root)).get("target_suffix")
+        recorded = read_manifest(Path(root)).get("target_suffix")
     except DataError:
         recorded = None
     return recorded if isinstance(recorded, str) else DEFAULT_TARGET_SUFFIX
@@ -195,9 +195,13 @@ def _missing_file(path: Path, root: Path, cfg: DataConfig, *, suffix_unset: bool
     return DataError(f"{path}: file not found; {hint}")
 
 
-def _read_manifest(root: Path) -> dict:
-    """``root/manifest.json`` as a dict, or ``{}`` when the folder has none."""
-    path = root / "manifest.json"
+def read_manifest(root: str | Path) -> dict:
+    """``root/manifest.json`` as a dict, or ``{}`` when the folder has none.
+
+    Raises:
+        DataError: a manifest that is not a JSON object.
+    """
+    path = Path(root) / "manifest.json"
     if not path.is_file():
         return {}
     try:
@@ -315,7 +319,7 @@ def load_domains(cfg: DataConfig, *, splits: tuple[str, ...] = ("train", "test")
     num_classes = _count_classes(paths, sets, cfg)
     if num_classes < 2:
         raise DataError(f"{root}: the labels hold a single class; classification needs >= 2")
-    manifest = _read_manifest(root)
+    manifest = read_manifest(root)
     check_class_names(manifest.get("class_names"), num_classes, where=root / "manifest.json")
     return DomainData(
         train_s=sets["train_s"], train_t=sets["train_t"], test_s=sets["test_s"],

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sidda.datasets.imageset import _as_nchw
+from sidda.datasets.imageset import open_images
 from sidda.datasets.layout import DataConfig, layout_paths
 from sidda.datasets.normalize import NORMALIZATIONS, normalize_bands, scale_flags
-from sidda.datasets.npyfiles import DataError, _nonfinite_error, _open_npy
+from sidda.datasets.npyfiles import DataError, nonfinite_error
 from sidda.errors import InputError
 
 __all__ = ["BandStats", "NormalisationReport", "check_normalisation", "format_normalisation",
@@ -175,7 +175,7 @@ def check_normalisation(cfg: DataConfig, *, mode: str | None = None, max_images:
     sets = []
     for key in ("train_s", "train_t"):
         path = paths[key][0]
-        stored = _as_nchw(_open_npy(path), path, cfg.channels_first)  # memory-mapped, as stored
+        stored = open_images(path, cfg.channels_first)  # memory-mapped, as stored
         if stored.ndim != 4 or not len(stored) or stored.dtype.kind not in "iuf":
             raise DataError(f"{path}: not an image file that training reads; run `sidda data "
                             "check` on the folder for the problem")
@@ -184,7 +184,7 @@ def check_normalisation(cfg: DataConfig, *, mode: str | None = None, max_images:
             x = torch.from_numpy(np.asarray(stored[rows], dtype=np.float32))  # (n, C, H, W)
         finite = torch.isfinite(x).flatten(1).all(1)
         if not finite.all():
-            raise _nonfinite_error(path, int(rows[int((~finite).nonzero()[0])]))
+            raise nonfinite_error(path, int(rows[int((~finite).nonzero()[0])]))
         sets.append(x)
     return normalisation_report(sets[0], sets[1], mode=mode)
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from sidda.errors import InputError, one_line, short_repr
 
-__all__ = ["DataError", "ImageStats", "file_checksum", "scan_images"]
+__all__ = ["DataError", "ImageStats", "file_checksum", "nonfinite_error", "scan_images"]
 
 _CHUNK_BYTES = 64 << 20  # float32 bytes converted or scanned at once
 _MAX_LABEL = 2**20  # larger "labels" are not class indices (and would not fit a model)
@@ -145,7 +145,8 @@ def _chunk_rows(x: np.ndarray, chunk_bytes: int) -> int:
     return max(1, chunk_bytes // max(1, 4 * math.prod(x.shape[1:])))
 
 
-def _nonfinite_error(path: object, index: int) -> DataError:
+def nonfinite_error(path: object, index: int) -> DataError:
+    """The error for image ``index`` of ``path`` holding NaN or inf pixels."""
     return DataError(
         f"{path}: image {index} has non-finite pixels (NaN or inf, or too large for float32); "
         "fix or drop it"

@@ -1,5 +1,7 @@
-r"""Draw samples per class, source beside target (``sidda data show``): :func:`sample_grid`,
-and the colour mapping it uses, :func:`to_rgb`, which the report's galleries can call too.
+r"""Images as colour pictures: :func:`to_rgb`, the mapping ``sidda data show``
+(:func:`sidda.plots.sample_grid`) and the report's galleries draw with; :func:`check_colour`,
+its options checked once (both commands call it before any work); :func:`colour_for`, the bands
+both draw by default.
 
 :func:`to_rgb` turns images (N, C, H, W) into 8-bit RGB (N, H, W, 3). Bands go to colours by
 ``rgb`` = (band for R, band for G, band for B), or one band for grey. Without ``rgb``: one band
@@ -28,32 +30,23 @@ of :math:`I` white: :math:`s = Q\,I_{99.5} / \sinh(10 \operatorname{asinh}(Q / 1
 maps I to :math:`25.5\,\operatorname{asinh}(Q I / s) / \operatorname{asinh}(Q / 10)`).
 ``Q`` (``q``, default 8 as astropy) sets how soon the stretch turns logarithmic.
 
-matplotlib and astropy are imported inside the functions, so ``import sidda`` stays light.
+astropy is imported inside the function, so ``import sidda`` stays light; no matplotlib here.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from sidda._text import escape_mathtext
-from sidda.datasets.imageset import DomainData
 from sidda.errors import InputError
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-__all__ = ["MAX_PER_CLASS", "STRETCHES", "figure_path", "sample_grid", "to_rgb"]
+__all__ = ["STRETCHES", "check_colour", "colour_for", "to_rgb"]
 
 #: The stretches of :func:`to_rgb`.
 STRETCHES = ("linear", "asinh", "lupton")
-#: Most images per class and domain that :func:`sample_grid` draws.
-MAX_PER_CLASS = 64
 
 
 def _planes(x: np.ndarray, rgb: Sequence[int] | None) -> np.ndarray:
@@ -66,14 +59,64 @@ def _planes(x: np.ndarray, rgb: Sequence[int] | None) -> np.ndarray:
             return np.stack([x[:, 1], x.mean(1), x[:, 0]], axis=1)
         return x[:, :3]
     rgb = list(rgb)
-    if len(rgb) not in (1, 3) or not all(isinstance(b, int | np.integer) for b in rgb):
-        raise InputError(f"rgb must give 3 bands (for R, G, B) or 1 (grey), e.g. 2,1,0; got "
-                         f"{rgb!r}")
-    bad = [b for b in rgb if not 0 <= b < c]
+    bad = [b for b in rgb if b >= c]
     if bad:
-        raise InputError(f"rgb names band {bad[0]}, but the images have {c} band(s) "
+        raise InputError(f"--rgb names band {bad[0]}, but the images have {c} band(s) "
                          f"(0..{c - 1})")
     return x[:, rgb * 3 if len(rgb) == 1 else rgb]
+
+
+def _positive(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def check_colour(
+    rgb: Sequence[int] | None = None,
+    stretch: str = "linear",
+    *,
+    q: float = 8.0,
+    minimum: float | None = None,
+    stretch_range: float | None = None,
+) -> tuple[int, ...] | None:
+    """``rgb`` as a tuple once the colour options of :func:`to_rgb` are checked (the messages
+    name the command-line options). Whether the images have the bands ``rgb`` names is
+    :func:`to_rgb`'s to check.
+
+    >>> check_colour([2, 1, 0], "asinh"), check_colour(None)
+    ((2, 1, 0), None)
+
+    Raises:
+        InputError: an unknown stretch, q or stretch_range not a number > 0, a minimum that is
+            not finite, ``rgb`` not 1 or 3 band numbers >= 0.
+    """
+    if stretch not in STRETCHES:
+        raise InputError(f"--stretch must be one of {', '.join(STRETCHES)}, got {stretch!r}")
+    for option, value in (("--stretch-q", q), ("--stretch-range", stretch_range)):
+        if not _positive(value) and (value is not None or option == "--stretch-q"):
+            raise InputError(f"{option} must be a number > 0, got {value}")
+    if minimum is not None and not (isinstance(minimum, int | float)
+                                    and not isinstance(minimum, bool) and math.isfinite(minimum)):
+        raise InputError(f"--stretch-minimum must be a finite number, got {minimum}")
+    if rgb is None:
+        return None
+    rgb = tuple(rgb)
+    if len(rgb) not in (1, 3) or not all(
+            isinstance(b, int | np.integer) and not isinstance(b, bool) and b >= 0 for b in rgb):
+        raise InputError(f"--rgb takes 3 bands (for R, G, B) or 1 (grey), e.g. 2,1,0; got "
+                         f"{','.join(map(str, rgb))}")
+    return tuple(int(b) for b in rgb)
+
+
+def colour_for(manifest: dict, channels: int, rgb: Sequence[int] | None) -> tuple[int, ...] | None:
+    """The bands drawn as R, G, B: ``rgb``, else (2, 1, 0) for a FITS import with 3+ bands
+    (stored blue to red: the reddest of the three is R), else None (:func:`to_rgb`'s default).
+
+    >>> colour_for({"format": "fits"}, 3, None), colour_for({}, 3, None)
+    ((2, 1, 0), None)
+    """
+    if rgb is not None:
+        return tuple(rgb)
+    return (2, 1, 0) if manifest.get("format") == "fits" and channels >= 3 else None
 
 
 def _limits(v: np.ndarray, stretch: str, minimum: float | None, stretch_range: float | None,
@@ -133,18 +176,10 @@ def to_rgb(
     [[146, 182], [219, 255]]
 
     Raises:
-        InputError: an unknown stretch, a band ``rgb`` names that the images lack, q or
-            stretch_range not > 0.
+        InputError: bad options (:func:`check_colour`), a band ``rgb`` names that the images
+            lack.
     """
-    if stretch not in STRETCHES:
-        raise InputError(f"unknown stretch {stretch!r}; valid stretches are "
-                         f"{', '.join(STRETCHES)}")
-    if not (isinstance(q, int | float) and math.isfinite(q) and q > 0):
-        raise InputError(f"the stretch's Q must be a number > 0, got {q!r}; e.g. 8")
-    if stretch_range is not None and not (math.isfinite(stretch_range) and stretch_range > 0):
-        raise InputError(f"the stretch range must be > 0, got {stretch_range!r}")
-    if minimum is not None and not math.isfinite(minimum):
-        raise InputError(f"the stretch minimum must be a finite number, got {minimum!r}")
+    rgb = check_colour(rgb, stretch, q=q, minimum=minimum, stretch_range=stretch_range)
     x = images.detach().cpu().numpy() if torch.is_tensor(images) else np.asarray(images)
     if x.ndim != 4:
         raise InputError(f"to_rgb takes images (N, C, H, W), got shape {x.shape}")
@@ -158,109 +193,3 @@ def to_rgb(
     lo, span = _limits(np.moveaxis(v, 1, 0), stretch, minimum, stretch_range, q)
     tall = np.moveaxis(v, 1, 0).reshape(3, n * h, w)  # every image below the previous one
     return _stretched(tall, stretch, lo, span, q).reshape(n, h, w, 3)
-
-
-def sample_grid(
-    data: DomainData,
-    *,
-    per_class: int = 6,
-    class_names: list[str] | None = None,
-    random_state: int = 0,
-    scale: str = "domain",
-    title: str = "",
-    rgb: Sequence[int] | None = None,
-    stretch: str = "linear",
-    q: float = 8.0,
-    minimum: float | None = None,
-    stretch_range: float | None = None,
-) -> Figure:
-    """A grid of training images: one row per class, source samples left, target right.
-
-    A target without labels fills its side with random samples instead. Images are drawn with
-    :func:`to_rgb` (``rgb``, ``stretch``, ``q``, ``minimum``, ``stretch_range``), its limits
-    taken per domain from the shown images (``scale="domain"``, which keeps intensity
-    differences between images visible) or per image (``scale="image"``). A grid holds at
-    most :data:`MAX_PER_CLASS` columns per domain, and no more than the largest class has.
-    Labels are drawn literally (``$`` is escaped).
-
-    Returns:
-        A matplotlib ``Figure`` (no pyplot state), to ``savefig``.
-    """
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as e:  # pragma: no cover - matplotlib is installed with the plot extra
-        raise ImportError("drawing needs matplotlib: pip install 'sidda[plot]'") from e
-    if scale not in ("domain", "image"):
-        raise InputError(f"scale must be 'domain' or 'image', got {scale!r}")
-    if isinstance(per_class, bool) or not 1 <= per_class <= MAX_PER_CLASS:
-        raise InputError(f"--per-class must lie in 1..{MAX_PER_CLASS}, got {per_class}")
-    rng = np.random.default_rng(random_state)
-    k = data.num_classes
-    names = [escape_mathtext(n) for n in (class_names or range(k))]
-
-    def pick(s) -> list[list[int]]:  # noqa: ANN001 - ImageSet
-        if s.y is None:
-            idx = rng.permutation(len(s))[: k * per_class].tolist()
-            return [idx[r * per_class:(r + 1) * per_class] for r in range(k)]
-        y = s.y.numpy()
-        return [rng.permutation(np.flatnonzero(y == c))[:per_class].tolist() for c in range(k)]
-
-    blocks = []
-    for label, s in (("source", data.train_s), ("target", data.train_t)):
-        rows = pick(s)
-        flat = [i for r in rows for i in r]
-        imgs = to_rgb(s.x[torch.tensor(flat, dtype=torch.int64)], rgb=rgb, stretch=stretch,
-                      q=q, minimum=minimum, stretch_range=stretch_range,
-                      per_image=scale == "image")  # (n, H, W, 3) uint8
-        blocks.append((label, s, rows, dict(zip(flat, imgs, strict=True))))
-    per_class = max(1, max(len(r) for _, _, rows, _ in blocks for r in rows))
-
-    cols = 2 * per_class + 1  # source block, a narrow gap, target block
-    cell = 1.0 if per_class <= 8 else 0.7
-    width, height = (2 * per_class + 0.4) * cell + 1.3, k * cell + 1.0
-    fig = Figure(figsize=(width, height), dpi=100)
-    grid = fig.add_gridspec(k, cols, left=1.3 / width, right=0.99, bottom=0.02,
-                            top=1 - 0.8 / height, wspace=0.05, hspace=0.05,
-                            width_ratios=[1] * per_class + [0.4] + [1] * per_class)
-    for b, (label, s, rows, imgs) in enumerate(blocks):
-        c0 = b * (per_class + 1)
-        box = grid[0, c0 : c0 + per_class].get_position(fig)
-        note = ", unlabelled: random samples" if s.y is None else ""
-        fig.text((box.x0 + box.x1) / 2, box.y1 + 0.1 / height,
-                 escape_mathtext(f"{label}{note}\n{Path(s.name).name}: {len(s)} images"),
-                 ha="center", va="bottom", fontsize=9)
-        for r in range(k):
-            for j in range(per_class):
-                ax = fig.add_subplot(grid[r, c0 + j])
-                ax.set_xticks([])
-                ax.set_yticks([])
-                for spine in ax.spines.values():
-                    spine.set_visible(False)
-                if j < len(rows[r]):
-                    ax.imshow(imgs[rows[r][j]], interpolation="nearest")
-                if b == 0 and j == 0:
-                    ax.set_ylabel(names[r], rotation=0, ha="right", va="center", fontsize=9)
-    if title:
-        fig.suptitle(escape_mathtext(title), fontsize=10, x=0.01, y=0.995, ha="left", va="top")
-    return fig
-
-
-def figure_path(out: str | Path) -> Path:
-    """The file a figure given ``--out out`` is written to: ``out``, or ``out.png`` without a
-    suffix; its format must be one matplotlib writes.
-
-    Raises:
-        InputError: an unsupported suffix (the message lists the supported ones), or a folder.
-    """
-    from matplotlib.figure import Figure
-
-    out = Path(out)
-    if not out.suffix:
-        out = out.with_name(out.name + ".png")
-    formats = sorted(Figure().canvas.get_supported_filetypes())
-    if out.suffix[1:].lower() not in formats:
-        raise InputError(f"{out}: cannot draw a {out.suffix} file; give --out a name ending in "
-                         f"one of {', '.join('.' + f for f in formats)}, e.g. grid.png")
-    if out.is_dir():
-        raise InputError(f"{out} is a folder; give --out a file name, e.g. {out / 'grid.png'}")
-    return out

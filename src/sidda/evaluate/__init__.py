@@ -42,7 +42,14 @@ from sidda.evaluate.calibration import (
 from sidda.evaluate.curves import CurveStats, distance_curves, group_curves, mean_std
 from sidda.evaluate.diagnostics import collapse_check, domain_distances, label_free_diagnostics
 from sidda.evaluate.embedding import IsomapEmbedding, isomap_embedding
-from sidda.evaluate.importance import DomainFit, domain_classifier
+from sidda.evaluate.importance import (
+    DomainFit,
+    RiskEstimate,
+    domain_classifier,
+    domain_weights,
+    importance_weighted_risk,
+)
+from sidda.evaluate.label_free import prediction_entropy
 from sidda.evaluate.predict import (
     Predictions,
     domain_metrics,
@@ -50,16 +57,7 @@ from sidda.evaluate.predict import (
     predict,
     predict_arrays,
 )
-from sidda.evaluate.selection import (
-    PICK_RULES,
-    RULES,
-    RiskEstimate,
-    checkpoint_scores,
-    domain_weights,
-    importance_weighted_risk,
-    prediction_entropy,
-    select_checkpoints,
-)
+from sidda.evaluate.selection import PICK_RULES, RULES, checkpoint_scores, select_checkpoints
 from sidda.evaluate.validators import (
     VALIDATORS,
     Validator,

@@ -23,7 +23,8 @@ domains, what do the validators say. No target label is read.
 class k, :math:`q_k = n_k/N`, and :math:`s_k` the share of class k in the source training
 labels. The flag is raised when some class is
 
-* *over-predicted*: :math:`q_k \ge \max(2 s_k,\ s_k + 0.25)` and
+* *over-predicted*: :math:`q_k \ge \max(2 s_k,\ s_k + 0.25)` (:data:`OVER_FACTOR`,
+  :data:`OVER_MARGIN`) and
   :math:`n_k - s_k N \ge 5` (at least :data:`MIN_IMAGES` images more than its source share
   would give), or
 * *never predicted*: :math:`n_k = 0` while :math:`s_k N \ge 5` (its source share predicts at
@@ -48,6 +49,7 @@ from torch import Tensor
 
 from sidda.alignment import DIAGNOSTIC_BLUR, fixed_blur_sinkhorn, gaussian_mmd2
 from sidda.errors import InputError, short_repr
+from sidda.evaluate.label_free import prediction_entropy
 from sidda.evaluate.validators import (
     MAX_POINTS,
     NotComputable,
@@ -56,10 +58,15 @@ from sidda.evaluate.validators import (
     validator_report,
 )
 
-__all__ = ["MIN_IMAGES", "collapse_check", "domain_distances", "label_free_diagnostics"]
+__all__ = ["MIN_IMAGES", "OVER_FACTOR", "OVER_MARGIN", "collapse_check", "domain_distances",
+           "label_free_diagnostics"]
 
 #: Images a class must be over- or under-predicted by before the collapse flag counts it.
 MIN_IMAGES = 5
+#: An over-predicted class takes at least this many times its source share ...
+OVER_FACTOR = 2
+#: ... and at least this much more (a share, 0.25: 25 points).
+OVER_MARGIN = 0.25
 
 
 def collapse_check(
@@ -91,7 +98,8 @@ def collapse_check(
     q = n_k / n if n else np.zeros_like(n_k)
     over, missing, reasons = [], [], []
     for k, name in enumerate(names):
-        if q[k] >= max(2 * s[k], s[k] + 0.25) and n_k[k] - s[k] * n >= MIN_IMAGES:
+        share = q[k] >= max(OVER_FACTOR * s[k], s[k] + OVER_MARGIN)
+        if share and n_k[k] - s[k] * n >= MIN_IMAGES:
             over.append(name)
             reasons.append(f"class {name!r} takes {q[k]:.0%} of the target predictions "
                            f"({int(n_k[k])} of {int(n)}) against {s[k]:.0%} of the source labels")
@@ -142,9 +150,9 @@ def _confidence(logits: Tensor) -> tuple[float | None, float | None]:
     """Mean max-softmax and mean entropy (nats) of (N, K) logits; None for none or non-finite."""
     if not len(logits) or not bool(torch.isfinite(logits).all()):
         return None, None
-    logp = torch.log_softmax(logits.double(), dim=1)  # (N, K)
-    p = logp.exp()
-    return float(p.max(1).values.mean()), float(-(p * logp).sum(1).mean())
+    z = logits.double()  # (N, K)
+    return (float(torch.softmax(z, dim=1).max(1).values.mean()),
+            float(prediction_entropy(z).mean()))
 
 
 def _shares(counts: Sequence[float] | np.ndarray | Tensor, k: int) -> np.ndarray:

@@ -100,7 +100,8 @@ def domain_classifier(
     k = min(n_splits, n_s, n_t)
     if k < 2:
         raise ValueError(
-            f"domain_weights needs >= 2 source and >= 2 target samples, got {n_s} and {n_t}"
+            f"the domain classifier needs >= 2 source and >= 2 target samples, got {n_s} and "
+            f"{n_t}"
         )
     z = np.concatenate([latents_s.double().numpy(), latents_t.double().numpy()])  # (N_s+N_t, D)
     d = np.r_[np.zeros(n_s, int), np.ones(n_t, int)]

@@ -5,50 +5,32 @@ reads: the training record's source validation numbers and every label-free vali
 :mod:`sidda.evaluate.validators` on the two validation sets. :func:`select_checkpoints` reports
 what each rule picks among the saved checkpoints, next to the oracle that reads the target test
 labels (a bound, not a rule), and the regret of each rule. docs/evaluation.md describes each
-rule. (:func:`domain_weights`, :func:`importance_weighted_risk` and :func:`prediction_entropy`
-live in :mod:`~sidda.evaluate.importance` and :mod:`~sidda.evaluate.validators`; they are
-re-exported here.)
+rule.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 
 from sidda import metrics
-from sidda.evaluate.importance import RiskEstimate, domain_weights, importance_weighted_risk
 from sidda.evaluate.predict import Predictions
 from sidda.evaluate.validators import (
     VALIDATORS,
     ValidatorInputs,
-    prediction_entropy,
     validator_report,
 )
+from sidda.metrics.ranking import finite_number
 
-__all__ = [
-    "PICK_RULES",
-    "RULES",
-    "RiskEstimate",
-    "checkpoint_scores",
-    "domain_weights",
-    "importance_weighted_risk",
-    "prediction_entropy",
-    "select_checkpoints",
-]
+__all__ = ["PICK_RULES", "RULES", "checkpoint_scores", "select_checkpoints"]
 
 logger = logging.getLogger(__name__)
-
-#: Scores kept under their own key in a candidate (before the validator family existed), lower
-#: is better: validator name -> key. The ``validators`` dict holds the same numbers negated.
-_LEGACY_KEYS = {"entropy": "target_val_entropy", "iwv": "iwv_risk", "dev": "dev_risk"}
 
 #: Label-free selection rules: name -> (score key in the candidate dict, "min" or "max"); a
 #: dotted key ``validators.snd`` reads ``candidate["validators"]["snd"]``.
 RULES: dict[str, tuple[str, str]] = {
     "best_val_acc": ("val_acc_s", "max"),
     "best_val_loss": ("val_total", "min"),
-    **{name: (_LEGACY_KEYS[name], "min") if name in _LEGACY_KEYS else (f"validators.{name}", "max")
-       for name in VALIDATORS},
+    **{name: (f"validators.{name}", "max") for name in VALIDATORS},
 }
 #: The rules that ``--checkpoint`` accepts by name, one per validator: the others share their
 #: names with the saved checkpoints they choose during training (``best_val_acc``,
@@ -69,12 +51,9 @@ def checkpoint_scores(
     Label-free scores: ``val_acc_s`` and ``val_total`` (from the training ``record``) and
     ``validators``, the score of every validator of :data:`~sidda.evaluate.validators.VALIDATORS`
     on the two validation sets (higher is better; None where one cannot be computed, with the
-    reason in ``validators_skipped``). Three of them are also kept under their own keys, with
-    their natural sign (lower is better): ``target_val_entropy`` (mean prediction entropy on
-    the target validation images), ``iwv_risk`` and ``dev_risk`` (importance-weighted
-    source-validation cross-entropy; absent when they cannot be computed). ``val_t.labels`` is
-    never read. Reported, never used by a label-free rule: ``source_accuracy`` and
-    ``target_accuracy`` on the test sets (the latter reads target labels, for the oracle).
+    reason in ``validators_skipped``). ``val_t.labels`` is never read. Reported, never used by
+    a label-free rule: ``source_accuracy`` and ``target_accuracy`` on the test sets (the latter
+    reads target labels, for the oracle).
 
     Args:
         val_s: The checkpoint's predictions on the labelled source validation images.
@@ -88,13 +67,8 @@ def checkpoint_scores(
     out: dict = {"epoch": record.get("epoch"), "val_acc_s": record.get("val_acc_s"),
                  "val_total": record.get("val_total")}
     report = validator_report(ValidatorInputs.from_predictions(val_s, val_t))
-    scores = report["scores"]
-    out["target_val_entropy"] = None if scores["entropy"] is None else -scores["entropy"]
-    for name in ("iwv", "dev"):
-        if scores[name] is not None:
-            out[_LEGACY_KEYS[name]] = -scores[name]
-    out["validators"] = scores
-    if report["skipped"]:  # the caller says it once for all its checkpoints
+    out["validators"] = report["scores"]
+    if report["skipped"]:
         out["validators_skipped"] = report["skipped"]
     for key, pred in (("source_accuracy", test_s), ("target_accuracy", test_t)):
         if pred is not None and pred.labels is not None:
@@ -107,11 +81,10 @@ def select_checkpoints(candidates: dict[str, dict]) -> dict:
 
     Rules: ``final`` (the last epoch), ``best_val_acc`` / ``best_val_loss`` (source
     validation accuracy / validation CE + DA, as recorded in training), and one per validator
-    of :data:`~sidda.evaluate.validators.VALIDATORS` (the highest score; ``entropy``, ``iwv``
-    and ``dev`` read their legacy keys, lowest entropy or risk, which picks the same
-    checkpoint). ``oracle`` picks the highest target test accuracy: it reads target
-    labels and is a bound, not a rule. ``regret`` is the oracle's target accuracy minus the
-    rule's. Ties go to the first candidate in ``candidates`` order.
+    of :data:`~sidda.evaluate.validators.VALIDATORS` (the highest score: for ``entropy``,
+    ``iwv`` and ``dev``, the lowest entropy or risk). ``oracle`` picks the highest target test
+    accuracy: it reads target labels and is a bound, not a rule. ``regret`` is the oracle's
+    target accuracy minus the rule's. Ties go to the first candidate in ``candidates`` order.
 
     Args:
         candidates: checkpoint name -> :func:`checkpoint_scores` dict.
@@ -125,7 +98,7 @@ def select_checkpoints(candidates: dict[str, dict]) -> dict:
 
     def pick(key: str, mode: str) -> str | None:
         vals = {n: _value(c, key) for n, c in candidates.items()}
-        if not vals or any(v is None or not math.isfinite(v) for v in vals.values()):
+        if not vals or any(v is None for v in vals.values()):
             return None
         sign = 1 if mode == "min" else -1
         return min(vals, key=lambda n: sign * vals[n])  # min() keeps the first of ties
@@ -148,8 +121,8 @@ def select_checkpoints(candidates: dict[str, dict]) -> dict:
 
 def _value(candidate: dict, key: str) -> float | None:
     """``candidate[key]``, or ``candidate["a"]["b"]`` for the dotted key ``a.b``; None if
-    missing or not a number."""
+    missing or not a finite number."""
     value: object = candidate
     for part in key.split("."):
         value = value.get(part) if isinstance(value, dict) else None
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return finite_number(value)

@@ -24,12 +24,18 @@ the tables the commands print and write.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import NamedTuple
 
+from sidda._text import DASH, fmt_cell
 from sidda.evaluate.curves import mean_std
-from sidda.metrics.ranking import DEFAULT_VALIDATOR, rank_runs, validator_agreement
+from sidda.metrics.ranking import (
+    DEFAULT_VALIDATOR,
+    finite_number,
+    rank_runs,
+    validator_agreement,
+)
 
 __all__ = ["AGREEMENT_FIELDS", "DEFAULT_VALIDATOR", "RunFacts", "agreement", "agreement_rows",
            "agreement_table", "collapse_cell", "group_entry", "label_free_columns",
@@ -48,11 +54,6 @@ class RunFacts(NamedTuple):
     skipped: str | None  #: why the validator could not score this run
 
 
-def _number(x: object) -> float | None:
-    ok = isinstance(x, int | float) and not isinstance(x, bool)
-    return float(x) if ok and math.isfinite(float(x)) else None
-
-
 def run_facts(metrics: Mapping, *, validator: str = DEFAULT_VALIDATOR) -> RunFacts:
     """The :class:`RunFacts` of a ``metrics.json`` dict.
 
@@ -67,10 +68,10 @@ def run_facts(metrics: Mapping, *, validator: str = DEFAULT_VALIDATOR) -> RunFac
     if not lf:
         skipped = "no label-free diagnostics in metrics.json"
     flag = (lf.get("collapse") or {}).get("flag")
-    return RunFacts(_number(scores.get(validator)), flag if isinstance(flag, bool) else None,
-                    _number((lf.get("domain_distance") or {}).get("sinkhorn_fixed_blur")),
-                    {k: _number(v) for k, v in scores.items()},
-                    _number((metrics.get("target") or {}).get("accuracy")), skipped)
+    return RunFacts(finite_number(scores.get(validator)), flag if isinstance(flag, bool) else None,
+                    finite_number((lf.get("domain_distance") or {}).get("sinkhorn_fixed_blur")),
+                    {k: finite_number(v) for k, v in scores.items()},
+                    finite_number((metrics.get("target") or {}).get("accuracy")), skipped)
 
 
 def label_free_columns(reports: Sequence[Mapping], *, validator: str = DEFAULT_VALIDATOR
@@ -168,7 +169,7 @@ def standings(groups: Mapping[str, Sequence[tuple[str, Mapping]]], *,
     out: dict = {"validator": validator, "labelled_runs": labelled, "ranking": None,
                  "agreement": None}
     if labelled:
-        out["agreement"] = agreement(runs)
+        out["agreement"] = _agreement([(name, m, facts[name]) for name, m in runs])
         return out
     out["ranking"] = {
         "groups": label_free_ranking([group_entry(g, [facts[n] for n, _ in members])
@@ -186,16 +187,21 @@ def agreement(runs: Sequence[tuple[str, Mapping]]) -> dict | None:
     Args:
         runs: ``[(name, metrics)]``, names unique.
     """
-    items = []
-    for name, m in runs:
-        facts = run_facts(m)
-        if (m.get("label_free") or {}).get("validators") is not None:
-            items.append({"name": name, "validators": facts.validators,
-                          "target_accuracy": facts.target_accuracy})
+    return _agreement([(name, m, run_facts(m)) for name, m in runs])
+
+
+def _agreement(runs: Sequence[tuple[str, Mapping, RunFacts]]) -> dict | None:
+    """:func:`agreement` of runs whose :class:`RunFacts` are read already."""
+    items = [{"name": name, "validators": facts.validators,
+              "target_accuracy": facts.target_accuracy}
+             for name, m, facts in runs
+             if (m.get("label_free") or {}).get("validators") is not None]
     if not items or all(i["target_accuracy"] is None for i in items):
         return None
     return validator_agreement(items)
 
+
+_cell = partial(fmt_cell, digits=3, missing=DASH)
 
 #: The columns of an agreement CSV (``compare_agreement.csv`` adds ``data`` first).
 AGREEMENT_FIELDS = ("validator", "default", "weighted_spearman", "spearman", "regret", "pick",
@@ -208,10 +214,6 @@ def agreement_rows(result: Mapping, *, validator: str = DEFAULT_VALIDATOR,
     after the given ``keys``; ``default`` marks ``validator``."""
     return [dict(keys) | {"validator": name, "default": name == validator}
             | {k: v[k] for k in AGREEMENT_FIELDS[2:]} for name, v in result["validators"].items()]
-
-
-def _f(x: float | None, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
 
 
 def collapse_cell(flags: Sequence[bool | None]) -> str:
@@ -243,7 +245,7 @@ def ranking_table(ranked: Sequence[Mapping], *, validator: str, what: str
         cell = collapse_cell(e.get("flags", [e.get("collapse")]))
         if e.get("collapse") and healthy:
             cell += " (ranked after every healthy one)"
-        score = _f(e.get("score")) if e.get("score") is not None else (
+        score = _cell(e.get("score")) if e.get("score") is not None else (
             f"– (not computed: {e['why']})" if e.get("why") else "–")
         row = ["–" if e["rank"] is None else str(e["rank"]), str(e["name"]), score, cell]
         if not runs:
@@ -257,9 +259,9 @@ def agreement_table(result: Mapping, *, validator: str) -> tuple[list[str], list
     head = ["validator", "weighted Spearman", "Spearman", "regret", "pick (its target acc)"]
     rows = []
     for name, v in result["validators"].items():
-        pick = "–" if v["pick"] is None else f"{v['pick']} ({_f(v['pick_accuracy'])})"
-        rows.append([name + ("*" if name == validator else ""), _f(v["weighted_spearman"]),
-                     _f(v["spearman"]), _f(v["regret"]), pick])
+        pick = "–" if v["pick"] is None else f"{v['pick']} ({_cell(v['pick_accuracy'])})"
+        rows.append([name + ("*" if name == validator else ""), _cell(v["weighted_spearman"]),
+                     _cell(v["spearman"]), _cell(v["regret"]), pick])
     return head, rows
 
 

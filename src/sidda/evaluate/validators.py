@@ -57,13 +57,11 @@ from torch.nn import functional as F
 from sidda.errors import InputError
 from sidda.evaluate.importance import DomainFit, domain_classifier, importance_weighted_risk
 from sidda.evaluate.label_free import (
-    SND_TEMPERATURE,
     batch_nuclear_norm,
     class_ami,
     entropy_rows,
     information_maximisation,
     knn_agreement,
-    prediction_entropy,
     soft_neighbourhood_density,
 )
 
@@ -72,18 +70,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_POINTS",
-    "SND_TEMPERATURE",
     "VALIDATORS",
     "NotComputable",
     "Validator",
     "ValidatorInputs",
-    "batch_nuclear_norm",
     "check_validator_names",
-    "class_ami",
-    "information_maximisation",
-    "knn_agreement",
-    "prediction_entropy",
-    "soft_neighbourhood_density",
     "subsample_indices",
     "validator_report",
     "validator_scores",
@@ -280,35 +271,29 @@ class Validator(NamedTuple):
 
     name: str
     description: str  #: one line: what the score is, with its sign
-    reads: str  #: which inputs it needs
     score: Callable[[ValidatorInputs], float]  #: raises NotComputable when it cannot score
-    direction: str = "max"  #: always "max": higher is better
 
 
 #: The label-free validators by name, each higher-is-better.
 VALIDATORS: dict[str, Validator] = {v.name: v for v in (
-    Validator("entropy", "minus the mean prediction entropy on the target (nats)",
-              "target predictions", _entropy),
+    Validator("entropy", "minus the mean prediction entropy on the target (nats)", _entropy),
     Validator("im", "information maximisation: entropy of the mean target prediction minus "
-              "the mean entropy (nats)", "target predictions", _im),
+              "the mean entropy (nats)", _im),
     Validator("snd", "soft neighbourhood density of the target predictions (Saito et al. "
-              "2021, temperature 0.05)", "target predictions", _snd),
+              "2021, temperature 0.05)", _snd),
     Validator("bnm", "nuclear norm of the target prediction matrix over its bound sqrt(N "
-              "min(N, K)) (Cui et al. 2020)", "target predictions", _bnm),
+              "min(N, K)) (Cui et al. 2020)", _bnm),
     Validator("class_ami", "adjusted mutual information of the target predictions and a "
               "K-means clustering of the target latents (Musgrave et al. 2022)",
-              "target latents and predictions", _class_ami),
+              _class_ami),
     Validator("knn", "fraction of target predictions equal to the majority label of the 5 "
-              "nearest source validation latents", "source labels and latents, target",
-              _knn),
+              "nearest source validation latents", _knn),
     Validator("iwv", "minus the importance-weighted source validation cross-entropy "
-              "(Sugiyama et al. 2007)", "source labels and latents, target latents",
-              lambda inputs: _risk(inputs, "iwv")),
+              "(Sugiyama et al. 2007)", lambda inputs: _risk(inputs, "iwv")),
     Validator("dev", "minus the deep-embedded-validation risk: IWV with a control variate "
-              "(You et al. 2019)", "source labels and latents, target latents",
-              lambda inputs: _risk(inputs, "dev")),
+              "(You et al. 2019)", lambda inputs: _risk(inputs, "dev")),
     Validator("source_acc", "source validation accuracy (reads no target sample)",
-              "source labels and predictions", _source_acc),
+              _source_acc),
 )}
 
 

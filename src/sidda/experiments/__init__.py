@@ -5,11 +5,10 @@
 * :mod:`~sidda.experiments.training` - :func:`train_run`, :func:`resume_run`,
   :func:`run_config` (a run's ``config.yaml``), rank 0's work under torchrun;
 * :mod:`~sidda.experiments.evaluation` - :class:`TrainedRun` (a run read once),
-  :func:`load_run_model`, :func:`evaluate_run`, :func:`evaluate_runs`, :func:`evaluation_dir`,
-  :func:`needs_evaluation`; :mod:`~sidda.experiments.evaluation_data` - which images an
-  evaluation reads, and from which folder;
-* :mod:`~sidda.experiments.prediction` - :func:`predict_run` (``sidda predict``),
-  :func:`run_temperature`;
+  :func:`load_run_model`, :func:`evaluate_run`, :func:`evaluate_runs`, :func:`evaluation_dir`;
+  :mod:`~sidda.experiments.evaluation_data` - which images an evaluation reads, and from which
+  folder;
+* :mod:`~sidda.experiments.prediction` - :func:`predict_run` (``sidda predict``);
 * :mod:`~sidda.experiments.demo` - :func:`run_demo`, what ``sidda demo`` runs.
 
 The files of a run directory are read and written by :class:`sidda.runs.RunDir`.
@@ -23,9 +22,7 @@ from sidda.experiments.evaluation import (
     evaluate_runs,
     evaluation_dir,
     load_run_model,
-    needs_evaluation,
 )
-from sidda.experiments.prediction import run_temperature
 from sidda.experiments.training import resume_run, run_config, train_run
 
 __all__ = [
@@ -37,12 +34,10 @@ __all__ = [
     "evaluate_runs",
     "evaluation_dir",
     "load_run_model",
-    "needs_evaluation",
     "prepare_data",
     "resume_run",
     "run_config",
     "run_demo",
-    "run_temperature",
     "train_run",
     "write_generated",
 ]

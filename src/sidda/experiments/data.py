@@ -5,7 +5,8 @@ run's seed (source: ``train.seed``, target: ``train.seed + 1``; :func:`split_tra
 evaluation calls to rebuild the split); :func:`data_checksums` records
 the size and SHA-256 of every training file in ``environment.json``, so that a resumed run can
 refuse data that changed (:func:`check_same_data`) and a finished one is not reused on other
-data (:func:`changed_data`). :func:`write_generated` writes a
+data (:func:`changed_data`; a sweep hashes each data folder once, :class:`DataChecksums`).
+:func:`write_generated` writes a
 :func:`~sidda.generators.make_dataset` result as a data folder, all or nothing.
 """
 
@@ -31,8 +32,8 @@ from sidda.errors import short_repr
 from sidda.generators import DomainSplits
 from sidda.runs import DamagedFileError, RunDir, atomic_dir
 
-__all__ = ["changed_data", "check_same_data", "class_names", "data_checksums", "prepare_data",
-           "source_class_counts", "split_train", "write_generated"]
+__all__ = ["DataChecksums", "changed_data", "check_same_data", "class_names", "data_checksums",
+           "prepare_data", "source_class_counts", "split_train", "write_generated"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,21 @@ def data_checksums(cfg: RunConfig) -> dict[str, dict]:
                     "environment.json)", total / 2**30)
     return {p.relative_to(root).as_posix(): {"bytes": p.stat().st_size,
                                              "sha256": file_checksum(p)} for p in files}
+
+
+class DataChecksums:
+    """:func:`data_checksums` of each data folder, computed the first time a run asks for it
+    (the runs of a sweep or comparison share their data folders)."""
+
+    def __init__(self) -> None:
+        self._by_folder: dict[tuple, dict[str, dict]] = {}
+
+    def __call__(self, cfg: RunConfig) -> dict[str, dict]:
+        d = cfg.data
+        key = (str(Path(d.path).resolve()), d.layout, d.source_suffix, d.target_suffix)
+        if key not in self._by_folder:
+            self._by_folder[key] = data_checksums(cfg)
+        return self._by_folder[key]
 
 
 def changed_data(run: RunDir, cfg: RunConfig, *, now: dict | None = None,

@@ -2,7 +2,7 @@
 
 :func:`evaluate_run` writes ``metrics.json`` and the per-image arrays of one run
 (``docs/evaluation.md``); :func:`evaluate_runs` evaluates several, only those whose results are
-missing, incomplete or damaged unless told otherwise (:meth:`~sidda.runs.RunDir.needs_evaluation`),
+missing, incomplete or damaged unless told otherwise (:meth:`~sidda.runs.RunDir.evaluation`),
 as ``sidda report`` does before it renders its page. A run is read once
 (:class:`TrainedRun`: ``config.yaml`` and ``run.json``) and each checkpoint loaded once.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,6 +20,7 @@ import torch
 
 from sidda.config import RunConfig
 from sidda.datasets import DataConfig
+from sidda.datasets.check import run_data_config
 from sidda.errors import InputError
 from sidda.evaluate import (
     PICK_RULES,
@@ -43,7 +44,7 @@ from sidda.runs import RunDir, RunInfo, RunState, check_checkpoint_name
 from sidda.train.device import check_device
 
 __all__ = ["LoadedModel", "TrainedRun", "evaluate_run", "evaluate_runs", "evaluation_dir",
-           "load_run_model", "needs_evaluation"]
+           "load_run_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,16 +106,11 @@ class TrainedRun:
         return str(Path(data_path).resolve()) in own
 
     def data_config(self, data_path: str | Path | None) -> DataConfig:
-        """How to load ``data_path`` (None: the run's own data). Without ``data.target_suffix``
-        in the run's config, the run's own data takes the target suffix recorded in
-        ``run.json``, whatever its folder's manifest says now; another folder takes the one its
-        ``manifest.json`` records, and when it has no manifest (test files copied on their own),
-        the run's."""
-        dcfg = replace(self.cfg.data, path=str(data_path or self.cfg.data.path))
-        if dcfg.target_suffix is None and (self.is_own_data(data_path) or not (
-                Path(dcfg.path) / "manifest.json").is_file()):
-            dcfg = replace(dcfg, target_suffix=self.info.target_suffix)
-        return dcfg
+        """How to load ``data_path`` (None: the run's own data), by
+        :func:`~sidda.datasets.check.run_data_config` (the target suffix)."""
+        return run_data_config(self.cfg.data, data_path or self.cfg.data.path,
+                               own=self.is_own_data(data_path),
+                               target_suffix=self.info.target_suffix)
 
 
 def load_run_model(
@@ -138,7 +134,7 @@ def load_run_model(
 
 
 def evaluate_run(
-    run_dir: RunDir | str | Path,
+    run_dir: TrainedRun | RunDir | str | Path,
     *,
     data_path: str | Path | None = None,
     checkpoint: str = "final",
@@ -162,17 +158,19 @@ def evaluate_run(
       training class counts (``run.json``) as the collapse flag's reference.
 
     Args:
-        run_dir: A directory written by :func:`train_run`.
+        run_dir: A directory written by :func:`train_run` (or one read already,
+            :class:`TrainedRun`).
         data_path: Data folder (default: the one the run was trained on, with the target
             suffix it was trained with). Another folder needs only the target test images
             (labels optional); what it lacks (source test images, the run's validation split)
             is taken from the run's own data folder while it is there, else left out, and
             ``metrics.json["notes"]`` says so (:mod:`sidda.experiments.evaluation_data`).
         checkpoint: ``final``, ``best_val_acc``, ``best_val_loss``, ``epoch_0007`` (runs
-            trained with ``train.keep_epoch_checkpoints``), or a label-free rule (``entropy``,
-            ``iwv``, ``dev``; :mod:`sidda.evaluate.selection`): the saved checkpoint the rule
-            picks, from validation images only, is evaluated (``metrics.json`` records it as
-            ``checkpoint`` and the rule as ``checkpoint_rule``).
+            trained with ``train.keep_epoch_checkpoints``), or a label-free rule, any
+            validator's name (``entropy``, ``im``, ``snd``, ``iwv``, ...;
+            :data:`~sidda.evaluate.PICK_RULES`, :mod:`sidda.evaluate.selection`): the saved
+            checkpoint the rule picks, from validation images only, is evaluated
+            (``metrics.json`` records it as ``checkpoint`` and the rule as ``checkpoint_rule``).
         device: Where to compute.
         n_bins: Bins of the ECE.
         calibration: Add temperature scaling and the paper-compatible probe.
@@ -190,7 +188,8 @@ def evaluate_run(
     """
     check_bins(n_bins)
     device = str(check_device(device))
-    run = TrainedRun.open(run_dir)  # before the lock, which would make the folder
+    # read before the lock, which would make the folder
+    run = run_dir if isinstance(run_dir, TrainedRun) else TrainedRun.open(run_dir)
     out = evaluation_dir(run, data_path)
     with run.dir.lock("evaluate"):
         return _evaluate_locked(run, out, data_path=data_path, checkpoint=checkpoint,
@@ -370,12 +369,6 @@ def _predict_checkpoint(run: TrainedRun, name: str, data: EvaluationData,
     return _Scored(preds, loaded.epoch, loaded.record)
 
 
-def needs_evaluation(run_dir: RunDir | str | Path) -> bool:
-    """:meth:`RunDir.needs_evaluation <sidda.runs.RunDir.needs_evaluation>` of ``run_dir``:
-    True when ``metrics.json`` or a per-image array is missing, incomplete or damaged."""
-    return RunDir.of(run_dir).needs_evaluation()
-
-
 def evaluate_runs(
     run_dirs: Sequence[RunDir | str | Path],
     *,
@@ -388,10 +381,10 @@ def evaluate_runs(
 
     Args:
         run_dirs: Run directories written by :func:`~sidda.experiments.train_run`.
-        when: ``"missing"`` evaluates a run whose results are missing or incomplete
-            or damaged (:func:`needs_evaluation`) and reads the others' ``metrics.json`` as it
-            is (of
-            whichever checkpoint it was evaluated); ``"always"`` evaluates every run.
+        when: ``"missing"`` evaluates a run whose results are missing, incomplete or damaged
+            and keeps the others' ``metrics.json`` as it is, of whichever checkpoint it was
+            evaluated (:meth:`RunDir.evaluation <sidda.runs.RunDir.evaluation>`, read once);
+            ``"always"`` evaluates every run.
         checkpoint: Checkpoint evaluated when a run is (re-)evaluated.
         n_bins: ECE bins when a run is (re-)evaluated.
         device: Where to evaluate.
@@ -408,9 +401,9 @@ def evaluate_runs(
     device = str(check_device(device))
     out = []
     for run in map(RunDir.of, run_dirs):
-        if when == "always" or run.needs_evaluation():
+        metrics = None if when == "always" else run.evaluation()
+        if metrics is None:
             logger.info("evaluating %s (checkpoint %s)", run.path, checkpoint)
-            out.append(evaluate_run(run, checkpoint=checkpoint, n_bins=n_bins, device=device))
-        else:
-            out.append(run.metrics())
+            metrics = evaluate_run(run, checkpoint=checkpoint, n_bins=n_bins, device=device)
+        out.append(metrics)
     return out

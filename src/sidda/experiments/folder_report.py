@@ -12,13 +12,13 @@ Names are compared in Unicode NFC, as class folders are.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from sidda.datasets.imagefiles import nfc
 from sidda.metrics import classification_report, confusion_matrix
 from sidda.runs import atomic_write, write_json
 
@@ -40,10 +40,6 @@ class Score(NamedTuple):
     report: dict  # sidda.metrics.classification_report
 
 
-def _nfc(text: str) -> str:
-    return unicodedata.normalize("NFC", text)
-
-
 def folder_labels(names: Sequence[str], class_names: Sequence[str]) -> FolderLabels:
     """Labels from the first folder of each image's relative path (``"spiral/x.png"``).
 
@@ -52,18 +48,18 @@ def folder_labels(names: Sequence[str], class_names: Sequence[str]) -> FolderLab
     >>> folder_labels(["x.png"], ["a", "b"]).labels is None
     True
     """
-    index = {_nfc(c): k for k, c in enumerate(class_names)}
+    index = {nfc(c): k for k, c in enumerate(class_names)}
     tops = [n.split("/", 1)[0] if "/" in n else None for n in names]
     if not any(tops):
         return FolderLabels(None, "")
     if None in tops:
         return FolderLabels(None, "some images lie outside the sub-folders: predictions only")
-    unknown = sorted({t for t in tops if _nfc(t) not in index})
+    unknown = sorted({t for t in tops if nfc(t) not in index})
     if unknown:
         shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
         return FolderLabels(None, f"sub-folders {shown} are not class names of the run "
                             f"({', '.join(class_names)}): predictions only, no accuracy")
-    return FolderLabels(np.array([index[_nfc(t)] for t in tops]), "")
+    return FolderLabels(np.array([index[nfc(t)] for t in tops]), "")
 
 
 def score(pred: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> Score:

@@ -34,7 +34,7 @@ def enclosing_run(path: str | Path) -> RunDir | None:
     True
     """
     for folder in Path(path).resolve().parents:
-        if RunDir(folder).state != RunState.ABSENT:
+        if RunDir(folder).state_up_to(RunState.SETTING_UP) != RunState.ABSENT:
             return RunDir(folder)
     return None
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,9 +50,10 @@ from sidda.datasets import (
     list_image_files,
     read_image_file,
 )
-from sidda.datasets.fits import FITS_EXTENSIONS, check_hdus, is_fits
-from sidda.datasets.imagefiles import IMAGE_EXTENSIONS
+from sidda.datasets.fits import check_hdus, is_fits
+from sidda.datasets.imagefiles import ALL_EXTENSIONS
 from sidda.datasets.imageset import MappedImages, convert_images, load_split
+from sidda.datasets.layout import read_manifest
 from sidda.errors import InputError
 from sidda.evaluate import PICK_RULES, predict_arrays
 from sidda.evaluate.predict import NonFiniteOutputs
@@ -64,19 +64,16 @@ from sidda.runs import RunDir, atomic_write
 from sidda.runs.rundir import DATA_MANIFEST
 from sidda.train.device import check_device
 
-__all__ = ["load_images", "predict_run", "resolve_checkpoint", "run_temperature",
-           "write_predictions_csv"]
+__all__ = ["load_images", "predict_run", "resolve_checkpoint", "write_predictions_csv"]
 
 logger = logging.getLogger(__name__)
-
-_SUFFIXES = IMAGE_EXTENSIONS + FITS_EXTENSIONS
-
 
 def resolve_checkpoint(run_dir: RunDir | str | Path, checkpoint: str) -> str:
     """The checkpoint file name (without ``.pt``) that ``checkpoint`` names in ``run_dir``.
 
-    A label-free rule (``entropy``, ``iwv``, ``dev``) resolves to the checkpoint it picked in
-    the run's last evaluation (``metrics.json``).
+    A label-free rule, any validator's name (``entropy``, ``im``, ``snd``, ``iwv``, ...;
+    :data:`~sidda.evaluate.PICK_RULES`), resolves to the checkpoint it picked in the run's last
+    evaluation (``metrics.json``).
 
     Raises:
         InputError: an unknown name, a rule the run has no pick for (not evaluated yet).
@@ -93,24 +90,6 @@ def resolve_checkpoint(run_dir: RunDir | str | Path, checkpoint: str) -> str:
         return picked
     run.checkpoint(checkpoint)  # a known name, and the run has it
     return checkpoint
-
-
-def run_temperature(run_dir: RunDir | str | Path, *, checkpoint: str | None = None
-                    ) -> float | None:
-    """The temperature T an evaluation of ``run_dir`` fitted on its source validation split, for
-    ``checkpoint`` when given (:meth:`RunDir.temperature <sidda.runs.RunDir.temperature>`).
-
-    Raises:
-        DamagedFileError: ``metrics.json`` does not read, or T is not a number > 0.
-    """
-    return RunDir.of(run_dir).temperature(checkpoint)
-
-
-def _image_files(path: Path) -> list[Path]:
-    files = list_image_files(path)  # recursive, sorted, hidden files and folders skipped
-    if not files:
-        raise DataError(f"{path}: no image files ({', '.join(_SUFFIXES)}) in this folder")
-    return files
 
 
 def load_images(
@@ -147,7 +126,9 @@ def load_images(
                             f"takes {in_channels}; give it images with the bands it was trained "
                             "on")
         return [str(i) for i in range(len(images))], images.x
-    files = [path] if path.is_file() else _image_files(path)
+    files = [path] if path.is_file() else list_image_files(path)  # recursive, sorted
+    if not files:
+        raise DataError(f"{path}: no image files ({ALL_EXTENSIONS}) in this folder")
     _warn_other_kind(path, files, trained_on)
     x = np.stack([read_image_file(f, channels=in_channels, size=read_size or image_size, fit=fit,
                                   hdus=hdus)
@@ -184,8 +165,11 @@ def _import_settings(run: TrainedRun) -> ImportSettings:
         raise run.dir.damaged(DATA_MANIFEST, str(e)) from None
     folder = Path(run.cfg.data.path) / "manifest.json"
     try:
-        now = import_settings(json.loads(folder.read_text()))
-    except (OSError, ValueError, AttributeError):  # gone, not JSON, or a damaged record
+        found = read_manifest(folder.parent)
+        now = import_settings(found) if found else None
+    except DataError:  # not JSON, or a damaged record
+        now = None
+    if now is None:  # gone, or nothing to compare with
         return own
     if not recorded:  # a run from before the record: the folder is all there is
         return now

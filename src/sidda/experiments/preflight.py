@@ -1,7 +1,8 @@
 """What ``sidda train`` says before epoch 1: choices in the config that waste a run.
 
-:func:`start_warnings` returns one line per problem; :func:`~sidda.experiments.train_run` logs
-each as a warning (rank 0 only) before training starts. None of them stops the run:
+:func:`start_warnings` returns one line per problem; ``sidda train`` logs each as a warning
+(rank 0 only) before training starts, and ``sidda sweep`` and ``sidda compare`` log those of
+their planned runs once per data set (:func:`plan_warnings`). None of them stops a run:
 
 * **schedule**: a warm-up longer than :data:`WARMUP_SHARE` of the epochs, for a method that
   aligns the domains (``train.warmup`` equal to or past ``train.epochs`` is refused by the
@@ -9,8 +10,8 @@ each as a warning (rank 0 only) before training starts. None of them stops the r
   happens; the default milestones, half and four fifths of the epochs, are left alone);
 * **resizing**: ``data.image_size`` that resizes the stored images (from what size to what,
   and by which factor);
-* **where the run goes**: an ``out_dir`` other than ``runs``, the folder the README's next
-  commands name: the warning gives the exact next command instead;
+* **where the run goes** (``sidda train`` only): an ``out_dir`` other than ``runs``, the folder
+  the README's next commands name: the warning gives the exact next command instead;
 * **normalisation**: the data layer's check of the training images after ``data.normalize``
   (:func:`~sidda.datasets.check_normalisation`), e.g. a noise-free source stretched differently
   from a noisy target under ``asinh``.
@@ -19,14 +20,15 @@ each as a warning (rank 0 only) before training starts. None of them stops the r
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 from sidda.config import RunConfig
 from sidda.datasets import check_normalisation, layout_paths
+from sidda.datasets.imageset import open_images
+from sidda.errors import InputError
 
-__all__ = ["DEFAULT_OUT_DIR", "WARMUP_SHARE", "start_warnings", "stored_size"]
+__all__ = ["DEFAULT_OUT_DIR", "WARMUP_SHARE", "plan_warnings", "start_warnings"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,21 +36,6 @@ logger = logging.getLogger(__name__)
 WARMUP_SHARE = 0.8
 #: The ``out_dir`` the documentation's next commands assume (``sidda evaluate runs/NAME``).
 DEFAULT_OUT_DIR = "runs"
-
-
-def stored_size(shape: tuple[int, ...], channels_first: bool | None = None) -> tuple[int, int]:
-    """(H, W) of the images in an image file of array ``shape`` (NHW, NHWC or NCHW), by the
-    rule the data layer reads them with (the reading that gives square images wins).
-
-    >>> stored_size((10, 64, 48)), stored_size((10, 3, 32, 32)), stored_size((10, 32, 32, 5))
-    ((64, 48), (32, 32), (32, 32))
-    """
-    if len(shape) == 3:
-        return shape[1], shape[2]
-    _, a, b, c = shape
-    if channels_first is None:
-        channels_first = (b == c) if (a == b) != (b == c) else (a != b and a < c)
-    return (b, c) if channels_first else (a, b)
 
 
 def _schedule(cfg: RunConfig) -> list[str]:
@@ -75,8 +62,7 @@ def _resizing(cfg: RunConfig) -> list[str]:
     out = []
     for domain, key in (("source", "train_s"), ("target", "train_t")):
         path = paths[key][0]
-        h, w = stored_size(np.load(path, mmap_mode="r", allow_pickle=False).shape,
-                           d.channels_first)
+        h, w = open_images(path, d.channels_first).shape[2:]  # as training reads it
         if (h, w) != (size, size):
             factor = size / max(h, w)
             how = "up" if factor > 1 else "down"
@@ -99,6 +85,24 @@ def _normalisation(cfg: RunConfig) -> list[str]:
     return [f"data.normalize={report.mode}: {w}" for w in report.warnings]
 
 
+def _data_warnings(cfg: RunConfig) -> list[str]:
+    """Resizing and normalisation; none for data that does not load (training says why)."""
+    try:
+        return _resizing(cfg) + _normalisation(cfg)
+    except (InputError, OSError, ValueError):
+        return []
+
+
 def start_warnings(cfg: RunConfig) -> list[str]:
-    """The module's warnings for a run of ``cfg`` whose data loaded (one line each)."""
-    return _schedule(cfg) + _resizing(cfg) + _out_dir(cfg) + _normalisation(cfg)
+    """The module's warnings for a run of ``cfg`` (one line each)."""
+    return _schedule(cfg) + _out_dir(cfg) + _data_warnings(cfg)
+
+
+def plan_warnings(plan: Sequence[RunConfig]) -> list[str]:
+    """The warnings of runs a sweep or comparison planned on one data set, each line once: the
+    schedule of every run, the data's once (the first run's ``data`` section), no ``out_dir``
+    rule (the command chose the runs' folders)."""
+    if not plan:
+        return []
+    lines = [line for cfg in plan for line in _schedule(cfg)] + _data_warnings(plan[0])
+    return list(dict.fromkeys(lines))

@@ -1,21 +1,21 @@
 """Train and evaluate a run unless its folder already holds it, and the checks that come first.
 
 ``sidda sweep`` (:mod:`sidda.sweep`) and ``sidda compare`` (:mod:`sidda.compare`) plan many
-runs; before anything is trained they check the methods (:func:`check_methods_available`), an
-epoch checkpoint the runs must keep (:func:`check_checkpoint_plan`), the output folder
-(:func:`check_out_folder`) and a validator named on the command line (:func:`check_validator`).
-Then :func:`ensure_run` takes each run: a run that is already complete (evaluated) with the
-same config and the same training data (the SHA-256 checksums it recorded) is reused, so an
-interrupted sweep resumes where it stopped; a run whose training finished but whose evaluation
-did not (or whose evaluation files are damaged) is only evaluated; an interrupted one resumes
-from its ``last.pt``; one with another config, or trained on data that changed since, is an
-error unless ``force`` retrains it.
+runs; before anything is trained :func:`check_plan` checks the methods
+(:func:`check_methods_available`), a validator named on the command line
+(:func:`check_validator`), an epoch checkpoint the runs must keep (:func:`check_checkpoint_plan`)
+and the output folder (:func:`check_out_folder`). Then :func:`ensure_run` takes each run: a
+run that is already complete (evaluated) with the same config and the same training data (the
+SHA-256 checksums it recorded) is reused, so an interrupted sweep resumes where it stopped; a
+run whose training finished but whose evaluation did not (or whose evaluation files are
+damaged) is only evaluated; an interrupted one resumes from its ``last.pt``; one with another
+config, or trained on data that changed since, is an error unless ``force`` retrains it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -23,11 +23,12 @@ import torch
 from sidda.config import ConfigError, RunConfig
 from sidda.datasets import DataConfig, DataError, load_domains
 from sidda.errors import InputError, one_line
-from sidda.evaluate.validators import ValidatorInputs, validator_report
-from sidda.experiments.data import changed_data
+from sidda.evaluate.validators import ValidatorInputs, check_validator_names, validator_report
+from sidda.experiments.data import DataChecksums, changed_data
 from sidda.experiments.evaluation import evaluate_runs
 from sidda.experiments.training import resume_run, run_config, train_run
 from sidda.methods import method_class
+from sidda.metrics.ranking import DEFAULT_VALIDATOR
 from sidda.runs import (
     EPOCH_CHECKPOINT,
     DamagedCheckpointError,
@@ -35,10 +36,10 @@ from sidda.runs import (
     RunDir,
     RunState,
 )
-from sidda.train import resolve_device
+from sidda.train import TrainingInterrupted, resolve_device
 
 __all__ = ["RERUN_HINT", "check_checkpoint_plan", "check_methods_available",
-           "check_out_folder", "check_validator", "ensure_run"]
+           "check_out_folder", "check_plan", "check_validator", "ensure_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,13 +111,44 @@ def check_out_folder(out: Path) -> None:
                          "tables), e.g. results/mine")
 
 
+def check_plan(cfg: RunConfig, *, methods: Sequence[str], data: Mapping[str, DataConfig],
+               validator: str | None, checkpoint: str, out: Path) -> str:
+    """Every check of a sweep or comparison before anything is trained or written; the name of
+    the label-free validator of its tables (``validator``, else the default).
+
+    Args:
+        cfg: The base config.
+        methods: The methods of the runs.
+        data: Where each data set's name appears in a message (``--data shapes``) -> its data
+            config; a ``validator`` named on the command line must score each one.
+        validator: The validator asked for, or None.
+        checkpoint: The checkpoint whose metrics enter the tables.
+        out: The output folder.
+
+    Raises:
+        ConfigError, InputError: an unavailable method, an unknown validator or one that
+            cannot score a data set, an epoch checkpoint the runs will not keep, an output
+            folder that is a file.
+    """
+    check_methods_available(methods)
+    chosen = check_validator_names(validator or DEFAULT_VALIDATOR)[0]
+    if validator is not None:  # asked for by name: it must score every data set's target
+        for where, dcfg in data.items():
+            check_validator(chosen, dcfg, where=where)
+    check_checkpoint_plan(checkpoint, cfg)
+    check_out_folder(out)
+    return chosen
+
+
 def _cannot_reuse(run: RunDir, problem: str) -> InputError:
     return InputError(f"{problem}; delete {run.path} to train that run again, or pass --force "
                       "to train every run again")
 
 
-def _reusable_state(run: RunDir, cfg: RunConfig) -> RunState:
-    """How far ``run`` got, once it is known to be a run of ``cfg`` on today's data.
+def _reusable_state(run: RunDir, cfg: RunConfig, checksums: DataChecksums | None) -> RunState:
+    """How far ``run`` got, up to TRAINED (its evaluation is not read), once it is known to be a
+    run of ``cfg`` on today's data (the files' checksums from ``checksums``, else computed
+    here).
 
     Raises:
         ConfigError: ``run`` holds a run of another config (compared as resolved configs: a
@@ -132,8 +164,9 @@ def _reusable_state(run: RunDir, cfg: RunConfig) -> RunState:
         if old.to_dict() != cfg.to_dict():
             raise ConfigError(f"{run.path} exists with a different config; choose another "
                               "--out, or pass --force to retrain it")
-    state = run.state
-    if state >= RunState.TRAINED and (changed := changed_data(run, cfg)):
+    state = run.state_up_to(RunState.TRAINED)
+    now = None if checksums is None or state < RunState.TRAINED else checksums(cfg)
+    if state >= RunState.TRAINED and (changed := changed_data(run, cfg, now=now)):
         raise DataError(
             f"{run.path} was trained on data that changed since ({', '.join(changed)}: SHA-256 "
             f"differs from its environment.json); delete {run.path} or pass --force to train "
@@ -149,31 +182,51 @@ def ensure_run(
     argv: Sequence[str] = (),
     callbacks: Sequence = (),
     label: str = "",
+    checksums: DataChecksums | None = None,
+    command: str = "",
 ) -> dict:
     """Train and evaluate one run unless its directory already holds it; its ``metrics.json``.
 
     A finished run with the same config and training data is reused: its metrics as they are
-    when they are of ``checkpoint`` and complete (:meth:`~sidda.runs.RunDir.needs_evaluation`),
+    when they are of ``checkpoint`` and complete (:meth:`~sidda.runs.RunDir.evaluation`),
     else it is evaluated again; a run whose training finished is evaluated; an interrupted one
     (stopped by a signal, killed, or a machine that went down) is resumed from its
     ``last.pt`` (:func:`~sidda.experiments.resume_run`; from the start when it has none);
     anything else (no directory) is trained and evaluated.
+
+    The training files of a finished run are hashed to compare them with those it recorded;
+    give the runs of one command one :class:`~sidda.experiments.data.DataChecksums`
+    (``checksums``) so that each data folder is hashed once. ``command`` (``sweep``,
+    ``compare``) names the command that continues an interrupted run (:data:`RERUN_HINT`).
 
     Raises:
         ConfigError, DataError: the directory holds a run of another config, or one trained on
             data that changed since, and ``force`` is False.
         InputError: a reused run lost a file it needs, or one no longer reads (a checkpoint,
             a run file); the message says to delete it or to pass ``force``.
+        TrainingInterrupted: SIGTERM or SIGINT while it trained (with ``command``: saying to
+            rerun that command).
     """
+    try:
+        return _ensure_run(run_cfg, checkpoint=checkpoint, force=force, argv=argv,
+                           callbacks=callbacks, label=label, checksums=checksums)
+    except TrainingInterrupted as e:
+        if command:
+            raise e.with_hint(RERUN_HINT.format(command=command)) from None
+        raise
+
+
+def _ensure_run(run_cfg: RunConfig, *, checkpoint: str, force: bool, argv: Sequence[str],
+                callbacks: Sequence, label: str, checksums: DataChecksums | None) -> dict:
     run = RunDir(run_cfg.run_dir)
     label = label or run.name
     if run.path.exists() and not run.path.is_dir():
         raise InputError(f"{run.path} is a file where this run's folder belongs; remove it, or "
                          "choose another --out")
     device = str(resolve_device(run_cfg.train.device))
-    state = RunState.ABSENT if force else _reusable_state(run, run_cfg)
-    if state == RunState.EVALUATED:
-        metrics = run.metrics() or {}
+    state = RunState.ABSENT if force else _reusable_state(run, run_cfg, checksums)
+    metrics = run.evaluation() if state == RunState.TRAINED else None
+    if metrics is not None:
         if checkpoint in (metrics.get("checkpoint_rule"), metrics.get("checkpoint")):
             logger.info("%s: already trained and evaluated, reused", label)
             return metrics

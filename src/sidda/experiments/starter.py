@@ -105,7 +105,6 @@ def starter_config(data: str | Path, *, model: str = "cnn", name: str | None = N
     epochs = _epochs(n_s, batch)
     warmup = max(1, epochs // 4)
     per_epoch = math.ceil(n_s / batch)
-    milestones = [max(1, epochs // 2), max(2, 4 * epochs // 5)]  # what null gives
     normalize, why = _normalize(summary)
     c, h, w = summary.model_shape
     run_name = name or "".join(ch if ch.isalnum() or ch in "-_." else "_"
@@ -131,7 +130,7 @@ loss:
 train:
   epochs: {epochs}  # about {TARGET_STEPS} steps of {batch} images ({per_epoch} per epoch)
   warmup: {warmup}  # epochs of cross-entropy only before the domains are aligned
-  milestones: null  # the learning rate drops 10x after half and 4/5 of the epochs: {milestones}
+  milestones: null  # the learning rate drops 10x after half and 4/5 of the epochs: MILESTONES
   batch_size: {batch}  # images per domain per step (at most a quarter of the smaller set)
   seed: 0
   device: auto          # a GPU when there is one
@@ -141,4 +140,5 @@ train:
         loaded = RunConfig.from_dict(yaml.safe_load(text))
     except ConfigError as e:  # a bug in the template: say so plainly
         raise RuntimeError(f"the starter config does not load: {e}") from None
+    text = text.replace("MILESTONES", str(loaded.train.resolved_milestones()), 1)  # null's
     return Starter(text, loaded)

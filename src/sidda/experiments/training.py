@@ -32,7 +32,6 @@ from sidda.experiments.data import (
     prepare_data,
     source_class_counts,
 )
-from sidda.experiments.preflight import start_warnings
 from sidda.models import build_model
 from sidda.runs import (
     LOCK_NAME,
@@ -179,6 +178,7 @@ def train_run(
     force: bool = False,
     callbacks: Sequence[Callback] = (),
     ctx: DistContext | None = None,
+    before_training: Callable[[], None] | None = None,
 ) -> Path:
     """Train one run into ``cfg.run_dir`` and return that directory.
 
@@ -195,6 +195,9 @@ def train_run(
         ctx: This process's rank and device under torchrun
             (:func:`~sidda.train.distributed.init_distributed`); None: one process on
             ``cfg.train.device``.
+        before_training: Called on rank 0 once the data has loaded and the run directory is
+            set up, before epoch 1 (``sidda train`` logs its start warnings there,
+            :func:`~sidda.experiments.preflight.start_warnings`).
 
     Raises:
         ConfigError, DataError: before anything is written.
@@ -207,7 +210,8 @@ def train_run(
     run_dir = run.path
 
     def refuse_existing() -> None:
-        if run_dir.exists() and not force and run.state != RunState.SETTING_UP:
+        if run_dir.exists() and not force and (
+                run.state_up_to(RunState.SET_UP) != RunState.SETTING_UP):
             raise FileExistsError(
                 f"{run_dir} already exists; continue it with `sidda train --resume {run_dir}`, "
                 "choose another name (--set name=...), or pass --force to replace it"
@@ -232,7 +236,7 @@ def train_run(
 
     def write_run() -> None:  # everything is valid and the folder is ours: only now write
         refuse_existing()  # again, under the lock: another process may have made it meanwhile
-        if run.state == RunState.SETTING_UP and any(
+        if run.state_up_to(RunState.SET_UP) == RunState.SETTING_UP and any(
                 p.name != LOCK_NAME for p in run_dir.iterdir()):
             logger.info("%s holds an unfinished setup (no run.json); starting it again", run_dir)
         environment = _environment(cfg, data_checksums(cfg))
@@ -244,13 +248,10 @@ def train_run(
             run.clear()  # no half-made run: the next try starts cleanly
             raise
 
-    def warn() -> None:
-        for line in start_warnings(cfg):
-            logger.warning("%s", line)
-
     with _run_lock(run, ctx, "train"):
         on_rank0(write_run, ctx)
-        on_rank0(warn, ctx)
+        if before_training is not None:
+            on_rank0(before_training, ctx)
         with _loggers(cfg, run, ctx, callbacks) as every:
             hist = fit(
                 model, sets["train_s"], sets["train_t"], cfg.train, loss=cfg.loss,
@@ -311,7 +312,7 @@ def resume_run(
 
     def prepare_dir() -> None:
         checksums = data_checksums(cfg)
-        if run.state >= RunState.SET_UP:
+        if run.state_up_to(RunState.SET_UP) >= RunState.SET_UP:
             check_same_data(run, cfg, now=checksums)
         else:
             logger.info("%s was stopped during its setup; completing it and starting from the "

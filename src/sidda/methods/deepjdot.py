@@ -46,6 +46,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from sidda._sinkhorn import entropic_plan
+from sidda.losses import check_latents
 from sidda.methods.base import DAMethod, MethodOutput, StepOutputs
 
 __all__ = ["DeepJDOT", "entropic_plan", "jdot_cost"]
@@ -63,11 +64,7 @@ def jdot_cost(z_s: Tensor, z_t: Tensor, logits_t: Tensor, y_s: Tensor, *,
         alpha: Weight of the normalised squared latent distance.
         lam: Weight of the cross-entropy of the target predictions under the source labels.
     """
-    if z_s.ndim != 2 or z_t.ndim != 2 or z_s.shape[1] != z_t.shape[1]:
-        raise ValueError(f"latents must be (B_s, D) and (B_t, D), got {tuple(z_s.shape)} and "
-                         f"{tuple(z_t.shape)}; flatten them with z.flatten(1)")
-    if len(z_s) == 0 or len(z_t) == 0:
-        raise ValueError("DeepJDOT needs at least one source and one target latent")
+    check_latents(z_s, z_t)
     d2 = ((z_s * z_s).sum(1)[:, None] + (z_t * z_t).sum(1)[None, :]
           - 2 * z_s @ z_t.T).clamp_min(0)  # (B_s, B_t)
     scale = d2.detach().mean().clamp_min(1e-12)

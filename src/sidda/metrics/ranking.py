@@ -41,8 +41,8 @@ import numpy as np
 
 from sidda.errors import InputError
 
-__all__ = ["DEFAULT_VALIDATOR", "RANK_POWER", "rank_runs", "regret", "spearman",
-           "validator_agreement", "weighted_spearman"]
+__all__ = ["DEFAULT_VALIDATOR", "RANK_POWER", "finite_number", "rank_runs", "regret",
+           "spearman", "validator_agreement", "weighted_spearman"]
 
 #: The validator that orders runs when no target labels say which is best (compare, sweep).
 #: IM: no tuned constant, linear in the number of images, rewards confident and class-balanced
@@ -143,7 +143,12 @@ def _check_runs(runs: Sequence[Mapping]) -> list[str]:
     return names
 
 
-def _number(x: object) -> float | None:
+def finite_number(x: object) -> float | None:
+    """``x`` as a float when it is a finite number (not a bool), else None.
+
+    >>> finite_number(2), finite_number(float("nan")), finite_number(True), finite_number("1")
+    (2.0, None, None, None)
+    """
     ok = isinstance(x, int | float | np.floating | np.integer) and not isinstance(x, bool)
     return float(x) if ok and math.isfinite(float(x)) else None
 
@@ -175,7 +180,7 @@ def rank_runs(runs: Sequence[Mapping], validator: str) -> list[dict]:
     if validator not in _known(runs):
         raise InputError(f"no run has a {validator!r} score; the runs have "
                          f"{', '.join(_known(runs)) or 'no validator scores'}")
-    scores = [_number(run["validators"].get(validator)) for run in runs]
+    scores = [finite_number(run["validators"].get(validator)) for run in runs]
     order = sorted((i for i, s in enumerate(scores) if s is not None),
                    key=lambda i: -scores[i])  # stable: ties keep the given order
     out: list[dict] = []
@@ -216,12 +221,12 @@ def validator_agreement(runs: Sequence[Mapping], *,
         if name not in known:
             raise InputError(f"no run has a {name!r} score; choose from "
                              f"{', '.join(known) or 'nothing (no validator scores)'}")
-    acc = [_number(run.get("target_accuracy")) for run in runs]
+    acc = [finite_number(run.get("target_accuracy")) for run in runs]
     labelled = [i for i, a in enumerate(acc) if a is not None]
     best = max(labelled, key=lambda i: acc[i], default=None)  # max keeps the first of ties
     out: dict = {}
     for name in wanted:
-        s = [_number(run["validators"].get(name)) for run in runs]
+        s = [finite_number(run["validators"].get(name)) for run in runs]
         scored = [i for i, x in enumerate(s) if x is not None]
         both = [i for i in scored if acc[i] is not None]
         pick = max(scored, key=lambda i: s[i], default=None)

@@ -22,9 +22,8 @@ Sections, in order:
   classification reports, the config and the data manifest.
 """
 
-from sidda.report.gallery import check_colour
 from sidda.report.markup import figure_to_data_uri
 from sidda.report.page import ISOMAP_POINTS, build_report, check_isomap_points, write_report
 
-__all__ = ["ISOMAP_POINTS", "build_report", "check_colour", "check_isomap_points",
+__all__ = ["ISOMAP_POINTS", "build_report", "check_isomap_points",
            "figure_to_data_uri", "write_report"]

@@ -32,7 +32,7 @@ import numpy as np
 
 from sidda._text import escape_mathtext
 from sidda.evaluate.curves import mean_std
-from sidda.plots import _figure, _maybe_log
+from sidda.plots import figure, maybe_log, require_matplotlib
 from sidda.runs import History
 
 if TYPE_CHECKING:
@@ -174,6 +174,7 @@ def training_curves(curves: Mapping[str, Sequence[History]]) -> dict[str, Figure
         figure title -> :class:`matplotlib.figure.Figure`, in :data:`CURVE_FIGURES` order;
         a figure none of whose panels has a point is left out.
     """
+    require_matplotlib()  # the install hint, before matplotlib is imported here
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
@@ -194,7 +195,7 @@ def training_curves(curves: Mapping[str, Sequence[History]]) -> dict[str, Figure
             continue
         ncols = min(len(panels), 3)
         nrows = math.ceil(len(panels) / ncols)
-        fig = _figure(4.3 * ncols, 3.0 * nrows + 0.3 * math.ceil((len(curves) + 3) / 4))
+        fig = figure(4.3 * ncols, 3.0 * nrows + 0.3 * math.ceil((len(curves) + 3) / 4))
         fig.suptitle(title)
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for ax in axes[len(panels):]:
@@ -215,7 +216,7 @@ def training_curves(curves: Mapping[str, Sequence[History]]) -> dict[str, Figure
                                     color=colours[label])
                     values += [ln.mean - ln.std, ln.mean + ln.std]
             if log:
-                _maybe_log(ax, np.concatenate(values))
+                maybe_log(ax, np.concatenate(values))
             floor = series[0].column == "blur" and min(v.min() for v in values) < 10 * _BLUR_FLOOR
             if floor:
                 ax.axhline(_BLUR_FLOOR, color="0.5", ls=":", lw=1)

@@ -8,9 +8,10 @@ first); ties go to the earlier image. A class the run never predicts shows none.
 
 The images are the target test images of the run's data folder as stored (no normalisation),
 in file order, which is the row order of ``probs_target.npy``; the report checks that the
-counts agree. Colour as ``sidda data show`` draws it (:func:`sidda.datasets.to_rgb`): FITS
-imports with three or more bands as z -> R, r -> G, g -> B (``rgb=(2, 1, 0)``), other data by
-``to_rgb``'s default, unless ``rgb`` is given; the stretch limits come from all the images of
+counts agree. Colour as ``sidda data show`` draws it (:func:`sidda.datasets.to_rgb`,
+:func:`~sidda.datasets.preview.colour_for`): FITS imports with three or more bands as
+z -> R, r -> G, g -> B (``rgb=(2, 1, 0)``), other data by ``to_rgb``'s default, unless ``rgb``
+is given; the stretch limits come from all the images of
 one run's gallery together, so brightness differences between thumbnails are real. Each image
 is shrunk by an integer block mean to at most :data:`THUMB_PIXELS` pixels a side and embedded
 as a PNG; a page of many runs shows fewer images per class (:func:`per_side_for`), so that it
@@ -29,14 +30,16 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from sidda.datasets import DataConfig, DataError, load_domains, to_rgb
-from sidda.datasets.preview import STRETCHES
+from sidda.config import RunConfig
+from sidda.datasets import DataError, load_domains, to_rgb
+from sidda.datasets.check import run_data_config
+from sidda.datasets.preview import colour_for
 from sidda.errors import InputError
 from sidda.report.loading import ReportRun
 from sidda.report.markup import esc, png_data_uri, relative_path
 
-__all__ = ["MAX_THUMBNAILS", "PER_SIDE", "THUMB_PIXELS", "GalleryPick", "check_colour",
-           "colour_for", "gallery_html", "per_side_for", "pick_gallery", "thumbnail"]
+__all__ = ["MAX_THUMBNAILS", "PER_SIDE", "THUMB_PIXELS", "GalleryPick", "gallery_html",
+           "per_side_for", "pick_gallery", "thumbnail"]
 
 #: Images per predicted class on each side (most confident, least confident).
 PER_SIDE = 6
@@ -101,37 +104,6 @@ def thumbnail(rgb: np.ndarray, *, max_pixels: int = THUMB_PIXELS) -> np.ndarray:
     return np.round(blocks.mean(axis=(1, 3))).astype(np.uint8)
 
 
-def check_colour(rgb: Sequence[int] | None, stretch: str) -> tuple[int, ...] | None:
-    """``rgb`` as a tuple after checking it and ``stretch``.
-
-    Raises:
-        InputError: an unknown stretch, or ``rgb`` not 1 or 3 band numbers >= 0.
-    """
-    if stretch not in STRETCHES:
-        raise InputError(f"--stretch must be one of {', '.join(STRETCHES)}, got {stretch!r}")
-    if rgb is None:
-        return None
-    rgb = tuple(rgb)
-    if len(rgb) not in (1, 3) or not all(
-            isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in rgb):
-        raise InputError(f"--rgb takes 3 band numbers (for R, G, B) or 1 (grey), e.g. 2,1,0; "
-                         f"got {','.join(map(str, rgb))}")
-    return rgb
-
-
-def colour_for(manifest: dict, channels: int, rgb: Sequence[int] | None) -> tuple[int, ...] | None:
-    """The bands drawn as R, G, B: ``rgb``, else (2, 1, 0) for a FITS import with 3+ bands
-    (stored blue to red), else None (:func:`~sidda.datasets.to_rgb`'s default), as ``sidda
-    data show`` chooses.
-
-    >>> colour_for({"format": "fits"}, 3, None), colour_for({}, 3, None)
-    ((2, 1, 0), None)
-    """
-    if rgb is not None:
-        return tuple(rgb)
-    return (2, 1, 0) if manifest.get("format") == "fits" and channels >= 3 else None
-
-
 class _Images(NamedTuple):
     x: object  #: (N, C, H, W) images as stored, indexable with an int64 tensor
     manifest: dict
@@ -139,14 +111,14 @@ class _Images(NamedTuple):
 
 
 def _target_test_images(run: ReportRun) -> _Images:
-    """The run's target test images, as stored (may raise DataError, ValueError, TypeError)."""
-    cfg = run.config_dict or {}
-    known = DataConfig.__dataclass_fields__
-    data = {k: v for k, v in (cfg.get("data") or {}).items() if k in known}
-    dcfg = replace(DataConfig(**data), path=str(run.data_path), normalize="none",
-                   memory_budget_mb=0)
-    if dcfg.target_suffix is None:
-        dcfg = replace(dcfg, target_suffix=run.info.target_suffix)
+    """The run's target test images, as stored, from the folder its evaluation read: the run's
+    own (the evaluation in the run directory), read as evaluation reads it
+    (:func:`~sidda.datasets.check.run_data_config`); may raise DataError, ValueError,
+    TypeError."""
+    cfg = RunConfig.from_dict(run.config_dict or {})
+    dcfg = replace(run_data_config(cfg.data, run.data_path, own=True,
+                                   target_suffix=run.info.target_suffix),
+                   normalize="none", memory_budget_mb=0)
     loaded = load_domains(dcfg, splits=("test",))
     return _Images(loaded.test_t.x, loaded.manifest or run.manifest,
                    _index_files(Path(dcfg.path), len(loaded.test_t)))
@@ -185,16 +157,15 @@ def gallery_html(run: ReportRun, *, base: Path, rgb: Sequence[int] | None = None
         return head + (f"<p class='note'>Not drawn: {where} holds {len(images.x)} target test "
                        f"images but the evaluation has {len(probs)}; the data changed since. "
                        "Re-evaluate with sidda evaluate.</p>")
-    channels = int(images.x.shape[1])
-    bands = colour_for(images.manifest, channels, rgb)
-    if bands is not None and max(bands) >= channels:
-        raise InputError(f"--rgb names band {max(bands)}, but the images of run "
-                         f"{run.label} have {channels} band(s) (0..{channels - 1})")
+    bands = colour_for(images.manifest, int(images.x.shape[1]), rgb)
     picks = pick_gallery(probs, per_side=per_side)
     shown = np.array([i for g in picks for i in (*g.most, *g.least)], dtype=np.int64)
     if not len(shown):
         return head
-    rgb8 = to_rgb(images.x[torch.from_numpy(shown)], rgb=bands, stretch=stretch)
+    try:
+        rgb8 = to_rgb(images.x[torch.from_numpy(shown)], rgb=bands, stretch=stretch)
+    except InputError as e:  # a band --rgb names that the images lack, a bad --stretch
+        raise InputError(f"run {run.label}: {e}") from None
     thumbs = {int(i): png_data_uri(thumbnail(im)) for i, im in zip(shown, rgb8, strict=True)}
     names = list(run.class_names or [])
     if len(names) != probs.shape[1]:

@@ -29,8 +29,10 @@ class ReportRun(NamedTuple):
     history: History
 
     @classmethod
-    def read(cls, run: RunDir, label: str) -> ReportRun:
-        return cls(run, label, run.metrics() or {}, run.info(), run.summary() or {},
+    def read(cls, run: RunDir, label: str, *, metrics: dict | None = None) -> ReportRun:
+        """The run's files; ``metrics``: its ``metrics.json`` when already read."""
+        metrics = run.metrics() if metrics is None else metrics
+        return cls(run, label, metrics or {}, run.info(), run.summary() or {},
                    run.manifest(), run.config_text(), run.history())
 
     @property

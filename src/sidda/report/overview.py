@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sidda.evaluate.diagnostics import MIN_IMAGES, OVER_FACTOR, OVER_MARGIN
 from sidda.metrics import DEFAULT_VALIDATOR
 from sidda.report.loading import ReportRun
 from sidda.report.markup import esc, fmt
@@ -117,11 +118,12 @@ def overview_html(runs: Sequence[ReportRun]) -> str:
         + f"<div class='wide'><table>{head}<tbody>{''.join(body)}</tbody></table></div>"
         "<p class='note'>Per class: the share of target test images predicted as it, and in "
         "brackets its share of the source training labels; highlighted: a class the collapse "
-        "rule names. <b>Collapse</b>: raised when a class takes at least twice its source share "
-        "(and 25 points more), or a class with a source share is never predicted, by 5 images "
-        "or more; a label shift can raise it too, so it says look, not failed (hover for the "
-        "reasons). Mean confidence: softmax maximum; entropy in nats. Domain distance between "
-        "source validation and target latents: debiased Sinkhorn divergence at a fixed blur, "
+        f"rule names. <b>Collapse</b>: raised when a class takes at least {OVER_FACTOR} times "
+        f"its source share (and {100 * OVER_MARGIN:.0f} points more), or a class with a source "
+        f"share is never predicted, by {MIN_IMAGES} images or more; a label shift can raise "
+        "it too, so it says look, not failed (hover for the reasons). Mean confidence: softmax "
+        "maximum; entropy in nats. Domain distance between source validation and target "
+        "latents: debiased Sinkhorn divergence at a fixed blur, "
         "Gaussian-kernel MMD\u00b2, balanced accuracy of a domain classifier and its proxy "
         "A-distance (0: indistinguishable). Validators rank checkpoints and runs without target "
         f"labels; \u2605 marks the default ({esc(DEFAULT_VALIDATOR)}); hover a dash for why a "

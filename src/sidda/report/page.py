@@ -10,7 +10,7 @@ from pathlib import Path
 from sidda._version import __version__
 from sidda.errors import InputError, short_repr
 from sidda.report.curves import seed_groups, training_curves
-from sidda.report.gallery import check_colour, per_side_for
+from sidda.report.gallery import per_side_for
 from sidda.report.loading import ReportRun, run_labels
 from sidda.report.markup import CSS, esc, img
 from sidda.report.overview import overview_html
@@ -21,7 +21,7 @@ from sidda.report.sections import (
     selection_html,
     summary_html,
 )
-from sidda.runs import RunDir, RunState, atomic_write
+from sidda.runs import RunDir, atomic_write
 
 __all__ = ["ISOMAP_POINTS", "build_report", "check_isomap_points", "write_report"]
 
@@ -78,8 +78,8 @@ def build_report(
         base: The folder the page will be in: every path on it is relative to this folder
             (default: the current directory).
         rgb: Bands drawn as R, G, B in the galleries (default as ``sidda data show``:
-            :func:`~sidda.report.gallery.colour_for`).
-        stretch: Stretch of the galleries (:func:`sidda.datasets.to_rgb`).
+            :func:`~sidda.datasets.preview.colour_for`).
+        stretch: Stretch of the galleries (:func:`sidda.datasets.to_rgb`, which checks both).
 
     Raises:
         FileNotFoundError: a run is not evaluated; DamagedFileError: a run file does not read;
@@ -88,17 +88,11 @@ def build_report(
     if not run_dirs:
         raise ValueError("build_report needs at least one run directory")
     check_isomap_points(isomap_points)
-    rgb = check_colour(rgb, stretch)
     base = Path.cwd() if base is None else Path(base)
     dirs = [RunDir.of(p) for p in run_dirs]
-    for run in dirs:  # every run before reading any
-        run.require(RunState.EVALUATED)
-    runs = [ReportRun.read(run, label) for run, label in zip(dirs, run_labels(dirs), strict=True)]
-    if rgb is not None:
-        for r in runs:
-            if max(rgb) >= r.info.in_channels:
-                raise InputError(f"--rgb names band {max(rgb)}, but run {r.label} has "
-                                 f"{r.info.in_channels} band(s) (0..{r.info.in_channels - 1})")
+    evaluations = [run.require_evaluation() for run in dirs]  # every run before reading any
+    runs = [ReportRun.read(run, label, metrics=m)
+            for run, label, m in zip(dirs, run_labels(dirs), evaluations, strict=True)]
     per_side = per_side_for([r.info.num_classes for r in runs])
     title = title or ("sidda report: " + ", ".join(r.label for r in runs))
     stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
@@ -141,7 +135,6 @@ def write_report(
         rgb: Bands drawn as R, G, B in the galleries (default as ``sidda data show``).
         stretch: Stretch of the galleries.
     """
-    check_isomap_points(isomap_points)
     out = Path(out)
     text = build_report(run_dirs, title=title, isomap_points=isomap_points,
                         extra_html=extra_html, base=out.absolute().parent, rgb=rgb,

@@ -117,10 +117,13 @@ def selection_html(runs: list[ReportRun]) -> str:
         cands = r.metrics.get("selection", {}).get("candidates", {})
         if not cands:
             continue
-        keys = ["epoch", "val_acc_s", "val_total", "target_val_entropy", "iwv_risk",
-                "dev_risk", "source_accuracy", "target_accuracy"]
+        keys, scored = ["epoch", "val_acc_s", "val_total"], ["entropy", "iwv", "dev"]
+        accs = ["source_accuracy", "target_accuracy"]
         detail.append(f"<h4>{esc(r.label)}</h4>" + table(
-            ["checkpoint", *keys], [[n, *(c.get(k) for k in keys)] for n, c in cands.items()]))
+            ["checkpoint", *keys, *(f"validator {v}" for v in scored), *accs],
+            [[n, *(c.get(k) for k in keys),
+              *((c.get("validators") if isinstance(c.get("validators"), dict) else {}).get(v)
+                for v in scored), *(c.get(k) for k in accs)] for n, c in cands.items()]))
     return (
         "<h2 id='selection'>Label-free checkpoint selection</h2>"
         "<p class='note'>Target test accuracy of the checkpoint that each rule picks among the "
@@ -132,7 +135,8 @@ def selection_html(runs: list[ReportRun]) -> str:
         "CE, weights from a domain classifier on the latents (Sugiyama et al. 2007); "
         "<b>dev</b>: the same with the control variate of deep embedded validation (You et "
         "al. 2019). <b>oracle</b>: the best checkpoint by target test labels &mdash; not a "
-        "usable rule, it shows what the choice costs.</p>"
+        "usable rule, it shows what the choice costs. The validators' scores of every "
+        "checkpoint are signed so that higher is better (minus the entropy or risk).</p>"
         + body + "<details><summary>Scores of every checkpoint</summary>"
         + "".join(detail) + "</details>"
     )

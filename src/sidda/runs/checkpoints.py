@@ -47,7 +47,7 @@ def check_checkpoint_name(name: object) -> str:
         return name
     raise InputError(f"unknown checkpoint {short_repr(name)}; use one of {', '.join(CHECKPOINTS)}"
                      ", an epoch checkpoint such as epoch_0007 (train.keep_epoch_checkpoints), or "
-                     "a label-free rule (entropy, iwv, dev)")
+                     "a label-free rule (a validator's name: entropy, im, snd, iwv, ...)")
 
 
 def model_checkpoints(run_dir: str | Path) -> list[str]:

@@ -241,9 +241,24 @@ def _jsonable(o: object) -> object:
     raise TypeError(f"cannot write {type(o).__name__} as JSON")
 
 
+def csv_cell(value: object) -> object:
+    """A value as :func:`write_csv` writes it: None empty, a list or tuple its items separated
+    by spaces (None items empty), anything else as it is.
+
+    >>> csv_cell([0.5, None, True]), csv_cell(None), csv_cell(3)
+    ('0.5  True', '', 3)
+    """
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple):
+        return " ".join("" if v is None else str(v) for v in value)
+    return value
+
+
 def write_csv(path: str | Path, rows: Iterable[dict], *, fields: Sequence[str] = ()) -> Path:
     """Atomically write dict rows as CSV; the header is ``fields``, then the other keys of the
-    rows in first-seen order (a file of no rows holds the header alone)."""
+    rows in first-seen order (a file of no rows holds the header alone); cells by
+    :func:`csv_cell`."""
     rows = list(rows)
     fields = list(fields)
     for r in rows:
@@ -252,7 +267,7 @@ def write_csv(path: str | Path, rows: Iterable[dict], *, fields: Sequence[str] =
     w = csv.DictWriter(buf, fieldnames=fields, restval="")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+        w.writerow({k: csv_cell(v) for k, v in r.items()})
     return atomic_write(path, buf.getvalue())
 
 

@@ -130,15 +130,27 @@ class RunDir:
     @property
     def state(self) -> RunState:
         """Where the run is in its lifecycle (module docstring)."""
+        return self.state_up_to(RunState.EVALUATED)
+
+    def state_up_to(self, last: RunState) -> RunState:
+        """:attr:`state`, looking no further than ``last``: a run past it reports ``last``,
+        and what only a later state needs is not read (below EVALUATED, ``metrics.json`` and
+        the arrays are never opened).
+
+        >>> RunDir("runs/a").state_up_to(RunState.SET_UP)
+        <RunState.ABSENT: 0>
+        """
         if not self.path.is_dir():
             return RunState.ABSENT
         if (self.path / INFO).is_file():
-            if not (self.path / SUMMARY).is_file():
-                return RunState.SET_UP
-            return RunState.TRAINED if self.needs_evaluation() else RunState.EVALUATED
+            if last <= RunState.SET_UP or not (self.path / SUMMARY).is_file():
+                return min(RunState.SET_UP, last)
+            if last <= RunState.TRAINED:
+                return RunState.TRAINED
+            return RunState.TRAINED if self.evaluation() is None else RunState.EVALUATED
         if all(p.name in SETUP_FILES or (p.name.startswith(".") and ".tmp" in p.name)
                for p in self.path.iterdir()):
-            return RunState.SETTING_UP
+            return min(RunState.SETTING_UP, last)
         return RunState.ABSENT  # someone else's files: not a run
 
     def require(self, at_least: RunState = RunState.SET_UP) -> None:
@@ -148,10 +160,7 @@ class RunDir:
         ``TRAINED`` for ``run.json``, ``EVALUATED`` for a complete evaluation.
         """
         if at_least >= RunState.EVALUATED:
-            if self.needs_evaluation():
-                raise FileNotFoundError(
-                    f"{self.path}: no complete evaluation (no {METRICS}, or an incomplete "
-                    f"one); run `sidda evaluate {self.path}` first")
+            self.require_evaluation()
             return
         need = CONFIG if at_least <= RunState.SETTING_UP else INFO
         if not (self.path / need).is_file():
@@ -304,25 +313,44 @@ class RunDir:
             raise self.damaged(name, problem)
         return np.load(path, allow_pickle=False)
 
-    def needs_evaluation(self) -> bool:
-        """True unless ``metrics.json`` (with temperature, selection, the label-free diagnostics
-        and 1..MAX_BINS bins) and the :data:`EVALUATION_ARRAYS` of both domains are complete and
-        readable: an evaluation by an older sidda, without ``label_free``, is incomplete."""
+    def evaluation(self) -> dict | None:
+        """``metrics.json``, read once, when the evaluation is complete: the file (with
+        temperature, selection, the label-free diagnostics and 1..MAX_BINS bins) and the
+        :data:`EVALUATION_ARRAYS` of both domains are there and readable. None otherwise
+        (missing, damaged, or incomplete: an evaluation by an older sidda, without
+        ``label_free``, is incomplete)."""
         try:
             m = self.metrics()
         except DamagedFileError:
-            return True
+            return None
         if m is None or any(k not in m for k in ("selection", "temperature", "label_free")):
-            return True
+            return None
         bins = m.get("n_bins", 15)
         if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= MAX_BINS:
-            return True  # e.g. written by an older sidda with --bins 100000000
+            return None  # e.g. written by an older sidda with --bins 100000000
         for name in PREDICTION_FILES:
             path = self.path / name
             if (path.is_file() and npy_problem(path)) or (
                     not path.is_file() and name.split("_")[0] in EVALUATION_ARRAYS):
-                return True
-        return False
+                return None
+        return m
+
+    def needs_evaluation(self) -> bool:
+        """True unless the evaluation is complete (:meth:`evaluation`)."""
+        return self.evaluation() is None
+
+    def require_evaluation(self) -> dict:
+        """The complete evaluation's ``metrics.json`` (:meth:`evaluation`).
+
+        Raises:
+            FileNotFoundError: none, or an incomplete one (the message says to evaluate).
+        """
+        m = self.evaluation()
+        if m is None:
+            raise FileNotFoundError(
+                f"{self.path}: no complete evaluation (no {METRICS}, or an incomplete one); run "
+                f"`sidda evaluate {self.path}` first")
+        return m
 
     def temperature(self, checkpoint: str | None = None) -> float | None:
         """The temperature T the last evaluation fitted on the source validation split; None
