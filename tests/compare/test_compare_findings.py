@@ -121,7 +121,7 @@ def test_empty_seed_items_are_refused(tmp_path, tiny_data, capsys, seeds):
     argv = _argv(cfg, tiny_data, tmp_path / "cmp")
     argv[argv.index("--seeds") + 1] = seeds
     assert main(argv) == 2
-    assert "--seeds: expected a comma-separated list of int without empty items" in (
+    assert "--seeds takes comma-separated integers without empty items" in (
         capsys.readouterr().err)
     assert not (tmp_path / "cmp").exists()
 

@@ -43,8 +43,8 @@ _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _CUSTOM = re.compile(rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*$")
 _PROBE_BATCH = 2  # images in the forward pass that checks the outputs
 #: Modules of the custom networks built in this process (their factory's and their class's),
-#: each with the ``model.name`` that named it: an exception raised in their code is the
-#: network's, not sidda's (:func:`network_error`).
+#: each with the ``model.name`` that built from it last (the one being trained or evaluated): an
+#: exception raised in their code is the network's, not sidda's (:func:`network_error`).
 _USER_MODULES: dict[str, str] = {}
 _LIBRARIES = ("torch", "sidda", "escnn", "builtins", "functools")
 
@@ -203,7 +203,7 @@ def build_custom(
                    num_classes=num_classes)
     for module in (name.split(":")[0], type(model).__module__):
         if module.split(".")[0] not in _LIBRARIES:  # e.g. a factory returning nn.Sequential
-            _USER_MODULES.setdefault(module, name)
+            _USER_MODULES[module] = name
     return model
 
 
