@@ -69,8 +69,9 @@ def test_sweep_two_models_two_seeds_end_to_end(tmp_path, tiny_data, capsys):
     finally:
         torch.set_num_threads(n)
     printed = capsys.readouterr().out
-    res_order = [f"{m}_{meth}_seed{s}" for m in ("cnn", "c2") for s in (0, 1)
-                 for meth in ("source_only", "sidda")]  # the sweep's run order
+    # the order of the standings: config by config (model, method), then seed by seed
+    res_order = [f"{m}_{meth}_seed{s}" for m in ("cnn", "c2") for meth in ("source_only", "sidda")
+                 for s in (0, 1)]
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert runs == sorted(f"{m}_{meth}_seed{s}" for m in ("cnn", "c2") for s in (0, 1)
                           for meth in ("source_only", "sidda"))
