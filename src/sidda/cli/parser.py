@@ -188,12 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="divide the logits by the temperature `sidda evaluate` fitted on the "
                     "source validation split")
     pr.add_argument("--latents", action="store_true", help="also write the latent vectors")
-    hdu = pr.add_mutually_exclusive_group()
-    hdu.add_argument("--bands", default=None, metavar="NAMES",
-                     help="FITS with one image HDU per band: stack the HDUs with these EXTNAMEs, "
-                     "as import-folder --bands (default: the run's import's choice)")
-    hdu.add_argument("--hdu", default=None, metavar="INDICES",
-                     help="as --bands, by HDU index (0 is the primary HDU), e.g. 1,2,3")
+    _add_hdu_options(pr, "FITS with one image HDU per band: stack the HDUs with these "
+                     "EXTNAMEs, as import-folder --bands (default: the run's import's choice)")
     pr.add_argument("--batch-size", type=int, default=256)
     pr.add_argument("--device", default="cpu")
     pr.set_defaults(func=cmd_predict)
@@ -256,12 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--channels", type=int, choices=(1, 3), default=None,
                     help="output channels of PNG/JPEG images (default: 3 if any image is in "
                     "colour, else 1); FITS files keep their band count")
-    hdu = im.add_mutually_exclusive_group()
-    hdu.add_argument("--bands", default=None, metavar="NAMES",
-                     help="FITS with one image HDU per band: stack the HDUs with these EXTNAMEs "
-                     "(case-insensitive) as bands, in this order, e.g. G,R,Z")
-    hdu.add_argument("--hdu", default=None, metavar="INDICES",
-                     help="as --bands, by HDU index (0 is the primary HDU), e.g. 1,2,3")
+    _add_hdu_options(im, "FITS with one image HDU per band: stack the HDUs with these "
+                     "EXTNAMEs (case-insensitive) as bands, in this order, e.g. G,R,Z")
     im.add_argument("--target-test", default=None, metavar="DIR",
                     help="a labelled target test set: DIR holds one sub-folder per class (the "
                     "source's); every TARGET image then goes to the target's training split")
@@ -405,3 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     de.set_defaults(func=cmd_demo)
     add_runs_parser(sub, common)
     return p
+
+
+def _add_hdu_options(parser: argparse.ArgumentParser, bands_help: str) -> None:
+    """``--bands NAMES`` or ``--hdu INDICES`` (one of them), as :func:`hdus_option` reads them."""
+    hdu = parser.add_mutually_exclusive_group()
+    hdu.add_argument("--bands", default=None, metavar="NAMES", help=bands_help)
+    hdu.add_argument("--hdu", default=None, metavar="INDICES",
+                     help="as --bands, by HDU index (0 is the primary HDU), e.g. 1,2,3")
