@@ -12,7 +12,7 @@ from conftest import write_config, write_tiny_data
 from sidda.cli import main
 from sidda.compare.page import compare_html
 from sidda.evaluate.standings import label_free_ranking, ranked_by
-from sidda.metrics import validator_agreement
+from sidda.metrics import DEFAULT_VALIDATOR, validator_agreement
 
 
 def _config(tmp_path, data):
@@ -46,16 +46,17 @@ def test_compare_ranks_without_labels_and_measures_agreement_with_them(tmp_path,
     metrics = {(d, m): json.loads((out / "runs" / d / f"{m}_seed0" / "metrics.json").read_text())
                for d in ("lab", "unl") for m in ("source_only", "sidda")}
 
-    # Without target labels: methods and runs ranked by IM, collapsed ones after healthy ones.
-    assert ranked_by("im") in printed and "lab" not in js["ranking"]
+    # Without target labels: methods and runs ranked by the default validator, collapsed ones
+    # after healthy ones.
+    assert ranked_by(DEFAULT_VALIDATOR) in printed and "lab" not in js["ranking"]
     expected = label_free_ranking([
-        {"name": m, "score": metrics[("unl", m)]["label_free"]["validators"]["im"],
+        {"name": m, "score": metrics[("unl", m)]["label_free"]["validators"][DEFAULT_VALIDATOR],
          "collapse": metrics[("unl", m)]["label_free"]["collapse"]["flag"]}
         for m in ("source_only", "sidda")])
     got = js["ranking"]["unl"]["groups"]
     assert [(e["name"], e["rank"]) for e in got] == [(e["name"], e["rank"]) for e in expected]
     md = (out / "compare.md").read_text()
-    assert f"No target labels: methods {ranked_by('im')}" in md
+    assert f"No target labels: methods {ranked_by(DEFAULT_VALIDATOR)}" in md
     assert f"| 1 | {expected[0]['name']} |" in md
 
     # With target labels: each validator's agreement, as validator_agreement computes it.
@@ -69,12 +70,13 @@ def test_compare_ranks_without_labels_and_measures_agreement_with_them(tmp_path,
     assert [r["validator"] for r in rows] == list(direct["validators"])
     for r in rows:
         d = direct["validators"][r["validator"]]
-        assert r["data"] == "lab" and r["default"] == str(r["validator"] == "im")
+        assert r["data"] == "lab" and r["default"] == str(r["validator"] == DEFAULT_VALIDATOR)
         for key in ("spearman", "weighted_spearman", "regret"):
             assert (float(r[key]) if r[key] else None) == pytest.approx(d[key])
-    im = direct["validators"]["im"]
-    line = next(li for li in printed.splitlines() if li.strip().startswith("im*"))
-    assert f"{im['pick']} ({im['pick_accuracy']:.3f})" in line
+    default = direct["validators"][DEFAULT_VALIDATOR]
+    line = next(li for li in printed.splitlines()
+                if li.strip().startswith(f"{DEFAULT_VALIDATOR}*"))
+    assert f"{default['pick']} ({default['pick_accuracy']:.3f})" in line
 
     # The label-free columns of the tables and of compare.csv.
     runs = list(csv.DictReader(open(out / "compare.csv")))
@@ -82,14 +84,15 @@ def test_compare_ranks_without_labels_and_measures_agreement_with_them(tmp_path,
         lf = metrics[(r["data"], r["method"])]["label_free"]
         assert float(r["validator_im"]) == pytest.approx(lf["validators"]["im"])
         assert r["collapse"] == str(lf["collapse"]["flag"])
-    assert "| collapse | IM | domain dist. |" in md
+    assert f"| collapse | {DEFAULT_VALIDATOR.upper()} | domain dist. |" in md
     assert "How far each label-free validator can be trusted here" in md
 
     # The report page shows the same tables (rebuilt here from compare.json).
-    standing = {d: {"validator": "im", "ranking": js["ranking"].get(d),
+    standing = {d: {"validator": DEFAULT_VALIDATOR, "ranking": js["ranking"].get(d),
                     "agreement": js["agreement"].get(d)} for d in ("lab", "unl")}
     page = compare_html(js["rows"], js["plan"], standing)
-    assert html.escape(ranked_by("im")) in page and "<th>weighted Spearman</th>" in page
+    assert html.escape(ranked_by(DEFAULT_VALIDATOR)) in page
+    assert "<th>weighted Spearman</th>" in page
     assert f"<td class=l>{html.escape(expected[0]['name'])}</td>" in page
 
 

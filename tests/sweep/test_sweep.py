@@ -8,7 +8,7 @@ import yaml
 
 from sidda import ConfigError, RunConfig
 from sidda.cli import main
-from sidda.metrics import validator_agreement
+from sidda.metrics import DEFAULT_VALIDATOR, validator_agreement
 from sidda.sweep import format_table, run_sweep, summarize
 
 
@@ -89,7 +89,7 @@ def test_sweep_two_models_two_seeds_end_to_end(tmp_path, tiny_data, capsys):
     metrics = {p.name: json.loads((p / "metrics.json").read_text())
                for p in (out / "runs").iterdir()}
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["validator"] == "im" and summary["ranking"] is None
+    assert summary["validator"] == DEFAULT_VALIDATOR and summary["ranking"] is None
     assert summary["agreement"] == validator_agreement([
         {"name": n, "validators": m["label_free"]["validators"],
          "target_accuracy": m["target"]["accuracy"]} for n, m in sorted(

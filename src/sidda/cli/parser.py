@@ -48,7 +48,7 @@ CHECKPOINT_NAMES = ("final", "best_val_acc", "best_val_loss")
 EPOCH_NAME = re.compile(r"epoch_\d{4,}")
 RULE_NAMES = ("entropy", "im", "snd", "bnm", "class_ami", "knn", "iwv", "dev", "source_acc")
 #: :data:`sidda.metrics.DEFAULT_VALIDATOR`, spelled here for the help texts (a test keeps it).
-DEFAULT_VALIDATOR = "im"
+DEFAULT_VALIDATOR = "class_ami"
 
 CHECKPOINT_HELP = (f"a checkpoint ({', '.join(CHECKPOINT_NAMES)}, epoch_0007 when the run kept "
                    f"them) or the pick of a label-free rule ({', '.join(RULE_NAMES)}); default "
