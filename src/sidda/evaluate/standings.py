@@ -57,8 +57,9 @@ class RunFacts(NamedTuple):
 def run_facts(metrics: Mapping, *, validator: str = DEFAULT_VALIDATOR) -> RunFacts:
     """The :class:`RunFacts` of a ``metrics.json`` dict.
 
-    >>> facts = run_facts({"label_free": {"validators": {"im": 0.5}, "collapse": {"flag": False},
-    ...                                   "domain_distance": {}}, "target": {"labelled": False}})
+    >>> facts = run_facts({"label_free": {"validators": {"class_ami": 0.5},
+    ...                                   "collapse": {"flag": False}, "domain_distance": {}},
+    ...                    "target": {"labelled": False}})
     >>> facts.score, facts.collapse, facts.target_accuracy
     (0.5, False, None)
     """
@@ -80,7 +81,7 @@ def label_free_columns(reports: Sequence[Mapping], *, validator: str = DEFAULT_V
     ``validator_mean`` / ``_std`` / ``_per_seed``, ``collapse_per_seed``, ``collapsed_seeds``
     and ``sinkhorn_mean`` / ``_std`` (sample std, ddof 1; None where no run has the value).
 
-    >>> cols = label_free_columns([{"label_free": {"validators": {"im": 0.5}}}])
+    >>> cols = label_free_columns([{"label_free": {"validators": {"class_ami": 0.5}}}])
     >>> cols["validator_mean"], cols["collapsed_seeds"], cols["sinkhorn_mean"]
     (0.5, 0, None)
     """
