@@ -150,14 +150,16 @@ def test_adabn_trains_as_source_only_then_adds_target_statistics(sets, tmp_path)
     assert again.steps == h_ab.steps
 
 
-def test_every_checkpoint_gets_the_target_statistics_of_its_own_weights(tiny_data, tmp_path):
+@pytest.mark.parametrize("net", ["cnn", "c4"])  # escnn: eval-mode filter caches (a d4 bug)
+def test_every_checkpoint_gets_the_target_statistics_of_its_own_weights(net, tiny_data,
+                                                                       tmp_path):
     from sidda.experiments import evaluate_run, load_run_model, train_run
     from sidda.experiments.data import prepare_data
     from sidda.experiments.prediction import predict_run
 
     cfg = RunConfig.from_dict({
         "name": "adabn", "out_dir": str(tmp_path / "runs"), "data": {"path": str(tiny_data)},
-        "model": {"name": "cnn", "latent_dim": 16}, "loss": {"method": "adabn"},
+        "model": {"name": net, "latent_dim": 16}, "loss": {"method": "adabn"},
         "train": {"epochs": 3, "warmup": 1, "batch_size": 8, "threads": 1,
                   "keep_epoch_checkpoints": True}})
     run_dir = train_run(cfg)
@@ -169,7 +171,7 @@ def test_every_checkpoint_gets_the_target_statistics_of_its_own_weights(tiny_dat
     per_weights = {}
     for name in names:
         ckpt = load_checkpoint(folder / f"{name}.pt")
-        model = _cnn_16()
+        model = build_model(net, in_channels=1, num_classes=3, image_size=16, latent_dim=16)
         model.load_state_dict(ckpt["model"])
         want = estimate_target_stats(model, train_t.x, batch_size=8, device="cpu")
         for k, v in want.state_dict().items():
@@ -195,10 +197,6 @@ def test_every_checkpoint_gets_the_target_statistics_of_its_own_weights(tiny_dat
         rows = list(csv.DictReader(f))
     got = np.array([[float(r[f"p_{c}"]) for c in ("a", "b", "c")] for r in rows])
     np.testing.assert_allclose(got, probs_t, rtol=1e-4, atol=1e-5)
-
-
-def _cnn_16():
-    return build_model("cnn", in_channels=1, num_classes=3, image_size=16, latent_dim=16)
 
 
 def test_adabn_has_no_option_and_holds_no_statistics_before_training():

@@ -5,7 +5,8 @@ BatchNorm statistics, :meth:`~sidda.methods.base.DAMethod.after_training`) would
 ``best_*`` and ``epoch_*`` checkpoints, written earlier, without it. :func:`refit_checkpoints`
 loads each of them in turn, lets the method compute its state for that checkpoint's weights
 and rewrites the checkpoint with it (atomically, :func:`~sidda.runs.save_checkpoint`); the
-model's weights are left as they were. Running it twice gives the same files.
+model's weights (and its train/eval mode) are left as they were. Running it twice gives the
+same files.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from sidda.methods import DAMethod
+from sidda.models import model_state
 from sidda.runs import load_checkpoint, save_checkpoint
 
 __all__ = ["refit_checkpoints"]
@@ -37,7 +39,8 @@ def refit_checkpoints(method: DAMethod, model: nn.Module, folder: Path, x_t: Ten
         batch_size: Images per forward pass.
         device: Where the model is.
     """
-    keep_model = {k: v.clone() for k, v in model.state_dict().items()}
+    was_training = model.training
+    keep_model = model_state(model)  # escnn's eval-mode filter caches are not in a checkpoint
     keep_method = {k: v.clone() for k, v in method.state_dict().items()}
     done = []
     try:
@@ -45,6 +48,7 @@ def refit_checkpoints(method: DAMethod, model: nn.Module, folder: Path, x_t: Ten
             if path.name in _KEEP:
                 continue
             saved = load_checkpoint(path)
+            model.train()  # the saved state has the keys of training mode (models.model_state)
             model.load_state_dict(saved["model"])
             method.load_state_dict(saved["loss"] or {})
             method.after_training(model, x_t, batch_size=batch_size, device=device)
@@ -52,6 +56,8 @@ def refit_checkpoints(method: DAMethod, model: nn.Module, folder: Path, x_t: Ten
             save_checkpoint(path, {**saved, "loss": state})
             done.append(path.stem)
     finally:
+        model.train()
         model.load_state_dict(keep_model)
+        model.train(was_training)
         method.load_state_dict(keep_method)
     return done
